@@ -1,0 +1,3 @@
+from moonshot.cli import main
+
+main()

@@ -1,0 +1,214 @@
+"""Configuration: defaults that work on a fresh machine, then `moonshot.toml` in the
+home folder, then `MOONSHOT_<SECTION>_<KEY>` variables. Secrets are never read from
+the file, only from the environment (see `secret`), and never printed."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moonshot import platform
+from moonshot.errors import ConfigError
+
+
+@dataclass
+class SourceConfig:
+    kind: str = "local"  # local | supabase
+    default_twitter_user: str = "moonshot"
+    poll_interval: float = 30.0
+    batch: int = 20
+
+
+@dataclass
+class SpoolConfig:
+    download_timeout: float = 30.0
+    download_attempts: int = 3
+    backoff_base: float = 2.0  # seconds before the 2nd attempt; doubles each time
+    backoff_max: float = 300.0
+    max_bytes: int = 25_000_000
+    max_pixels: int = 50_000_000
+    max_side: int = 0  # 0: keep the size; else shrink so the longest side fits
+    jpeg_quality: int = 90
+    settle_seconds: float = 0.1  # a dropped file must stay unchanged this long
+    allowed_hosts: list[str] = field(default_factory=list)  # empty: any host
+
+
+@dataclass
+class PhotosConfig:
+    kind: str = "auto"  # auto | folder | macos
+    library: str = "library"  # folder library, relative to home; or a .photoslibrary path
+    import_method: str = "photokit"  # photokit | applescript (macos)
+    import_timeout: float = 60.0
+    import_attempts: int = 3
+    confirm_timeout: float = 120.0
+    require_icloud: bool = False
+    icloud_timeout: float = 600.0
+
+
+@dataclass
+class LaunchConfig:
+    mode: str = "ledger"  # off | ledger | app
+    superseded_max: int = 3
+    require_approval: bool = False
+    retry_backoff: float = 30.0
+    max_per_hour: int = 0  # 0: no limit
+    max_per_day: int = 0
+    min_gap_seconds: float = 0.0
+    allow_users: list[str] = field(default_factory=list)
+    deny_users: list[str] = field(default_factory=list)
+    name_max_bytes: int = 32
+    ticker_max_bytes: int = 10
+    flow: str = ""  # path of the flow TOML; empty: home's flow.toml, else the packaged one
+
+
+@dataclass
+class ServiceConfig:
+    idle_sleep_min: float = 0.05
+    idle_sleep_max: float = 2.0
+    stop_timeout: float = 20.0
+
+
+@dataclass
+class LogConfig:
+    level: str = "INFO"
+    format: str = "text"  # text | json
+    max_bytes: int = 5_000_000
+    backups: int = 5
+
+
+@dataclass
+class Config:
+    home: Path
+    source: SourceConfig = field(default_factory=SourceConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    photos: PhotosConfig = field(default_factory=PhotosConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "moonshot.db"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.home / "launches.jsonl"
+
+    @property
+    def library_path(self) -> Path:
+        return (self.home / self.photos.library).expanduser()
+
+    @property
+    def photos_kind(self) -> str:
+        if self.photos.kind != "auto":
+            return self.photos.kind
+        return "macos" if platform.is_macos() else "folder"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.spool_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name != "home"]
+CHOICES = {
+    ("source", "kind"): ("local", "supabase"),
+    ("photos", "kind"): ("auto", "folder", "macos"),
+    ("photos", "import_method"): ("photokit", "applescript"),
+    ("launch", "mode"): ("off", "ledger", "app"),
+    ("log", "format"): ("text", "json"),
+}
+
+
+def _coerce(section: str, key: str, default: Any, value: Any, origin: str) -> Any:
+    where = f"{origin}: {section}.{key}"
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list):
+                return [str(v) for v in value]
+            raise ValueError(value)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = type(default).__name__
+        raise ConfigError(f"{where} must be a {kind}, got {value!r}") from None
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    return Path(home or os.environ.get("MOONSHOT_HOME") or ".").expanduser().resolve()
+
+
+def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Config:
+    """Defaults, then moonshot.toml, then MOONSHOT_<SECTION>_<KEY>; ConfigError on anything unknown."""
+    env = os.environ if env is None else env
+    cfg = Config(home=resolve_home(home))
+    path = cfg.home / "moonshot.toml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for section, values in data.items():
+        if section not in SECTIONS or not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+        obj = getattr(cfg, section)
+        for key, value in values.items():
+            if not hasattr(obj, key):
+                raise ConfigError(f"{path}: unknown key {section}.{key}")
+            setattr(obj, key, _coerce(section, key, getattr(obj, key), value, str(path)))
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            name = f"MOONSHOT_{section.upper()}_{f.name.upper()}"
+            if name in env:
+                setattr(obj, f.name, _coerce(section, f.name, getattr(obj, f.name), env[name], name))
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key} = {value!r}: expected one of {', '.join(allowed)}")
+    return cfg
+
+
+def secret(name: str, env: dict[str, str] | None = None) -> str | None:
+    """A secret from the environment only; callers must never log the value."""
+    env = os.environ if env is None else env
+    value = env.get(name)
+    return value or None
+
+
+def as_dict(cfg: Config) -> dict[str, Any]:
+    """The effective configuration, for `doctor`; holds no secret by construction."""
+    out: dict[str, Any] = {"home": str(cfg.home)}
+    for section in SECTIONS:
+        out[section] = dataclasses.asdict(getattr(cfg, section))
+    return out
