@@ -86,6 +86,25 @@ class LaunchResult:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Check:
+    """One line of `moonshot doctor`: status is ok, warn or fail; `fix` says what to do."""
+
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+
+# Optional adapter methods, looked up with getattr by the service and the CLI:
+#   watch(wake: Callable[[], None]) -> Callable[[], None]
+#       call `wake` as soon as something changed (Photos wrote, NOTIFY arrived);
+#       returns a function that stops watching.
+#   checks() -> list[Check]            for `moonshot doctor`
+#   health() -> dict[str, Any]         shown by `moonshot status` (JSON-safe, no secret)
+#   close() -> None                    release resources on shutdown
+
+
 @runtime_checkable
 class Source(Protocol):
     """Where coins come from and where their progress is reported back."""
