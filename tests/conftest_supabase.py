@@ -15,7 +15,9 @@ from tests.supabase_standin import Standin
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATION = next((ROOT / "supabase" / "migrations").glob("*_moonshot_sync.sql"))
-PG_ADMIN_DSN = os.environ.get("MOONSHOT_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+PG_ADMIN_DSN = os.environ.get(
+    "MOONSHOT_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
 
 # The Twitter bot's table before moonshot's migration (the plan's columns come later).
 BASE_COINS_SQL = """
@@ -44,16 +46,31 @@ def apply_migration(dsn: str) -> None:
         conn.execute(MIGRATION.read_text(encoding="utf-8"))
 
 
-def insert_coin(dsn: str, ticker: str, name: str | None = None, image_url: str | None = "http://img/x.jpg",
-                twitter_user: str | None = "bot", tweet_id: str | None = None, **extra) -> int:
+def insert_coin(
+    dsn: str,
+    ticker: str,
+    name: str | None = None,
+    image_url: str | None = "http://img/x.jpg",
+    twitter_user: str | None = "bot",
+    tweet_id: str | None = None,
+    **extra,
+) -> int:
     import psycopg
 
-    cols = {"ticker": ticker, "name": name or ticker.title(), "image_url": image_url,
-            "twitter_user": twitter_user, "tweet_id": tweet_id, **extra}
+    cols = {
+        "ticker": ticker,
+        "name": name or ticker.title(),
+        "image_url": image_url,
+        "twitter_user": twitter_user,
+        "tweet_id": tweet_id,
+        **extra,
+    }
     names = ", ".join(cols)
     marks = ", ".join(["%s"] * len(cols))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(f"INSERT INTO coins ({names}) VALUES ({marks}) RETURNING id", list(cols.values())).fetchone()[0]
+        return conn.execute(
+            f"INSERT INTO coins ({names}) VALUES ({marks}) RETURNING id", list(cols.values())
+        ).fetchone()[0]
 
 
 def fetch_coins(dsn: str) -> list[dict]:

@@ -23,9 +23,26 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 MAX_ROWS = 1000  # hosted Supabase's db-max-rows
-OPS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE", "ilike": "ILIKE"}
-KONG_401 = {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."}
-JWT_401 = {"code": "PGRST301", "details": None, "hint": None, "message": "JWSError JWSInvalidSignature"}
+OPS = {
+    "eq": "=",
+    "neq": "<>",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "like": "LIKE",
+    "ilike": "ILIKE",
+}
+KONG_401 = {
+    "message": "Invalid API key",
+    "hint": "Double check your Supabase `anon` or `service_role` API key.",
+}
+JWT_401 = {
+    "code": "PGRST301",
+    "details": None,
+    "hint": None,
+    "message": "JWSError JWSInvalidSignature",
+}
 
 
 class ApiError(Exception):
@@ -99,8 +116,12 @@ class Faults:
 
     def outage(self, status: int = 503) -> Fault:
         """Every request fails as an unreachable database does behind PostgREST."""
-        body = {"code": "PGRST001", "details": "connection refused", "hint": None,
-                "message": "Database client error. Retrying the connection."}
+        body = {
+            "code": "PGRST001",
+            "details": "connection refused",
+            "hint": None,
+            "message": "Database client error. Retrying the connection.",
+        }
         return self.add("status", times=-1, status=status, body=body)
 
     def take(self, method: str, path: str) -> Fault | None:
@@ -166,8 +187,12 @@ class Query:
             negate, expr = True, expr[4:]
         op, dot, value = expr.partition(".")
         if not dot:
-            raise pgrst(400, "PGRST100", f'"failed to parse filter ({expr})" (line 1, column 1)',
-                        details="unexpected end of input")
+            raise pgrst(
+                400,
+                "PGRST100",
+                f'"failed to parse filter ({expr})" (line 1, column 1)',
+                details="unexpected end of input",
+            )
         ident = self.col(column)
         params: list[Any] = []
         if op in OPS:
@@ -176,21 +201,33 @@ class Query:
         elif op == "is":
             words = {"null": "NULL", "true": "TRUE", "false": "FALSE", "unknown": "UNKNOWN"}
             if value.lower() not in words:
-                raise pgrst(400, "PGRST100", f'"failed to parse filter (is.{value})" (line 1, column 4)',
-                            details="unexpected \"" + value[:1] + "\" expecting null or trilean value")
+                raise pgrst(
+                    400,
+                    "PGRST100",
+                    f'"failed to parse filter (is.{value})" (line 1, column 4)',
+                    details='unexpected "' + value[:1] + '" expecting null or trilean value',
+                )
             cond = sql.SQL("{} IS {}").format(ident, sql.SQL(words[value.lower()]))
         elif op == "in":
             if not (value.startswith("(") and value.endswith(")")):
-                raise pgrst(400, "PGRST100", f'"failed to parse filter (in.{value})" (line 1, column 4)')
+                raise pgrst(
+                    400, "PGRST100", f'"failed to parse filter (in.{value})" (line 1, column 4)'
+                )
             items = [_unquote_item(i) for i in _split_top(value[1:-1])]
             if not items:
                 cond = sql.SQL("FALSE")
             else:
-                cond = sql.SQL("{} IN ({})").format(ident, sql.SQL(", ").join(sql.Placeholder() * len(items)))
+                cond = sql.SQL("{} IN ({})").format(
+                    ident, sql.SQL(", ").join(sql.Placeholder() * len(items))
+                )
                 params.extend(items)
         else:
-            raise pgrst(400, "PGRST100", f'"failed to parse filter ({expr})" (line 1, column 1)',
-                        details=f"unknown operator {op}")
+            raise pgrst(
+                400,
+                "PGRST100",
+                f'"failed to parse filter ({expr})" (line 1, column 1)',
+                details=f"unknown operator {op}",
+            )
         if negate:
             cond = sql.SQL("NOT ({})").format(cond)
         return cond, params
@@ -198,7 +235,9 @@ class Query:
     def logic(self, op: str, body: str) -> tuple[sql.Composable, list[Any]]:
         """`or=(a.eq.1,and(b.is.null,c.lt.2))` and `and=(...)`."""
         if not (body.startswith("(") and body.endswith(")")):
-            raise pgrst(400, "PGRST100", f'"failed to parse logic tree ({body})" (line 1, column 1)')
+            raise pgrst(
+                400, "PGRST100", f'"failed to parse logic tree ({body})" (line 1, column 1)'
+            )
         parts, params = [], []
         for item in _split_top(body[1:-1]):
             m = re.match(r"^(not\.)?(or|and)(\(.*\))$", item)
@@ -209,14 +248,18 @@ class Query:
             else:
                 column, dot, expr = item.partition(".")
                 if not dot:
-                    raise pgrst(400, "PGRST100", f'"failed to parse logic tree ({body})" (line 1, column 1)')
+                    raise pgrst(
+                        400, "PGRST100", f'"failed to parse logic tree ({body})" (line 1, column 1)'
+                    )
                 cond, p = self.condition(column, expr)
             parts.append(cond)
             params.extend(p)
         joiner = sql.SQL(" OR " if op == "or" else " AND ")
         return sql.SQL("({})").format(joiner.join(parts)), params
 
-    def where(self, filters: list[tuple[str, str]]) -> tuple[sql.Composable, list[Any], sql.Composable, list[Any]]:
+    def where(
+        self, filters: list[tuple[str, str]]
+    ) -> tuple[sql.Composable, list[Any], sql.Composable, list[Any]]:
         """(plain filters, their params, logic filters, their params); each TRUE when empty."""
         plain, pp, logic, lp = [], [], [], []
         for key, value in filters:
@@ -251,9 +294,16 @@ class Query:
             name, rest = bits[0], bits[1:]
             t = sql.SQL("{}").format(self.col(name))
             for bit in rest:
-                words = {"asc": "ASC", "desc": "DESC", "nullsfirst": "NULLS FIRST", "nullslast": "NULLS LAST"}
+                words = {
+                    "asc": "ASC",
+                    "desc": "DESC",
+                    "nullsfirst": "NULLS FIRST",
+                    "nullslast": "NULLS LAST",
+                }
                 if bit not in words:
-                    raise pgrst(400, "PGRST100", f'"failed to parse order ({order})" (line 1, column 1)')
+                    raise pgrst(
+                        400, "PGRST100", f'"failed to parse order ({order})" (line 1, column 1)'
+                    )
                 t = sql.SQL("{} {}").format(t, sql.SQL(words[bit]))
             terms.append(t)
         return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms)
@@ -299,7 +349,9 @@ class Standin:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="supabase-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="supabase-standin", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -327,8 +379,14 @@ class Standin:
             return [r for r in self.requests if r.path.startswith(prefix)]
 
     # -- storage helpers for tests ---------------------------------------------------
-    def put_object(self, bucket: str, path: str, data: bytes, content_type: str = "image/jpeg",
-                   public: bool = True) -> str:
+    def put_object(
+        self,
+        bucket: str,
+        path: str,
+        data: bytes,
+        content_type: str = "image/jpeg",
+        public: bool = True,
+    ) -> str:
         """Seed an object; returns its public URL."""
         with self.lock:
             self.buckets.setdefault(bucket, {"id": bucket, "name": bucket, "public": public})
@@ -358,7 +416,9 @@ class Standin:
         except psycopg.OperationalError as exc:
             if getattr(exc, "sqlstate", None):
                 raise _pg_error(exc) from None
-            raise pgrst(503, "PGRST000", "Database connection error. Retrying the connection.", str(exc)) from None
+            raise pgrst(
+                503, "PGRST000", "Database connection error. Retrying the connection.", str(exc)
+            ) from None
         except psycopg.Error as exc:
             raise _pg_error(exc) from None
 
@@ -369,7 +429,9 @@ class Standin:
         filters = [(k, v) for k, v in params if k not in reserved]
         plain, pp, logic, lp = q.where(filters)
         tbl = sql.Identifier(self.schema, table)
-        shape = sql.SQL("SELECT {} FROM pgrst_source WHERE {}").format(q.select_list(opts.get("select")), logic)
+        shape = sql.SQL("SELECT {} FROM pgrst_source WHERE {}").format(
+            q.select_list(opts.get("select")), logic
+        )
         status = 200
         if method == "GET":
             offset, limit = int(opts.get("offset", 0)), opts.get("limit")
@@ -382,16 +444,32 @@ class Standin:
                         limit = int(m.group(2)) - offset + 1
             limit = min(int(limit), MAX_ROWS) if limit is not None else MAX_ROWS
             source = sql.SQL("SELECT * FROM {} WHERE {} AND {}").format(tbl, plain, logic)
-            query = sql.SQL("WITH pgrst_source AS ({}) SELECT coalesce(json_agg(_r), '[]'::json) FROM ("
-                            "SELECT {} FROM pgrst_source{} LIMIT {} OFFSET {}) _r").format(
-                source, q.select_list(opts.get("select")), q.order_by(opts.get("order")),
-                sql.Literal(limit), sql.Literal(offset))
+            query = sql.SQL(
+                "WITH pgrst_source AS ({}) SELECT coalesce(json_agg(_r), '[]'::json) FROM ("
+                "SELECT {} FROM pgrst_source{} LIMIT {} OFFSET {}) _r"
+            ).format(
+                source,
+                q.select_list(opts.get("select")),
+                q.order_by(opts.get("order")),
+                sql.Literal(limit),
+                sql.Literal(offset),
+            )
             rows = conn.execute(query, [*pp, *lp]).fetchone()[0]
             total = "*"
             if prefer.get("count") == "exact":
-                total = str(conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} AND {}").format(tbl, plain, logic),
-                                         [*pp, *lp]).fetchone()[0])
-            extra = {"Content-Range": f"{offset}-{offset + len(rows) - 1}/{total}" if rows else f"*/{total}"}
+                total = str(
+                    conn.execute(
+                        sql.SQL("SELECT count(*) FROM {} WHERE {} AND {}").format(
+                            tbl, plain, logic
+                        ),
+                        [*pp, *lp],
+                    ).fetchone()[0]
+                )
+            extra = {
+                "Content-Range": f"{offset}-{offset + len(rows) - 1}/{total}"
+                if rows
+                else f"*/{total}"
+            }
             return status, rows, extra
         data = json.loads(body or b"null") if method in ("POST", "PATCH") else None
         if method == "PATCH":
@@ -399,11 +477,17 @@ class Standin:
                 raise pgrst(400, "PGRST102", "Empty or invalid json")
             for k in data:
                 if k not in q.columns:
-                    raise pgrst(400, "PGRST204", f"Could not find the '{k}' column of '{table}' in the schema cache")
+                    raise pgrst(
+                        400,
+                        "PGRST204",
+                        f"Could not find the '{k}' column of '{table}' in the schema cache",
+                    )
             sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in data)
             # PostgREST v12 applies or=/and= filters again to the rows the UPDATE returns
             # (PostgREST #3707): a row whose new values fail them is updated yet not returned.
-            source = sql.SQL("UPDATE {} SET {} WHERE {} AND {} RETURNING *").format(tbl, sets, plain, logic)
+            source = sql.SQL("UPDATE {} SET {} WHERE {} AND {} RETURNING *").format(
+                tbl, sets, plain, logic
+            )
             args = [*(_param(v) for v in data.values()), *pp, *lp, *lp]
         elif method == "DELETE":
             source = sql.SQL("DELETE FROM {} WHERE {} AND {} RETURNING *").format(tbl, plain, logic)
@@ -415,7 +499,11 @@ class Standin:
             cols = list(dict.fromkeys(k for r in rows_in for k in r))
             for k in cols:
                 if k not in q.columns:
-                    raise pgrst(400, "PGRST204", f"Could not find the '{k}' column of '{table}' in the schema cache")
+                    raise pgrst(
+                        400,
+                        "PGRST204",
+                        f"Could not find the '{k}' column of '{table}' in the schema cache",
+                    )
             values, args = [], []
             for r in rows_in:
                 cells = []
@@ -432,19 +520,28 @@ class Standin:
                 target = [c.strip() for c in (opts.get("on_conflict") or "id").split(",")]
                 if resolution == "ignore-duplicates":
                     conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(
-                        sql.SQL(", ").join(q.col(c) for c in target))
+                        sql.SQL(", ").join(q.col(c) for c in target)
+                    )
                 else:
                     conflict = sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
                         sql.SQL(", ").join(q.col(c) for c in target),
-                        sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in cols))
+                        sql.SQL(", ").join(
+                            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in cols
+                        ),
+                    )
             source = sql.SQL("INSERT INTO {} ({}) VALUES {}{} RETURNING *").format(
-                tbl, sql.SQL(", ").join(sql.Identifier(c) for c in cols), sql.SQL(", ").join(values), conflict)
+                tbl,
+                sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+                sql.SQL(", ").join(values),
+                conflict,
+            )
             args = [*args, *lp]
             status = 201
         else:
             raise pgrst(405, "PGRST117", f"Unsupported HTTP method: {method}")
-        query = sql.SQL("WITH pgrst_source AS ({}) SELECT coalesce(json_agg(_r), '[]'::json) FROM ({}) _r").format(
-            source, shape)
+        query = sql.SQL(
+            "WITH pgrst_source AS ({}) SELECT coalesce(json_agg(_r), '[]'::json) FROM ({}) _r"
+        ).format(source, shape)
         rows = conn.execute(query, args).fetchone()[0]
         if prefer.get("return") != "representation":
             return (204 if status == 200 else status), None, {}
@@ -460,26 +557,36 @@ class Standin:
             " WHERE n.nspname = %s AND p.proname = %s",
             (self.schema, fn),
         ).fetchall()
-        for retset, typtype, names, ndefaults, nargs in found:
-            names = list(names)[:nargs]
-            required = set(names[: nargs - ndefaults])
-            if set(args) <= set(names) and required <= set(args):
-                break
-        else:
+
+        def fits(row) -> bool:
+            names, ndefaults, nargs = list(row[2])[: row[4]], row[3], row[4]
+            return set(args) <= set(names) and set(names[: nargs - ndefaults]) <= set(args)
+
+        match = next((row for row in found if fits(row)), None)
+        if match is None:
             sig = ", ".join(sorted(args))
-            raise pgrst(404, "PGRST202", f"Could not find the function {self.schema}.{fn}({sig}) in the schema cache",
-                        details=f"Searched for the function {self.schema}.{fn} with parameters {sig} or with a single"
-                                " unnamed json/jsonb parameter, but no matches were found in the schema cache.")
+            raise pgrst(
+                404,
+                "PGRST202",
+                f"Could not find the function {self.schema}.{fn}({sig}) in the schema cache",
+                details=f"Searched for the function {self.schema}.{fn} with parameters {sig} or with a single"
+                " unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+            )
+        retset, typtype = match[0], match[1]
         call = sql.SQL("{}({})").format(
             sql.Identifier(self.schema, fn),
-            sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(k)) for k in args))
+            sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(k)) for k in args),
+        )
         values = [_param(v) for v in args.values()]
         if retset and typtype == "c":
-            result = conn.execute(sql.SQL("SELECT coalesce(json_agg(_r), '[]'::json) FROM {} _r").format(call),
-                                  values).fetchone()[0]
+            result = conn.execute(
+                sql.SQL("SELECT coalesce(json_agg(_r), '[]'::json) FROM {} _r").format(call), values
+            ).fetchone()[0]
         elif retset:
-            result = conn.execute(sql.SQL("SELECT coalesce(json_agg(_r), '[]'::json) FROM {} _r(v)").format(call),
-                                  values).fetchone()[0]
+            result = conn.execute(
+                sql.SQL("SELECT coalesce(json_agg(_r), '[]'::json) FROM {} _r(v)").format(call),
+                values,
+            ).fetchone()[0]
             result = [r["v"] for r in result]
         else:
             result = conn.execute(sql.SQL("SELECT to_json({})").format(call), values).fetchone()[0]
@@ -539,10 +646,16 @@ class Standin:
                 data = json.loads(body or b"{}")
                 bid = data.get("id") or data.get("name")
                 if not bid:
-                    raise storage_error(400, "InvalidRequest", "body must have required property 'name'")
+                    raise storage_error(
+                        400, "InvalidRequest", "body must have required property 'name'"
+                    )
                 if bid in self.buckets:
                     raise storage_error(409, "Duplicate", "The resource already exists")
-                self.buckets[bid] = {"id": bid, "name": data.get("name") or bid, "public": bool(data.get("public"))}
+                self.buckets[bid] = {
+                    "id": bid,
+                    "name": data.get("name") or bid,
+                    "public": bool(data.get("public")),
+                }
                 return 200, {"name": bid}, {}
         raise storage_error(405, "invalid_method", f"Method {method} not allowed")
 
@@ -552,7 +665,8 @@ def _upload_body(headers, body: bytes) -> tuple[bytes, str]:
     if not ctype.startswith("multipart/form-data"):
         return body, ctype
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+        b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body
+    )
     for part in msg.iter_parts():
         if part.get_param("name", header="content-disposition") == "file":
             return part.get_payload(decode=True), part.get_content_type()
@@ -562,8 +676,13 @@ def _upload_body(headers, body: bytes) -> tuple[bytes, str]:
 def _pg_error(exc: psycopg.Error) -> ApiError:
     diag = exc.diag
     state = exc.sqlstate or "XX000"
-    return pgrst(_status_for_sqlstate(state), state, diag.message_primary or str(exc),
-                 diag.message_detail, diag.message_hint)
+    return pgrst(
+        _status_for_sqlstate(state),
+        state,
+        diag.message_primary or str(exc),
+        diag.message_detail,
+        diag.message_hint,
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -602,15 +721,24 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         with owner.lock:
-            owner.requests.append(Recorded(self.command, split.path, split.query,
-                                           {k.lower(): v for k, v in self.headers.items()}, body))
+            owner.requests.append(
+                Recorded(
+                    self.command,
+                    split.path,
+                    split.query,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
+            )
         fault = owner.faults.take(self.command, split.path)
         if fault and fault.kind == "delay":
             time.sleep(fault.delay)
         if fault and fault.kind == "drop":
             return self._drop()
         if fault and fault.kind == "status":
-            return self._reply(fault.status, fault.body if fault.body is not None else {"message": "injected"})
+            return self._reply(
+                fault.status, fault.body if fault.body is not None else {"message": "injected"}
+            )
         apikey_ok = self.headers.get("apikey") == owner.key
         bearer_ok = self.headers.get("Authorization") == f"Bearer {owner.key}"
         try:
@@ -619,12 +747,17 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(401, KONG_401)
                 if not bearer_ok:
                     raise ApiError(401, JWT_401)
-                name = unquote(split.path[len("/rest/v1/"):])
+                name = unquote(split.path[len("/rest/v1/") :])
                 params = parse_qsl(split.query, keep_blank_values=True)
                 result = owner.rest(self.command, name, params, self.headers, body)
             elif split.path.startswith("/storage/v1/"):
-                result = owner.storage(self.command, split.path[len("/storage/v1/"):], self.headers, body,
-                                       authed=apikey_ok and bearer_ok)
+                result = owner.storage(
+                    self.command,
+                    split.path[len("/storage/v1/") :],
+                    self.headers,
+                    body,
+                    authed=apikey_ok and bearer_ok,
+                )
             else:
                 raise ApiError(404, {"message": "no Route matched with those values"})
         except ApiError as err:

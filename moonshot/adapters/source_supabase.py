@@ -27,8 +27,18 @@ SCHEMA_VERSION = 1  # moonshot_schema_version() of the migration this code expec
 CHANNEL = "moonshot_coins"  # the migration's trigger NOTIFYs here
 TABLE = "coins"
 MIGRATION_COLUMNS = (
-    "image_url", "image_filename", "image_synced", "image_sync_timestamp", "twitter_user", "tweet_id",
-    "claimed_by", "claim_expires_at", "sync_state", "launch_state", "launched_at", "token_address",
+    "image_url",
+    "image_filename",
+    "image_synced",
+    "image_sync_timestamp",
+    "twitter_user",
+    "tweet_id",
+    "claimed_by",
+    "claim_expires_at",
+    "sync_state",
+    "launch_state",
+    "launched_at",
+    "token_address",
     "last_error",
 )
 COIN_SELECT = "id,ticker,name,image_url,twitter_user,tweet_id,created_at"
@@ -37,10 +47,13 @@ TRANSIENT_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
 AUTH_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303", "42501"})
 # Table, column or function unknown to PostgREST: the migration is missing or old.
 SETUP_CODES = frozenset({"42P01", "42703", "42883", "PGRST202", "PGRST204", "PGRST205"})
-MIGRATION_FIX = "apply the migration: `moonshot supabase sql`, paste it into the Supabase SQL editor and run it"
+MIGRATION_FIX = (
+    "apply the migration: `moonshot supabase sql`, paste it into the Supabase SQL editor and run it"
+)
 KEY_FIX = "set SUPABASE_SERVICE_ROLE_KEY to the project's service_role key (Project Settings > API)"
 BACKOFF_MAX = 300.0
 AUTH_PAUSE = 300.0  # after a rejected key, stop asking for this long
+HOLD_MARGIN = 60.0  # clock skew and request time allowed for when trusting a renewal
 
 
 class SupabaseAuthError(TransientError):
@@ -98,11 +111,23 @@ def _iso(ts: float) -> str:
 class SupabaseSource:
     kind = "supabase"
 
-    def __init__(self, url: str, key: str, *, worker: str, lease_seconds: int = 600,
-                 db_url: str | None = None, connect_timeout: float = 5.0, read_timeout: float = 15.0,
-                 transport: httpx.BaseTransport | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        worker: str,
+        lease_seconds: int = 600,
+        db_url: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         if not url.startswith(("https://", "http://")):
-            raise ConfigError("SUPABASE_URL must start with https:// (e.g. https://<project>.supabase.co)")
+            raise ConfigError(
+                "SUPABASE_URL must start with https:// (e.g. https://<project>.supabase.co)"
+            )
         self.url = url.rstrip("/")
         self._key = key
         self._db_url = db_url
@@ -114,6 +139,8 @@ class SupabaseSource:
         self._lock = threading.Lock()
         self._handed: set[str] = set()  # refs handed to the service by this process
         self._lost: dict[str, str] = {}  # ref -> why; claims another service now holds
+        self._held_until: dict[str, float] = {}  # ref -> lease end, by our clock, at the latest
+        self._report_errors: dict[str, str] = {}  # ref -> a report Supabase refused for good
         self._resync = True  # re-read our own claims first (restart, or a claim reply lost)
         self._failures = 0
         self._backoff_until = 0.0
@@ -127,26 +154,39 @@ class SupabaseSource:
         # Storage. supabase-py's own GET retry is off: retry and backoff live here and in
         # the service's outbox, so a request is never retried twice over.
         self.http = httpx.Client(
-            http1=True, http2=False, transport=transport, follow_redirects=False,
+            http1=True,
+            http2=False,
+            transport=transport,
+            follow_redirects=False,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
             event_hooks={"response": [self._note_status]},
         )
         from supabase import ClientOptions, create_client
 
-        options = ClientOptions(httpx_client=self.http, postgrest_client_retry=False,
-                                auto_refresh_token=False, persist_session=False)
+        options = ClientOptions(
+            httpx_client=self.http,
+            postgrest_client_retry=False,
+            auto_refresh_token=False,
+            persist_session=False,
+        )
         self.client = create_client(self.url, key, options=options)
 
     @classmethod
     def from_config(cls, cfg: config_mod.Config) -> SupabaseSource:
         url = config_mod.secret("SUPABASE_URL")
         key = config_mod.secret("SUPABASE_SERVICE_ROLE_KEY")
-        missing = [n for n, v in (("SUPABASE_URL", url), ("SUPABASE_SERVICE_ROLE_KEY", key)) if not v]
+        missing = [
+            n for n, v in (("SUPABASE_URL", url), ("SUPABASE_SERVICE_ROLE_KEY", key)) if not v
+        ]
         if missing:
-            raise ConfigError(f"source.kind = supabase needs {' and '.join(missing)} in the environment"
-                              " (launchd: EnvironmentVariables in the plist)")
-        return cls(url, key, worker=worker_id(cfg.home), db_url=config_mod.secret("SUPABASE_DB_URL"))
+            raise ConfigError(
+                f"the Supabase source needs {' and '.join(missing)} in the environment"
+                " (launchd: EnvironmentVariables in the plist)"
+            )
+        return cls(
+            url, key, worker=worker_id(cfg.home), db_url=config_mod.secret("SUPABASE_DB_URL")
+        )
 
     def __repr__(self) -> str:
         return f"SupabaseSource(url={self.url!r}, worker={self.worker!r})"
@@ -169,15 +209,21 @@ class SupabaseSource:
         try:
             return fn()
         except httpx.TimeoutException as exc:
-            raise TransientError(f"Supabase {what}: timed out ({type(exc).__name__}); will retry") from None
+            raise TransientError(
+                f"Supabase {what}: timed out ({type(exc).__name__}); will retry"
+            ) from None
         except httpx.TransportError as exc:
             detail = self._scrub(str(exc) or type(exc).__name__)
-            raise TransientError(f"Supabase {what}: {self.image_hosts[0]} unreachable ({detail}); will retry") from None
+            raise TransientError(
+                f"Supabase {what}: {self.image_hosts[0]} unreachable ({detail}); will retry"
+            ) from None
         except APIError as exc:
             status = self._tls.status
             code = exc.code or ""
             message = self._scrub(" ".join(str(exc.message or "").split()))[:200]
-            where = f"Supabase {what}: HTTP {status or '?'} {code} {message}".replace("  ", " ").strip()
+            where = f"Supabase {what}: HTTP {status or '?'} {code} {message}".replace(
+                "  ", " "
+            ).strip()
             kind = classify(status, code)
             if kind == "transient":
                 raise TransientError(f"{where}; will retry") from None
@@ -214,8 +260,10 @@ class SupabaseSource:
         if self._auth_problem and now < self._auth_until:
             raise SupabaseAuthError(self._auth_problem)
         if now < self._backoff_until:
-            raise TransientError(f"Supabase unavailable; next try in {self._backoff_until - now:.0f}s"
-                                 f" (last error: {self._last_error})")
+            raise TransientError(
+                f"Supabase unavailable; next try in {self._backoff_until - now:.0f}s"
+                f" (last error: {self._last_error})"
+            )
         rows: list[dict[str, Any]] = []
         try:
             if self._resync:
@@ -247,8 +295,9 @@ class SupabaseSource:
 
     def _claim(self, n: int) -> list[dict[str, Any]]:
         params = {"p_worker": self.worker, "p_limit": n, "p_lease_seconds": self.lease_seconds}
+        sent = self.clock()
         try:
-            return list(self._call("claim", lambda: self.client.rpc("moonshot_claim", params).execute()).data or [])
+            reply = self._call("claim", lambda: self.client.rpc("moonshot_claim", params).execute())
         except TransientError:
             # The claim may have committed with its reply lost: settle it by re-reading
             # the rows we hold. If that fails too, the next poll re-reads first.
@@ -258,12 +307,25 @@ class SupabaseSource:
             if any(str(r["id"]) not in self._handed for r in rows):
                 return rows
             raise
+        rows = list(reply.data or [])
+        with self._lock:
+            for row in rows:
+                self._held_until[str(row["id"])] = sent + self.lease_seconds
+        return rows
 
     def _held_rows(self) -> list[dict[str, Any]]:
         def query():
-            return (self.client.table(TABLE).select(COIN_SELECT).eq("claimed_by", self.worker)
-                    .eq("image_synced", "false").is_("launch_state", "null")
-                    .order("created_at").order("id").limit(1000).execute())
+            return (
+                self.client.table(TABLE)
+                .select(COIN_SELECT)
+                .eq("claimed_by", self.worker)
+                .eq("image_synced", "false")
+                .is_("launch_state", "null")
+                .order("created_at")
+                .order("id")
+                .limit(1000)
+                .execute()
+            )
 
         return list(self._call("re-read claims", query).data or [])
 
@@ -272,46 +334,66 @@ class SupabaseSource:
             value = row.get(key)
             return None if value is None else str(value)
 
-        return IncomingCoin(source="supabase", source_ref=str(row["id"]), ticker=text("ticker") or "",
-                            name=text("name") or "", image_url=text("image_url") or "",
-                            twitter_user=text("twitter_user"), tweet_id=text("tweet_id"))
+        return IncomingCoin(
+            source="supabase",
+            source_ref=str(row["id"]),
+            ticker=text("ticker") or "",
+            name=text("name") or "",
+            image_url=text("image_url") or "",
+            twitter_user=text("twitter_user"),
+            tweet_id=text("tweet_id"),
+        )
 
     def report(self, coin_ref: str, event: str, fields: dict[str, Any]) -> None:
-        """Deliver one outbox entry. TransientError: retry later. Rejected: this entry can
-        never be delivered (the coin's own problem, e.g. a value the column refuses)."""
+        """Deliver one outbox entry; TransientError to have it retried later. Written only
+        while this service holds the coin's claim (or nobody does), with plain eq/is
+        filters (PostgREST #3707), so a service that lost a coin never overwrites the
+        progress of the one that took it."""
         now = self.clock()
-        body: dict[str, Any] = {"sync_state": event}
+        body: dict[str, Any] = {"sync_state": event, "claimed_by": self.worker}
         if fields.get("image_filename"):
             body["image_filename"] = fields["image_filename"]
         if event in OUTCOMES:
             body["launch_state"] = event
-            body["last_error"] = fields.get("last_error") if event != "launched" else None
+            error = fields.get("last_error") if event != "launched" else None
+            body["last_error"] = str(error)[:1000] if error else None
             if event == "launched":
                 body["launched_at"] = _iso(now)
-                if fields.get("token_address"):
-                    body["token_address"] = fields["token_address"]
-            rows = self._patch(coin_ref, body, event)
-        elif event == "imported":
-            body.update(image_synced=True, image_sync_timestamp=_iso(now), launch_state=None, last_error=None)
-            rows = self._patch(coin_ref, body, event)
+                body["token_address"] = fields.get("token_address")
         else:
-            # Progress before (or after a retry of) the outcome: keep the claim ours and
-            # clear an outcome a retry has undone. Plain eq/is filters only (PostgREST #3707).
-            body.update(launch_state=None, claim_expires_at=_iso(now + self.lease_seconds))
+            # Progress, possibly after `moonshot retry` undid an outcome: clear it and
+            # extend the lease while the coin is in hand.
+            body.update(launch_state=None, last_error=None)
+            body["claim_expires_at"] = _iso(now + self.lease_seconds)
+            if event == "imported":
+                body.update(image_synced=True, image_sync_timestamp=_iso(now))
+        try:
             rows = self._patch(coin_ref, body, event, claimed_by=self.worker)
             if not rows:
-                rows = self._patch(coin_ref, {**body, "claimed_by": self.worker}, event, claimed_by=None)
+                rows = self._patch(coin_ref, body, event, claimed_by=None)
             if not rows and self._exists(coin_ref):
                 self._lost[coin_ref] = f"claimed by another service (seen at {event})"
-                log.error("coin %s: claimed by another service in Supabase; %s not recorded there", coin_ref, event)
+                log.error(
+                    "coin %s: another service holds it in Supabase; %s not written there",
+                    coin_ref,
+                    event,
+                )
                 return
+        except Rejected as exc:
+            # The coin's own problem (a value the table refuses): retrying cannot help and
+            # would hold back the coin's later reports, which the outbox sends in order.
+            self._report_errors[coin_ref] = str(exc)
+            log.error("coin %s: %s not written to Supabase: %s", coin_ref, event, exc)
+            return
         if not rows:
-            log.warning("coin %s: no longer in Supabase; %s not recorded there", coin_ref, event)
+            log.warning("coin %s: no longer in Supabase; %s not written there", coin_ref, event)
             return
         self._last_ok = now
         log.info("coin %s: reported %s to Supabase", coin_ref, event)
 
-    def _patch(self, ref: str, body: dict[str, Any], event: str, **claim: str | None) -> list[dict[str, Any]]:
+    def _patch(
+        self, ref: str, body: dict[str, Any], event: str, **claim: str | None
+    ) -> list[dict[str, Any]]:
         def query():
             q = self.client.table(TABLE).update(body).eq("id", ref)
             if "claimed_by" in claim:
@@ -333,14 +415,12 @@ class SupabaseSource:
         refs = sorted({str(r) for r in coin_refs})
         if not refs or now < self._next_renew:
             return []
-        params = {"p_worker": self.worker, "p_ids": refs, "p_lease_seconds": self.lease_seconds}
         try:
-            held = self._call("renew claims", lambda: self.client.rpc("moonshot_renew", params).execute()).data
+            held = self._renew(refs)
         except (TransientError, Rejected) as exc:
-            log.warning("source supabase: could not renew %d claims: %s", len(refs), exc)
+            log.warning("source supabase: could not renew %d claim(s): %s", len(refs), exc)
             return []
         self._next_renew = now + self.lease_seconds / 3
-        held = set(held or [])
         lost = [r for r in refs if r not in held]
         for ref in lost:
             if ref not in self._lost:
@@ -348,14 +428,43 @@ class SupabaseSource:
             self._lost[ref] = "claim lost at renewal"
         return lost
 
-    def holds(self, coin_ref: str) -> bool:
-        """Does this service still hold the coin's claim? A fresh read, for a last check
-        before an irreversible step. TransientError when Supabase cannot say."""
-        def query():
-            return self.client.table(TABLE).select("claimed_by").eq("id", coin_ref).execute()
+    def _renew(self, refs: list[str]) -> set[str]:
+        sent = self.clock()
+        params = {"p_worker": self.worker, "p_ids": refs, "p_lease_seconds": self.lease_seconds}
+        held = self._call(
+            "renew claims", lambda: self.client.rpc("moonshot_renew", params).execute()
+        )
+        held = {str(r) for r in held.data or []}
+        with self._lock:
+            for ref in held:
+                self._held_until[ref] = sent + self.lease_seconds
+        return held
 
-        rows = self._call(f"read claim of coin {coin_ref}", query).data or []
-        return bool(rows) and rows[0].get("claimed_by") == self.worker
+    def holds(self, coin_ref: str, now: float) -> bool:
+        """Does this service hold the coin's claim? The last check before an irreversible
+        step: answered from the last renewal while its lease surely runs, otherwise by
+        renewing it now. TransientError when Supabase cannot say."""
+        with self._lock:
+            until = self._held_until.get(str(coin_ref), 0.0)
+        if now < until - HOLD_MARGIN:
+            return True
+        return str(coin_ref) in self._renew([str(coin_ref)])
+
+    def claims(self) -> list[dict[str, Any]]:
+        """The coins this service holds and that have no outcome yet, oldest first."""
+
+        def query():
+            return (
+                self.client.table(TABLE)
+                .select("id,ticker,sync_state,image_synced,claim_expires_at")
+                .eq("claimed_by", self.worker)
+                .is_("launch_state", "null")
+                .order("id")
+                .limit(1000)
+                .execute()
+            )
+
+        return list(self._call("list claims", query).data or [])
 
     def release(self, coin_refs: list[str]) -> list[str]:
         """Give back the claims of coins not started (not synced, no outcome)."""
@@ -363,7 +472,9 @@ class SupabaseSource:
         if not refs:
             return []
         params = {"p_worker": self.worker, "p_ids": refs}
-        released = self._call("release claims", lambda: self.client.rpc("moonshot_release", params).execute()).data
+        released = self._call(
+            "release claims", lambda: self.client.rpc("moonshot_release", params).execute()
+        ).data
         with self._lock:
             self._handed.difference_update(released or [])
         return list(released or [])
@@ -392,29 +503,53 @@ class SupabaseSource:
     def checks(self) -> list[Check]:
         out: list[Check] = []
         try:
-            version = self._call("schema version",
-                                 lambda: self.client.rpc("moonshot_schema_version", {}).execute()).data
+            version = self._call(
+                "schema version", lambda: self.client.rpc("moonshot_schema_version", {}).execute()
+            ).data
         except SupabaseAuthError as exc:
-            return [Check("supabase reachable", "ok", f"{self.image_hosts[0]} answered"),
-                    Check("supabase key", "fail", str(exc), KEY_FIX)]
+            return [
+                Check("supabase reachable", "ok", f"{self.image_hosts[0]} answered"),
+                Check("supabase key", "fail", str(exc), KEY_FIX),
+            ]
         except SupabaseSetupError as exc:
-            return [Check("supabase reachable", "ok", f"{self.image_hosts[0]} answered"),
-                    Check("supabase key", "ok", "service key accepted"),
-                    Check("supabase migration", "fail", str(exc), MIGRATION_FIX)]
+            return [
+                Check("supabase reachable", "ok", f"{self.image_hosts[0]} answered"),
+                Check("supabase key", "ok", "service key accepted"),
+                Check("supabase migration", "fail", str(exc), MIGRATION_FIX),
+            ]
         except (TransientError, Rejected) as exc:
-            return [Check("supabase reachable", "fail", str(exc),
-                          "check SUPABASE_URL and the network; the project may be paused")]
+            return [
+                Check(
+                    "supabase reachable",
+                    "fail",
+                    str(exc),
+                    "check SUPABASE_URL and the network; the project may be paused",
+                )
+            ]
         out.append(Check("supabase reachable", "ok", f"{self.image_hosts[0]} answered"))
         out.append(Check("supabase key", "ok", "service key accepted"))
         try:
-            self._call("migration columns", lambda: self.client.table(TABLE).select(
-                "id," + ",".join(MIGRATION_COLUMNS)).limit(1).execute())
+            self._call(
+                "migration columns",
+                lambda: (
+                    self.client.table(TABLE)
+                    .select("id," + ",".join(MIGRATION_COLUMNS))
+                    .limit(1)
+                    .execute()
+                ),
+            )
         except (TransientError, Rejected) as exc:
             out.append(Check("supabase migration", "fail", str(exc), MIGRATION_FIX))
             return out
         if version != SCHEMA_VERSION:
-            out.append(Check("supabase migration", "fail",
-                             f"schema version {version}, this moonshot needs {SCHEMA_VERSION}", MIGRATION_FIX))
+            out.append(
+                Check(
+                    "supabase migration",
+                    "fail",
+                    f"schema version {version}, this moonshot needs {SCHEMA_VERSION}",
+                    MIGRATION_FIX,
+                )
+            )
         else:
             out.append(Check("supabase migration", "ok", f"schema version {version}"))
         out.append(self._notify_check())
@@ -422,22 +557,38 @@ class SupabaseSource:
 
     def _notify_check(self) -> Check:
         if not self._db_url:
-            return Check("supabase notify", "warn", "SUPABASE_DB_URL not set: polling only",
-                         "set SUPABASE_DB_URL (direct or session-mode connection, port 5432) for instant wake-up")
+            return Check(
+                "supabase notify",
+                "warn",
+                "SUPABASE_DB_URL not set: polling only",
+                "set SUPABASE_DB_URL (direct or session-mode connection, port 5432) for instant wake-up",
+            )
         if ":6543" in self._db_url:
-            return Check("supabase notify", "fail", "SUPABASE_DB_URL uses the transaction pooler (6543): LISTEN needs"
-                         " a session", "use the direct or session-mode connection string (port 5432)")
+            return Check(
+                "supabase notify",
+                "fail",
+                "SUPABASE_DB_URL uses the transaction pooler (6543): LISTEN needs a session",
+                "use the direct or session-mode connection string (port 5432)",
+            )
         try:
             import psycopg
 
             with psycopg.connect(self._db_url, connect_timeout=5) as conn:
-                found = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'coins_moonshot_notify'"
-                                     " AND NOT tgisinternal").fetchone()[0]
+                found = conn.execute(
+                    "SELECT count(*) FROM pg_trigger WHERE tgname = 'coins_moonshot_notify'"
+                    " AND NOT tgisinternal"
+                ).fetchone()[0]
         except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
-            return Check("supabase notify", "fail", f"SUPABASE_DB_URL: {self._scrub(str(exc)).splitlines()[0]}",
-                         "check the connection string and the database password")
+            return Check(
+                "supabase notify",
+                "fail",
+                f"SUPABASE_DB_URL: {self._scrub(str(exc)).splitlines()[0]}",
+                "check the connection string and the database password",
+            )
         if not found:
-            return Check("supabase notify", "fail", "trigger coins_moonshot_notify missing", MIGRATION_FIX)
+            return Check(
+                "supabase notify", "fail", "trigger coins_moonshot_notify missing", MIGRATION_FIX
+            )
         return Check("supabase notify", "ok", f"LISTEN {CHANNEL} available")
 
     def health(self) -> dict[str, Any]:
@@ -454,6 +605,7 @@ class SupabaseSource:
             "last_error": self._last_error,
             "claims_taken": handed,
             "claims_lost": sorted(self._lost),
+            "report_errors": dict(self._report_errors),
             "listening": bool(self._listener and self._listener.listening),
         }
 
@@ -484,8 +636,15 @@ class _Listener:
         delay = 1.0
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.db_url, autocommit=True, connect_timeout=10, keepalives=1,
-                                     keepalives_idle=30, keepalives_interval=10, keepalives_count=3) as conn:
+                with psycopg.connect(
+                    self.db_url,
+                    autocommit=True,
+                    connect_timeout=10,
+                    keepalives=1,
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening = True
                     delay = 1.0
@@ -497,8 +656,11 @@ class _Listener:
             except Exception as exc:  # noqa: BLE001 - keep listening whatever broke
                 if self._stop.is_set():
                     break
-                log.warning("source supabase: LISTEN connection lost (%s); reconnecting in %.0fs",
-                            self.scrub(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__, delay)
+                log.warning(
+                    "source supabase: LISTEN connection lost (%s); reconnecting in %.0fs",
+                    self.scrub(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__,
+                    delay,
+                )
             self.listening = False
             self._stop.wait(delay)
             delay = min(delay * 2, 60.0)
