@@ -9,6 +9,7 @@ import click
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "moonshot.cli_photos",
 )
 
 
