@@ -55,7 +55,6 @@ def _coin_or_fail(store, coin_id: int):
     if coin is None:
         raise click.ClickException(f"no coin with id {coin_id}")
     return coin
->>>>>>> main
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
