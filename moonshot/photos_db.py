@@ -130,7 +130,7 @@ class PhotosDB:
 
     def _open_direct(self) -> sqlite3.Connection:
         uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=2, isolation_level=None)
+        conn = sqlite3.connect(uri, uri=True, timeout=1, isolation_level=None)
         try:
             conn.execute("PRAGMA query_only = 1")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

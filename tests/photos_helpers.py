@@ -71,17 +71,26 @@ class SimulatedPhotos:
     def __init__(self, library: Path):
         self.path = Path(library) / "database" / "Photos.sqlite"
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=5)
-        triggers = " ".join(r[0] or "" for r in self.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger'"))
+        triggers = " ".join(
+            r[0] or ""
+            for r in self.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger'")
+        )
         for name in set(re.findall(r"NSCoreData\w+", triggers)):
             self.conn.create_function(name, -1, lambda *args: None)
-        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         self.asset_table = "ZASSET" if "ZASSET" in tables else "ZGENERICASSET"
         self.ent = {r[0]: r[1] for r in self.conn.execute("SELECT Z_NAME, Z_ENT FROM Z_PRIMARYKEY")}
-        self.aa_cols = {r[1] for r in self.conn.execute("PRAGMA table_info(ZADDITIONALASSETATTRIBUTES)")}
+        self.aa_cols = {
+            r[1] for r in self.conn.execute("PRAGMA table_info(ZADDITIONALASSETATTRIBUTES)")
+        }
 
     def _next_pk(self, table: str, entity: str) -> int:
         (pk,) = self.conn.execute(f"SELECT coalesce(max(Z_PK), 0) + 1 FROM {table}").fetchone()
-        self.conn.execute("UPDATE Z_PRIMARYKEY SET Z_MAX = max(Z_MAX, ?) WHERE Z_NAME = ?", (pk, entity))
+        self.conn.execute(
+            "UPDATE Z_PRIMARYKEY SET Z_MAX = max(Z_MAX, ?) WHERE Z_NAME = ?", (pk, entity)
+        )
         return pk
 
     def add(
@@ -109,8 +118,17 @@ class SimulatedPhotos:
         c.execute(
             f"INSERT INTO {self.asset_table} (Z_PK, Z_ENT, Z_OPT, ZUUID, ZADDEDDATE, ZDATECREATED, ZTRASHEDSTATE,"
             " ZHIDDEN, ZVISIBILITYSTATE, ZKIND, ZMASTER, ZFILENAME) VALUES (?, ?, 1, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
-            (pk, self.ent["Asset"], uid, unix_to_core_data(added), unix_to_core_data(added), trashed, hidden, master,
-             f"{uid}.jpeg"),
+            (
+                pk,
+                self.ent["Asset"],
+                uid,
+                unix_to_core_data(added),
+                unix_to_core_data(added),
+                trashed,
+                hidden,
+                master,
+                f"{uid}.jpeg",
+            ),
         )
         aa = self._next_pk("ZADDITIONALASSETATTRIBUTES", "AdditionalAssetAttributes")
         cols = ["Z_PK", "Z_ENT", "Z_OPT", "ZASSET", "ZORIGINALFILENAME"]
@@ -123,7 +141,9 @@ class SimulatedPhotos:
             f"INSERT INTO ZADDITIONALASSETATTRIBUTES ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
             vals,
         )
-        c.execute(f"UPDATE {self.asset_table} SET ZADDITIONALATTRIBUTES = ? WHERE Z_PK = ?", (aa, pk))
+        c.execute(
+            f"UPDATE {self.asset_table} SET ZADDITIONALATTRIBUTES = ? WHERE Z_PK = ?", (aa, pk)
+        )
         c.execute("COMMIT")
         return uid
 

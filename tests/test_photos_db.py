@@ -31,7 +31,13 @@ from tests.photos_helpers import (
 NEWEST = {
     COMPARE: ("IMG_1994.JPG", "C0054772-8788-499F-B94F-8AC6064B8A58", 8, "ZASSET", 16502),
     PHOTOS11: ("IMG_3092.heic", "7783E8E6-9CAC-40F3-BE22-81FB7051C266", 11, "ZASSET", 19320),
-    CLOUD: ("AFTERNOON WALK IN TOKYO.jpeg", "33000A44-E4BA-43A3-9304-62A0195AB4D9", 5, "ZGENERICASSET", 13703),
+    CLOUD: (
+        "AFTERNOON WALK IN TOKYO.jpeg",
+        "33000A44-E4BA-43A3-9304-62A0195AB4D9",
+        5,
+        "ZGENERICASSET",
+        13703,
+    ),
 }
 
 
@@ -123,10 +129,14 @@ def test_icloud_none_when_library_not_in_icloud(lib):
 
 @pytest.mark.parametrize("lib", [PHOTOS11], indirect=True)
 def test_trashed_assets_are_not_in_the_library(lib):
-    raw = lib.connect().execute(
-        "SELECT a.ZTRASHEDSTATE FROM ZASSET a JOIN ZADDITIONALASSETATTRIBUTES aa ON aa.ZASSET = a.Z_PK"
-        " WHERE aa.ZORIGINALFILENAME = 'IMG_1064.jpeg'"
-    ).fetchall()
+    raw = (
+        lib.connect()
+        .execute(
+            "SELECT a.ZTRASHEDSTATE FROM ZASSET a JOIN ZADDITIONALASSETATTRIBUTES aa ON aa.ZASSET = a.Z_PK"
+            " WHERE aa.ZORIGINALFILENAME = 'IMG_1064.jpeg'"
+        )
+        .fetchall()
+    )
     assert raw == [(1,)]  # the row is there, in Recently Deleted
     assert lib.find("IMG_1064.jpeg") == []
     assert lib.get("71E3E212-00EB-430D-8A63-5E294B268554") is None
@@ -172,7 +182,9 @@ def test_sees_rows_photos_writes_after_opening(tmp_path):
         sim = SimulatedPhotos(path)  # simulated import by Photos, into the copy
         uid = sim.add("user_MOON_1764140000.jpg", time.time())
         assert db.newest().id == uid
-        assert [a.id for a in db.find("user_MOON_1764140000.jpg", added_after=time.time() - 60)] == [uid]
+        assert [
+            a.id for a in db.find("user_MOON_1764140000.jpg", added_after=time.time() - 60)
+        ] == [uid]
         sim.close()
 
 
@@ -219,13 +231,17 @@ def test_library_held_locked_by_photos_is_read_from_a_copy(tmp_path):
 
 
 def test_missing_library_names_the_path(tmp_path):
-    with pytest.raises(PortUnavailable, match="Photos library not found at .*nowhere.photoslibrary"):
+    with pytest.raises(
+        PortUnavailable, match="Photos library not found at .*nowhere.photoslibrary"
+    ):
         PhotosDB(tmp_path / "nowhere.photoslibrary").newest()
 
 
 def test_folder_without_database_is_not_a_library(tmp_path):
     (tmp_path / "Empty.photoslibrary").mkdir()
-    with pytest.raises(PortUnavailable, match="not a Photos library \\(no database/Photos.sqlite\\)"):
+    with pytest.raises(
+        PortUnavailable, match="not a Photos library \\(no database/Photos.sqlite\\)"
+    ):
         PhotosDB(tmp_path / "Empty.photoslibrary").newest()
 
 
@@ -274,7 +290,13 @@ def test_no_permission_names_full_disk_access(tmp_path):
         else:
             (path / "database").chmod(0o000)
         root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("PortUnavailable no permission to read")
         assert "Full Disk Access" in out.stdout
