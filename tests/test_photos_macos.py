@@ -33,6 +33,13 @@ from moonshot.errors import PortUnavailable, TransientError
 from moonshot.ports import IncomingCoin, PhotosLibrary
 from moonshot.service import Service
 from moonshot.store import Store
+from tests.contracts.test_photos_library import (  # noqa: F401 - the contract, run here too
+    test_confirm_of_unknown_file_is_not_present,
+    test_find_respects_added_after,
+    test_import_then_find_newest_confirm,
+    test_is_a_photos_library,
+    test_second_import_is_a_second_asset_and_newest,
+)
 from tests.photos_helpers import CLOUD, COMPARE, SimulatedPhotos, copy_library
 
 macos = pytest.mark.skipif(sys.platform != "darwin", reason="needs macOS")
@@ -108,6 +115,14 @@ def cloud(tmp_path):
     sim = SimulatedPhotos(lib)
     yield lib, sim
     sim.close()
+
+
+@pytest.fixture
+def library(compare):
+    """The PhotosLibrary contract suite (tests/contracts), run on Linux against this
+    adapter with Photos simulated on a copy of a real library."""
+    lib, sim = compare
+    return MacPhotosLibrary(lib, importer=SimulatedImporter(sim))
 
 
 def test_is_a_photos_library_port(compare):
