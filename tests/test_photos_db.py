@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -270,26 +269,21 @@ def test_photos4_library_says_upgrade(tmp_path):
 
 
 def test_no_permission_names_full_disk_access(tmp_path):
-    """Run as an unprivileged user (root ignores permissions), like Photos without
-    Full Disk Access: the error names the cause and the fix, not 'locked' (osxphotos #1539)."""
-    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"moonshot-perm-{os.getpid()}"
-    base.mkdir(mode=0o755, exist_ok=True)
+    """Like Photos without Full Disk Access: the error names the cause and the fix, not
+    'locked' (osxphotos #1539). Root ignores file modes, so as root the check runs in a
+    child without the capabilities that bypass them."""
+    path = copy_library(COMPARE, tmp_path)
+    code = (
+        "import sys; from moonshot.photos_db import PhotosDB\n"
+        "try:\n    PhotosDB(sys.argv[1]).newest()\n"
+        "except Exception as e:\n    print(type(e).__name__, e); sys.exit(0)\nsys.exit(3)\n"
+    )
+    cmd = [sys.executable, "-c", code, str(path)]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    root = Path(__file__).resolve().parents[1]
+    (path / "database").chmod(0o000)
     try:
-        path = copy_library(COMPARE, base)
-        for p in [base, *base.rglob("*")]:
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        (path / "database").chmod(0o700)  # readable by the owner only
-        code = (
-            "import sys; from moonshot.photos_db import PhotosDB\n"
-            "try:\n    PhotosDB(sys.argv[1]).newest()\n"
-            "except Exception as e:\n    print(type(e).__name__, e); sys.exit(0)\nsys.exit(3)\n"
-        )
-        cmd = [sys.executable, "-c", code, str(path)]
-        if os.geteuid() == 0:
-            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-        else:
-            (path / "database").chmod(0o000)
-        root = Path(__file__).resolve().parents[1]
         out = subprocess.run(
             cmd,
             capture_output=True,
@@ -297,13 +291,11 @@ def test_no_permission_names_full_disk_access(tmp_path):
             cwd=root,
             env={**os.environ, "PYTHONPATH": str(root)},
         )
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.startswith("PortUnavailable no permission to read")
-        assert "Full Disk Access" in out.stdout
     finally:
-        for p in [base, *base.rglob("*")]:
-            p.chmod(0o755)
-        shutil.rmtree(base, ignore_errors=True)
+        (path / "database").chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("PortUnavailable no permission to read"), out.stdout
+    assert "Full Disk Access" in out.stdout
 
 
 @pytest.mark.parametrize("name", ALL)
