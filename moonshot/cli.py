@@ -20,7 +20,7 @@ from moonshot.errors import ConfigError, MoonshotError, Rejected, StaleState
 from moonshot.ports import IncomingCoin
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("moonshot.cli_photos",)
 
 
 def load_config(ctx: click.Context) -> config_mod.Config:
