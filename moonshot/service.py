@@ -6,6 +6,7 @@ hand and exits 0, a second one exits at once: every state is already committed."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -269,6 +270,9 @@ class Service:
         beat = {"heartbeat_at": repr(now), "heartbeat_pid": str(os.getpid())}
         if self._last_progress is not None:
             beat["last_progress_at"] = repr(self._last_progress)
+        health = getattr(self.ports.source, "health", None)
+        if health is not None:  # for `moonshot status`, which runs in another process
+            beat["source_health"] = json.dumps(health(), sort_keys=True, default=str)
         self.store.meta_set_many(beat)
 
     # -- waiting ------------------------------------------------------------------------------
@@ -293,8 +297,12 @@ class Service:
         if watch_next is not None:
             dues.append(watch_next)
         if self.ports.source.kind != "local":
+            # Only each coin's oldest entry can be sent (in order per coin): counting the
+            # ones queued behind it made a stuck entry look due now, a busy loop in an outage.
             row = self.store.db.execute(
-                "SELECT min(next_try) FROM outbox WHERE delivered_at IS NULL AND attempts < ?",
+                "SELECT min(o.next_try) FROM outbox o JOIN (SELECT min(id) AS id FROM outbox"
+                " WHERE delivered_at IS NULL GROUP BY coin_id) h ON o.id = h.id"
+                " WHERE o.attempts < ?",
                 (OUTBOX_ONCE_ATTEMPTS,),
             ).fetchone()
             if row[0] is not None:

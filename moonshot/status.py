@@ -4,6 +4,7 @@ person, and files in spool/ that are not the service's. Reads only."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -80,6 +81,9 @@ def collect(cfg: Config, store: Store, now: float | None = None) -> dict[str, An
     problems = []
     if not service["alive"]:
         problems.append("service is not running (no fresh heartbeat)")
+    source = json.loads(store.meta_get("source_health") or "{}")
+    if service["alive"] and source.get("auth") == "failed":
+        problems.append(f"source: {source.get('auth_problem')}")
     report: dict[str, Any] = {
         "home": str(cfg.home),
         "counts": counts,
@@ -101,6 +105,7 @@ def collect(cfg: Config, store: Store, now: float | None = None) -> dict[str, An
         "outbox_pending": store.outbox_pending(),
         "unknown_spool_files": unknown_spool_files(cfg),
         "launch_mode": cfg.launch.mode,
+        "source": source,
         "problems": problems,
     }
     report["healthy"] = not problems

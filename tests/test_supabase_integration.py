@@ -385,3 +385,61 @@ def test_two_services_drain_100_coins_once_each(standin, coins_db, tmp_path):
     assert sorted(a + b) == [f"T{i:03d}" for i in range(100)]
     assert a and b, "one service did all the work: no contention was exercised"
     assert len({r["claimed_by"] for r in fetch_coins(coins_db)}) == 2
+
+
+# -- the service in-process, stepped -----------------------------------------------------------
+def inproc(cfg_factory, src: SupabaseSource, **env: str):
+    from moonshot.adapters import Ports
+    from moonshot.adapters.launcher_ledger import LedgerLauncher
+    from moonshot.adapters.photos_folder import FolderLibrary
+    from moonshot.service import Service
+    from moonshot.store import Store
+
+    cfg = cfg_factory({**SERVICE_ENV, **env})
+    ports = Ports(src, FolderLibrary(cfg.library_path), LedgerLauncher(cfg.ledger_path))
+    return Service(cfg, store=Store(cfg.db_path), ports=ports)
+
+
+def test_status_shows_a_rejected_key(standin, coins_db, cfg_factory):
+    from moonshot import status
+
+    svc = inproc(cfg_factory, SupabaseSource(standin.url, "wrong-key", worker="w1"))
+    now = time.time()
+    svc.tick(now)
+    svc.tick(now + 2)  # the next heartbeat carries the source's health
+    report = status.collect(svc.cfg, svc.store, now=now + 2)
+    assert report["source"]["auth"] == "failed"
+    assert any("SUPABASE_SERVICE_ROLE_KEY" in p for p in report["problems"])
+    assert "wrong-key" not in json.dumps(report)
+    svc.close()
+
+
+def test_a_coin_whose_claim_was_lost_is_not_launched(standin, coins_db, cfg_factory):
+    """Service A claims a coin, then cannot reach Supabase to record the import or renew
+    its lease; the lease runs out and service B takes the coin. A must not launch it."""
+    from tests.conftest import drain
+
+    (coin,) = add_coins(standin, coins_db, 1)
+    a = SupabaseSource(standin.url, standin.key, worker="A", lease_seconds=1)
+    svc = inproc(cfg_factory, a, MOONSHOT_LAUNCH_REQUIRE_APPROVAL="true")
+    cut = [
+        standin.faults.add("status", times=-1, method="PATCH", path="/rest/v1/coins", status=503),
+        standin.faults.add("status", times=-1, path="/rest/v1/rpc/moonshot_renew", status=503),
+    ]
+    drain(svc)
+    (local,) = svc.store.coins_in(["confirmed"])  # waits for approval
+    time.sleep(1.2)
+    b = source(standin, "B")
+    assert [c.source_ref for c in b.poll(time.time(), 5)] == [str(coin)]
+    for rule in cut:
+        rule.times = 0
+    svc.store.set_fields(local.id, approved=1)
+    drain(svc)
+    after = svc.store.get(local.id)
+    assert after.state == "failed" and "another moonshot service" in after.last_error
+    assert svc.ports.launcher.entries() == []
+    row = fetch_coins(coins_db)[0]
+    assert (row["claimed_by"], row["launch_state"], row["image_synced"]) == ("B", None, False)
+    assert str(coin) in a.health()["claims_lost"]
+    svc.close()
+    b.close()
