@@ -338,16 +338,25 @@ def test_a_coin_reaches_launched_through_the_service(standin, coins_db, tmp_path
     assert svc.ledger() == ["T000"]
 
 
-def test_storage_503_in_a_400_is_retried_not_rejected(standin, coins_db, tmp_path):
-    add_coins(standin, coins_db, 1)
-    body = {"statusCode": "503", "error": "DatabaseTimeout", "message": "timeout"}
-    rule = standin.faults.add(
-        "status", times=2, path="/storage/v1/object/public/", status=400, body=body
-    )
-    svc = start_service(tmp_path, "home", standin)
-    run_until([svc], all_launched(coins_db, 1), timeout=30)
-    assert fetch_coins(coins_db)[0]["launch_state"] == "launched"
-    assert rule.hits == 2 and svc.ledger() == ["T000"]
+def test_storage_errors_in_a_400_are_classed_by_the_download(standin, coins_db):
+    """Storage answers HTTP 400 with the real status in the body: a 503 or 429 there is
+    retried later, a 404 rejects the coin (moonshot/images.py)."""
+    from moonshot import images
+    from moonshot.errors import Rejected
+
+    url = standin.put_object("coin-images", "ok.png", png(5), "image/png")
+
+    def get(u):
+        return images.download(u, timeout=5, max_bytes=10**6, allowed_hosts=["127.0.0.1"])
+
+    for status in ("503", "429"):
+        body = {"statusCode": status, "error": "x", "message": "busy"}
+        standin.faults.add("status", path="/storage/v1/object/public/", status=400, body=body)
+        with pytest.raises(TransientError, match=f"storage status {status}"):
+            get(url)
+    with pytest.raises(Rejected, match="HTTP 400"):
+        get(url.replace("ok.png", "missing.png"))
+    assert get(url) == png(5)
 
 
 def test_an_outage_mid_run_loses_and_duplicates_nothing(standin, coins_db, tmp_path):

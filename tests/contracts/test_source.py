@@ -6,16 +6,32 @@ import pytest
 
 from moonshot.ports import Source
 
+pytest_plugins = ["tests.conftest_supabase"]
 
-def local(tmp_path):
+
+def local(request, tmp_path):
     from moonshot.adapters.source_local import LocalSource
 
     return LocalSource()
 
 
-@pytest.fixture(params=[pytest.param(local, id="local")])
-def source(request, tmp_path) -> Source:
-    return request.param(tmp_path)
+def supabase(request, tmp_path):
+    from moonshot.adapters.source_supabase import SupabaseSource
+
+    standin = request.getfixturevalue("standin")  # PostgREST stand-in over PostgreSQL
+    return SupabaseSource(standin.url, standin.key, worker="contract")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(local, id="local"),
+        pytest.param(supabase, id="supabase", marks=pytest.mark.postgres),
+    ]
+)
+def source(request, tmp_path):
+    made = request.param(request, tmp_path)
+    yield made
+    made.close()
 
 
 def test_is_a_source(source):
