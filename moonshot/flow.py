@@ -320,3 +320,50 @@ def _base58_bytes(text: str) -> int:
         n = n * 58 + BASE58.index(ch)
     pad = len(text) - len(text.lstrip("1"))
     return pad + (n.bit_length() + 7) // 8
+
+
+# -- writing (calibrate) ----------------------------------------------------------------
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(round(float(value), 2)) if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to a flow file")
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def dump(flow: Flow) -> str:
+    """The flow as TOML, image paths relative to the flow file (what calibrate writes)."""
+    base = flow.path.parent
+    out = ["# Written by `moonshot flow calibrate`; see the README, \"Moonshot app automation\".",
+           "[flow]", f"app = {_toml(flow.app)}"]
+    for key in ("non_ascii", "confidence", "photo_confidence", "timeout", "pause", "type_interval", "settle"):
+        out.append(f"{key} = {_toml(getattr(flow, key))}")
+    out += ["", "[calibration]", f"window = {_toml(list(flow.calibration.window))}",
+            f"pixel_ratio = {_toml(flow.calibration.pixel_ratio)}"]
+    for s in flow.steps:
+        out += ["", "[[step]]", f"name = {_toml(s.name)}", f"action = {_toml(s.action)}"]
+        if s.image:
+            out.append(f"image = {_toml(_rel(s.image, base))}")
+        for key in ("at", "region", "field", "timeout", "confidence"):
+            if getattr(s, key) is not None:
+                out.append(f"{key} = {_toml(getattr(s, key))}")
+        if s.failure:
+            out.append(f"failure = {_toml([_rel(p, base) for p in s.failure])}")
+        if s.check is not None:
+            out.append(f"check = {_toml(s.check)}")
+        if s.clear:
+            out.append("clear = true")
+        if s.irreversible:
+            out.append("irreversible = true")
+    return "\n".join(out) + "\n"

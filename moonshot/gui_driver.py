@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 
 from PIL import Image, ImageGrab
 
@@ -86,6 +85,10 @@ class PyAutoGuiDriver:
             _run(["xdotool", "windowraise", wid])
             _run(["xdotool", "windowfocus", "--sync", wid])
 
+    def position(self) -> tuple[int, int]:
+        pos = self.pag.position()
+        return (int(pos[0]), int(pos[1]))
+
     def click(self, x: float, y: float) -> None:
         self.pag.click(round(x), round(y))
 
@@ -109,7 +112,3 @@ class PyAutoGuiDriver:
 
     def clipboard_set(self, text: str) -> None:
         self.clip.copy(text)
-
-
-def describe() -> str:
-    return f"pyautogui on {sys.platform}"

@@ -63,7 +63,9 @@ def pass_problem(record: dict[str, Any] | None, flow: flowmod.Flow, screen: tupl
 
 def load_flow(cfg: Config) -> flowmod.Flow:
     flow = flowmod.load(flowmod.flow_path(cfg.home, cfg.launch.flow))
-    missing = flow.missing_images()
+    cut = flow.steps[flow.irreversible_index].index
+    # Later images (outcome screens) may be missing until the first launch: see flowrun.check.
+    missing = [(s, p) for s, p in flow.missing_images() if s.index <= cut]
     if missing:
         step, path = missing[0]
         raise ConfigError(f"flow {step.label}: reference image {path} is missing; run `moonshot flow calibrate`")
