@@ -20,10 +20,30 @@ HOME_FLOW = "flow.toml"
 ACTIONS = ("activate", "click", "type", "wait", "verify", "check_photo", "read_address", "outcome")
 FIELDS = ("name", "ticker")
 STEP_KEYS = {
-    "name", "action", "image", "at", "region", "field", "timeout", "confidence",
-    "irreversible", "check", "failure", "clear", "note",
+    "name",
+    "action",
+    "image",
+    "at",
+    "region",
+    "field",
+    "timeout",
+    "confidence",
+    "irreversible",
+    "check",
+    "failure",
+    "clear",
+    "note",
 }
-FLOW_KEYS = {"app", "non_ascii", "confidence", "timeout", "pause", "type_interval", "settle", "photo_confidence"}
+FLOW_KEYS = {
+    "app",
+    "non_ascii",
+    "confidence",
+    "timeout",
+    "pause",
+    "type_interval",
+    "settle",
+    "photo_confidence",
+}
 CAL_KEYS = {"window", "pixel_ratio"}
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 # Solana addresses are 32-byte public keys in base58 (no 0, O, I, l): 32-44 characters.
@@ -141,7 +161,9 @@ def load(path: Path) -> Flow:
         raw = path.read_bytes()
         data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
-        raise FlowError(f"flow file {path} not found; run `moonshot flow calibrate` or set launch.flow") from None
+        raise FlowError(
+            f"flow file {path} not found; run `moonshot flow calibrate` or set launch.flow"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FlowError(f"{path}: not valid TOML ({exc})") from None
     return parse(data, path, raw)
@@ -151,22 +173,32 @@ def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
     where = str(path)
     unknown = set(data) - {"flow", "calibration", "step"}
     if unknown:
-        raise FlowError(f"{where}: unknown table [{sorted(unknown)[0]}]; expected [flow], [calibration], [[step]]")
+        raise FlowError(
+            f"{where}: unknown table [{sorted(unknown)[0]}]; expected [flow], [calibration], [[step]]"
+        )
     head = data.get("flow", {})
     cal = data.get("calibration", {})
     for table, keys, allowed in (("flow", head, FLOW_KEYS), ("calibration", cal, CAL_KEYS)):
         bad = set(keys) - allowed
         if bad:
-            raise FlowError(f"{where}: unknown key {table}.{sorted(bad)[0]}; known: {', '.join(sorted(allowed))}")
+            raise FlowError(
+                f"{where}: unknown key {table}.{sorted(bad)[0]}; known: {', '.join(sorted(allowed))}"
+            )
     app = head.get("app")
     if not isinstance(app, str) or not app.strip() or any(ord(c) < 32 for c in app):
-        raise FlowError(f"{where}: flow.app must name the app window, e.g. app = \"Moonshot\"")
+        raise FlowError(f'{where}: flow.app must name the app window, e.g. app = "Moonshot"')
     non_ascii = head.get("non_ascii", "paste")
     if non_ascii not in NON_ASCII_METHODS:
         raise FlowError(f"{where}: flow.non_ascii = {non_ascii!r}: expected paste or refuse")
     opts: dict[str, float] = {}
-    for key, lo, hi in (("confidence", 0.5, 1.0), ("photo_confidence", 0.3, 1.0), ("timeout", 0.1, 600),
-                        ("pause", 0.0, 2.0), ("type_interval", 0.0, 1.0), ("settle", 0.0, 10.0)):
+    for key, lo, hi in (
+        ("confidence", 0.5, 1.0),
+        ("photo_confidence", 0.3, 1.0),
+        ("timeout", 0.1, 600),
+        ("pause", 0.0, 2.0),
+        ("type_interval", 0.0, 1.0),
+        ("settle", 0.0, 10.0),
+    ):
         if key in head:
             v = head[key]
             if not _num(v) or not lo <= v <= hi:
@@ -174,13 +206,19 @@ def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
             opts[key] = float(v)
     window = cal.get("window")
     if not _nums(window, 2) or min(window) <= 0:
-        raise FlowError(f"{where}: calibration.window must be [width, height] in points; run `moonshot flow calibrate`")
+        raise FlowError(
+            f"{where}: calibration.window must be [width, height] in points; run `moonshot flow calibrate`"
+        )
     ratio = cal.get("pixel_ratio", 1.0)
     if not _num(ratio) or not 0.5 <= ratio <= 4:
-        raise FlowError(f"{where}: calibration.pixel_ratio = {ratio!r}: expected 1.0, or 2.0 on Retina")
+        raise FlowError(
+            f"{where}: calibration.pixel_ratio = {ratio!r}: expected 1.0, or 2.0 on Retina"
+        )
     raw_steps = data.get("step")
     if not isinstance(raw_steps, list) or not raw_steps:
-        raise FlowError(f"{where}: no [[step]]; a flow needs its steps, one marked irreversible = true")
+        raise FlowError(
+            f"{where}: no [[step]]; a flow needs its steps, one marked irreversible = true"
+        )
     steps = tuple(_step(i, s, path.parent, where) for i, s in enumerate(raw_steps, 1))
     _check_order(steps, where)
     digest = hashlib.sha256(raw)
@@ -188,8 +226,15 @@ def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
         for p in s.images():
             digest.update(p.name.encode())
             digest.update(p.read_bytes() if p.is_file() else b"<missing>")
-    return Flow(path, app, steps, Calibration((float(window[0]), float(window[1])), float(ratio)),
-                non_ascii, digest=digest.hexdigest(), **opts)
+    return Flow(
+        path,
+        app,
+        steps,
+        Calibration((float(window[0]), float(window[1])), float(ratio)),
+        non_ascii,
+        digest=digest.hexdigest(),
+        **opts,
+    )
 
 
 def _step(i: int, s: Any, base: Path, where: str) -> Step:
@@ -197,11 +242,15 @@ def _step(i: int, s: Any, base: Path, where: str) -> Step:
         raise FlowError(f"{where}: step {i} must be a table [[step]]")
     name = s.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise FlowError(f"{where}: step {i}: name = {name!r}: expected 1-40 of a-z 0-9 _ - (e.g. \"tap-create\")")
+        raise FlowError(
+            f'{where}: step {i}: name = {name!r}: expected 1-40 of a-z 0-9 _ - (e.g. "tap-create")'
+        )
     label = f"{where}: step {i} {name!r}"
     bad = set(s) - STEP_KEYS
     if bad:
-        raise FlowError(f"{label}: unknown key {sorted(bad)[0]!r}; known: {', '.join(sorted(STEP_KEYS))}")
+        raise FlowError(
+            f"{label}: unknown key {sorted(bad)[0]!r}; known: {', '.join(sorted(STEP_KEYS))}"
+        )
     action = s.get("action")
     if action not in ACTIONS:
         raise FlowError(f"{label}: action = {action!r}: expected one of {', '.join(ACTIONS)}")
@@ -215,10 +264,14 @@ def _step(i: int, s: Any, base: Path, where: str) -> Step:
     img = image(s["image"], "image") if "image" in s else None
     at = s.get("at")
     if at is not None and (not _nums(at, 2) or min(at) < 0):
-        raise FlowError(f"{label}: at must be [x, y] points from the window's top-left at calibration")
+        raise FlowError(
+            f"{label}: at must be [x, y] points from the window's top-left at calibration"
+        )
     region = s.get("region")
     if region is not None and (not _nums(region, 4) or min(region) < 0 or min(region[2:]) <= 0):
-        raise FlowError(f"{label}: region must be [x, y, width, height] points relative to the window")
+        raise FlowError(
+            f"{label}: region must be [x, y, width, height] points relative to the window"
+        )
     fld = s.get("field")
     failure = s.get("failure", [])
     if not isinstance(failure, list):
@@ -237,19 +290,28 @@ def _step(i: int, s: Any, base: Path, where: str) -> Step:
             raise FlowError(f"{label}: action {action} {what}")
 
     if action in ("click", "read_address"):
-        need((img is None) != (at is None), "needs exactly one of image = \"x.png\" or at = [x, y]")
+        need((img is None) != (at is None), 'needs exactly one of image = "x.png" or at = [x, y]')
     if action in ("wait", "verify", "outcome"):
-        need(img is not None, "needs image = \"x.png\"")
+        need(img is not None, 'needs image = "x.png"')
     if action == "type":
-        need(fld in FIELDS, "needs field = \"name\" or \"ticker\" (untrusted text is never written in the flow)")
+        need(
+            fld in FIELDS,
+            'needs field = "name" or "ticker" (untrusted text is never written in the flow)',
+        )
     if action == "check_photo":
-        need(region is not None, "needs region = [x, y, width, height] of the picker's first thumbnail")
+        need(
+            region is not None,
+            "needs region = [x, y, width, height] of the picker's first thumbnail",
+        )
     if failure:
         need(action == "outcome", "cannot have failure images (only outcome can)")
     if s.get("irreversible"):
         need(action == "click", "cannot be irreversible: only a click can be")
     return Step(
-        i, name, action, img,
+        i,
+        name,
+        action,
+        img,
         tuple(float(v) for v in at) if at else None,
         tuple(float(v) for v in region) if region else None,
         fld,
@@ -270,25 +332,38 @@ def _check_order(steps: tuple[Step, ...], where: str) -> None:
     marked = [s for s in steps if s.irreversible]
     if len(marked) != 1:
         which = ", ".join(repr(s.name) for s in marked) or "none"
-        raise FlowError(f"{where}: exactly one step must be irreversible = true (the click that spends), found {which}")
+        raise FlowError(
+            f"{where}: exactly one step must be irreversible = true (the click that spends), found {which}"
+        )
     cut = marked[0].index
     for s in steps:
         if s.index < cut and s.action in ("outcome", "read_address"):
-            raise FlowError(f"{where}: {s.label}: {s.action} must come after the irreversible step {marked[0].name!r}")
+            raise FlowError(
+                f"{where}: {s.label}: {s.action} must come after the irreversible step {marked[0].name!r}"
+            )
         if s.index > cut and s.action in ("type", "check_photo"):
-            raise FlowError(f"{where}: {s.label}: {s.action} must come before the irreversible step {marked[0].name!r}")
+            raise FlowError(
+                f"{where}: {s.label}: {s.action} must come before the irreversible step {marked[0].name!r}"
+            )
     if not any(s.action == "check_photo" for s in steps[: cut - 1]):
-        raise FlowError(f"{where}: no check_photo step before {marked[0].name!r}; the flow must prove the"
-                        " picker's first thumbnail is the coin's image (invariant 2)")
+        raise FlowError(
+            f"{where}: no check_photo step before {marked[0].name!r}; the flow must prove the"
+            " picker's first thumbnail is the coin's image (invariant 2)"
+        )
 
 
 # -- scaling: calibration -> this screen ------------------------------------------------
 def to_screen(at: tuple[float, float], cal: Calibration, window: Rect) -> tuple[float, float]:
     """A point stored relative to the calibrated window, on the window as it is now (points)."""
-    return (window.x + at[0] * window.w / cal.window[0], window.y + at[1] * window.h / cal.window[1])
+    return (
+        window.x + at[0] * window.w / cal.window[0],
+        window.y + at[1] * window.h / cal.window[1],
+    )
 
 
-def region_on_screen(region: tuple[float, float, float, float], cal: Calibration, window: Rect) -> Rect:
+def region_on_screen(
+    region: tuple[float, float, float, float], cal: Calibration, window: Rect
+) -> Rect:
     x, y = to_screen((region[0], region[1]), cal, window)
     return Rect(x, y, region[2] * window.w / cal.window[0], region[3] * window.h / cal.window[1])
 
@@ -345,12 +420,27 @@ def _rel(path: Path, base: Path) -> str:
 def dump(flow: Flow) -> str:
     """The flow as TOML, image paths relative to the flow file (what calibrate writes)."""
     base = flow.path.parent
-    out = ["# Written by `moonshot flow calibrate`; see the README, \"Moonshot app automation\".",
-           "[flow]", f"app = {_toml(flow.app)}"]
-    for key in ("non_ascii", "confidence", "photo_confidence", "timeout", "pause", "type_interval", "settle"):
+    out = [
+        '# Written by `moonshot flow calibrate`; see the README, "Moonshot app automation".',
+        "[flow]",
+        f"app = {_toml(flow.app)}",
+    ]
+    for key in (
+        "non_ascii",
+        "confidence",
+        "photo_confidence",
+        "timeout",
+        "pause",
+        "type_interval",
+        "settle",
+    ):
         out.append(f"{key} = {_toml(getattr(flow, key))}")
-    out += ["", "[calibration]", f"window = {_toml(list(flow.calibration.window))}",
-            f"pixel_ratio = {_toml(flow.calibration.pixel_ratio)}"]
+    out += [
+        "",
+        "[calibration]",
+        f"window = {_toml(list(flow.calibration.window))}",
+        f"pixel_ratio = {_toml(flow.calibration.pixel_ratio)}",
+    ]
     for s in flow.steps:
         out += ["", "[[step]]", f"name = {_toml(s.name)}", f"action = {_toml(s.action)}"]
         if s.image:

@@ -38,7 +38,12 @@ class StepFailed(MoonshotError):
     def __init__(self, step: Step, reason: str, screenshot: Path | None, clicked: bool):
         shot = f"; screenshot {screenshot}" if screenshot else ""
         super().__init__(f"flow {step.label} ({step.action}) failed: {reason}{shot}")
-        self.step, self.reason, self.screenshot, self.irreversible_clicked = step, reason, screenshot, clicked
+        self.step, self.reason, self.screenshot, self.irreversible_clicked = (
+            step,
+            reason,
+            screenshot,
+            clicked,
+        )
 
 
 @dataclass
@@ -64,9 +69,16 @@ class CheckLine:
 
 
 class Runner:
-    def __init__(self, flow: Flow, driver: Driver, screens_dir: Path, *,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 on_irreversible: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        flow: Flow,
+        driver: Driver,
+        screens_dir: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        on_irreversible: Callable[[], None] | None = None,
+    ):
         self.flow, self.driver, self.screens_dir = flow, driver, Path(screens_dir)
         self.clock, self.sleep = clock, sleep
         self.on_irreversible = on_irreversible
@@ -83,19 +95,25 @@ class Runner:
                 raise
             except Exception as exc:  # a driver or OS error: still a failed step, with a screenshot
                 reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-                raise StepFailed(step, reason, self.save_screen(step, ctx.coin_id),
-                                 self.irreversible_clicked) from exc
+                raise StepFailed(
+                    step, reason, self.save_screen(step, ctx.coin_id), self.irreversible_clicked
+                ) from exc
         return ctx.results
 
     def _fail(self, step: Step, ctx: Context, reason: str) -> StepFailed:
-        return StepFailed(step, reason, self.save_screen(step, ctx.coin_id), self.irreversible_clicked)
+        return StepFailed(
+            step, reason, self.save_screen(step, ctx.coin_id), self.irreversible_clicked
+        )
 
     def save_screen(self, step: Step, coin_id: int | None) -> Path | None:
         """Save what the screen shows now into logs/screens/; None if even that fails."""
         try:
             self.screens_dir.mkdir(parents=True, exist_ok=True)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-            path = self.screens_dir / f"{stamp}-coin{coin_id if coin_id is not None else 'none'}-{step.name}.png"
+            path = (
+                self.screens_dir
+                / f"{stamp}-coin{coin_id if coin_id is not None else 'none'}-{step.name}.png"
+            )
             self.driver.screenshot().save(path)
             return path
         except Exception:
@@ -113,8 +131,10 @@ class Runner:
 
     def _ref(self, path: Path) -> Image.Image:
         if not path.is_file():
-            raise FileNotFoundError(f"reference image {path.name} is missing; capture it with"
-                                    " `moonshot flow calibrate --step NAME` while that screen shows")
+            raise FileNotFoundError(
+                f"reference image {path.name} is missing; capture it with"
+                " `moonshot flow calibrate --step NAME` while that screen shows"
+            )
         if path not in self._refs:
             with Image.open(path) as img:
                 self._refs[path] = img.convert("RGB")
@@ -128,7 +148,9 @@ class Runner:
         scale = image_scale(self.flow.calibration, win, ratio) if win else 1.0
         return imagematch.locate(self._ref(image), shot, scale, region)
 
-    def _wait_for(self, step: Step, image: Path, timeout: float) -> tuple[imagematch.Match | None, float, Image.Image]:
+    def _wait_for(
+        self, step: Step, image: Path, timeout: float
+    ) -> tuple[imagematch.Match | None, float, Image.Image]:
         conf = step.confidence or self.flow.confidence
         deadline = self.clock() + timeout
         while True:
@@ -145,15 +167,20 @@ class Runner:
             return step.timeout
         return self.flow.timeout if default is None else default
 
-    def _locate_point(self, step: Step, ctx: Context, image: Path | None,
-                      at: tuple[float, float] | None) -> tuple[float, float]:
+    def _locate_point(
+        self, step: Step, ctx: Context, image: Path | None, at: tuple[float, float] | None
+    ) -> tuple[float, float]:
         win = self._win(step, ctx)
         if at is not None:
             return to_screen(at, self.flow.calibration, win)
         m, info, _ = self._wait_for(step, image, self._timeout(step))
         if m is None:
-            raise self._fail(step, ctx, f"{image.name} not found within {self._timeout(step):g}s"
-                             f" (best match {info:.2f} < {step.confidence or self.flow.confidence:.2f})")
+            raise self._fail(
+                step,
+                ctx,
+                f"{image.name} not found within {self._timeout(step):g}s"
+                f" (best match {info:.2f} < {step.confidence or self.flow.confidence:.2f})",
+            )
         cx, cy = m.rect.center
         return (cx / info, cy / info)
 
@@ -164,7 +191,9 @@ class Runner:
             deadline = self.clock() + self._timeout(step)
             while (win := d.window(self.flow.app)) is None:
                 if self.clock() >= deadline:
-                    raise self._fail(step, ctx, f"no window {self.flow.app!r} on screen; open the app")
+                    raise self._fail(
+                        step, ctx, f"no window {self.flow.app!r} on screen; open the app"
+                    )
                 self.sleep(0.1)
             self.window = win
             self.sleep(self.flow.settle)
@@ -198,8 +227,11 @@ class Runner:
             self._win(step, ctx)
             m, info, _ = self._wait_for(step, step.image, timeout)
             if m is None:
-                raise self._fail(step, ctx, f"{step.image.name} not on screen after {timeout:g}s"
-                                 f" (best match {info:.2f})")
+                raise self._fail(
+                    step,
+                    ctx,
+                    f"{step.image.name} not on screen after {timeout:g}s (best match {info:.2f})",
+                )
         elif step.action == "check_photo":
             self._check_photo(step, ctx)
         elif step.action == "outcome":
@@ -219,15 +251,25 @@ class Runner:
         while True:
             shot = self.driver.screenshot()
             r = self._ratio(shot)
-            crop = shot.crop((round(area.x * r), round(area.y * r), round((area.x + area.w) * r),
-                              round((area.y + area.h) * r)))
+            crop = shot.crop(
+                (
+                    round(area.x * r),
+                    round(area.y * r),
+                    round((area.x + area.w) * r),
+                    round((area.y + area.h) * r),
+                )
+            )
             score = imagematch.photo_score(photo, crop)
             if score >= conf:
                 ctx.results[f"{step.name}.score"] = f"{score:.3f}"
                 return
             if self.clock() >= deadline:
-                raise self._fail(step, ctx, f"the picker's first photo is not {ctx.photo.name}"
-                                 f" (similarity {score:.2f} < {conf:.2f}); newest photo is another one")
+                raise self._fail(
+                    step,
+                    ctx,
+                    f"the picker's first photo is not {ctx.photo.name}"
+                    f" (similarity {score:.2f} < {conf:.2f}); newest photo is another one",
+                )
             self.sleep(0.1)
 
     def _outcome(self, step: Step, ctx: Context) -> None:
@@ -245,8 +287,12 @@ class Runner:
             if m and m.score >= conf:
                 return
             if self.clock() >= deadline:
-                raise self._fail(step, ctx, f"outcome unknown: neither {step.image.name} nor a failure"
-                                 f" screen within {timeout:g}s")
+                raise self._fail(
+                    step,
+                    ctx,
+                    f"outcome unknown: neither {step.image.name} nor a failure"
+                    f" screen within {timeout:g}s",
+                )
             self.sleep(0.1)
 
     def _read_address(self, step: Step, ctx: Context) -> None:
@@ -266,7 +312,11 @@ class Runner:
                 return
             if self.clock() >= deadline:
                 shown = repr(text[:60]) if text else "nothing"
-                raise self._fail(step, ctx, f"clipboard holds {shown}, not a Solana address (base58, 32-44 chars)")
+                raise self._fail(
+                    step,
+                    ctx,
+                    f"clipboard holds {shown}, not a Solana address (base58, 32-44 chars)",
+                )
             self.sleep(0.1)
 
     # -- flow check: look, click nothing ------------------------------------------------------
@@ -278,21 +328,43 @@ class Runner:
         self.window = self.driver.window(self.flow.app)
         shot = self.driver.screenshot() if self.window else None
         if self.window is None:
-            lines.append(CheckLine(self.flow.steps[0], "fail", f"no window {self.flow.app!r} on screen; open the app"))
+            lines.append(
+                CheckLine(
+                    self.flow.steps[0],
+                    "fail",
+                    f"no window {self.flow.app!r} on screen; open the app",
+                )
+            )
         for step in self.flow.steps:
             for path in step.images():
                 if not path.is_file():
                     # Outcome screens exist only after a real launch (design.md): a missing
                     # one makes every launch needs_review, which is safe, so it only warns.
                     level = "fail" if step.index <= cut else "warn"
-                    lines.append(CheckLine(step, level, f"reference image {path.name} is missing; capture it"
-                                           f" with `moonshot flow calibrate --step {step.name}`"))
+                    lines.append(
+                        CheckLine(
+                            step,
+                            level,
+                            f"reference image {path.name} is missing; capture it"
+                            f" with `moonshot flow calibrate --step {step.name}`",
+                        )
+                    )
                     continue
                 if imagematch.detail(self._ref(path)) < imagematch.MIN_DETAIL:
-                    lines.append(CheckLine(step, "fail", f"{path.name} is a flat patch; capture an area with text or edges"))
+                    lines.append(
+                        CheckLine(
+                            step,
+                            "fail",
+                            f"{path.name} is a flat patch; capture an area with text or edges",
+                        )
+                    )
                     continue
                 if path != step.image or not self.flow.checked(step):
-                    lines.append(CheckLine(step, "ok", f"{path.name} present (shown later; not looked for now)"))
+                    lines.append(
+                        CheckLine(
+                            step, "ok", f"{path.name} present (shown later; not looked for now)"
+                        )
+                    )
                     continue
                 if shot is None:
                     continue
@@ -301,7 +373,13 @@ class Runner:
                 if m and m.score >= conf:
                     lines.append(CheckLine(step, "ok", f"{path.name} found (match {m.score:.2f})"))
                 else:
-                    lines.append(CheckLine(step, "fail", f"{path.name} not found on screen (best match"
-                                           f" {m.score if m else 0:.2f} < {conf:.2f}); show that screen or"
-                                           f" recapture with `moonshot flow calibrate --step {step.name}`"))
+                    lines.append(
+                        CheckLine(
+                            step,
+                            "fail",
+                            f"{path.name} not found on screen (best match"
+                            f" {m.score if m else 0:.2f} < {conf:.2f}); show that screen or"
+                            f" recapture with `moonshot flow calibrate --step {step.name}`",
+                        )
+                    )
         return lines

@@ -18,9 +18,9 @@ from moonshot.flow import Rect
 # Window bounds and activation on macOS: the app name is passed as an argument, never
 # spliced into the AppleScript source (invariant 5 spirit, even for config values).
 _OSA_BOUNDS = (
-    "on run argv\n tell application \"System Events\" to tell process (item 1 of argv)\n"
+    'on run argv\n tell application "System Events" to tell process (item 1 of argv)\n'
     "  set {x, y} to position of window 1\n  set {w, h} to size of window 1\n end tell\n"
-    " return (x as text) & \" \" & (y as text) & \" \" & (w as text) & \" \" & (h as text)\nend run"
+    ' return (x as text) & " " & (y as text) & " " & (w as text) & " " & (h as text)\nend run'
 )
 _OSA_ACTIVATE = "on run argv\n tell application (item 1 of argv) to activate\nend run"
 
@@ -36,13 +36,17 @@ def _run(args: list[str], timeout: float = 5.0) -> str | None:
 class PyAutoGuiDriver:
     def __init__(self, pause: float = 0.05):
         if not platform.is_macos() and not os.environ.get("DISPLAY"):
-            raise PortUnavailable("no display: DISPLAY is not set; app mode needs the logged-in desktop session")
+            raise PortUnavailable(
+                "no display: DISPLAY is not set; app mode needs the logged-in desktop session"
+            )
         try:
             import pyautogui
             import pyperclip
         except Exception as exc:  # Xlib raises its own errors for a display it cannot open
-            raise PortUnavailable(f"pyautogui cannot reach the display ({type(exc).__name__}: {exc});"
-                                  " run in the desktop session (macOS: grant Accessibility)") from None
+            raise PortUnavailable(
+                f"pyautogui cannot reach the display ({type(exc).__name__}: {exc});"
+                " run in the desktop session (macOS: grant Accessibility)"
+            ) from None
         pyautogui.PAUSE = pause
         pyautogui.FAILSAFE = True  # a person can abort by moving the mouse to a corner
         self.pag, self.clip = pyautogui, pyperclip
@@ -70,7 +74,9 @@ class PyAutoGuiDriver:
         geo = _run(["xdotool", "getwindowgeometry", "--shell", ids.split()[0]]) or ""
         vals = dict(line.split("=", 1) for line in geo.splitlines() if "=" in line)
         try:
-            return Rect(float(vals["X"]), float(vals["Y"]), float(vals["WIDTH"]), float(vals["HEIGHT"]))
+            return Rect(
+                float(vals["X"]), float(vals["Y"]), float(vals["WIDTH"]), float(vals["HEIGHT"])
+            )
         except (KeyError, ValueError):
             return None
 

@@ -26,7 +26,9 @@ def _cv():
     except ImportError:  # pragma: no cover - a dependency of moonshot
         from moonshot.errors import PortUnavailable
 
-        raise PortUnavailable("image matching needs OpenCV: pip install opencv-python-headless") from None
+        raise PortUnavailable(
+            "image matching needs OpenCV: pip install opencv-python-headless"
+        ) from None
     return cv2, numpy
 
 
@@ -41,8 +43,9 @@ def detail(img: Image.Image) -> float:
     return float(np.asarray(img.convert("L"), dtype=np.float32).std())
 
 
-def locate(needle: Image.Image, haystack: Image.Image, scale: float = 1.0,
-           region: Rect | None = None) -> Match | None:
+def locate(
+    needle: Image.Image, haystack: Image.Image, scale: float = 1.0, region: Rect | None = None
+) -> Match | None:
     """The best place for `needle` (resized by `scale`) in `haystack`, or None when it
     does not fit; callers compare `score` with their confidence."""
     cv2, np = _cv()

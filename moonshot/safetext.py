@@ -54,7 +54,7 @@ def is_key_typable(text: str) -> bool:
 
 
 def entry_method(text: str, non_ascii: str, what: str) -> str:
-    """"keys" for printable ASCII, else the flow's method for other text: "paste",
+    """Returns "keys" for printable ASCII, else the flow's method for other text: "paste",
     or UnsafeText naming why ("refuse": paste is not delivered through iPhone Mirroring)."""
     if non_ascii not in NON_ASCII_METHODS:
         raise ValueError(f"non_ascii = {non_ascii!r}: expected paste or refuse")

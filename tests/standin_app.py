@@ -44,12 +44,16 @@ class App:
         root.title(TITLE)
         root.geometry(f"{SIZE[0]}x{SIZE[1]}+40+30")
         root.resizable(False, False)
-        self.frames = {n: tk.Frame(root, width=SIZE[0], height=SIZE[1], bg="white") for n in
-                       ("form", "picker", "success", "error")}
+        self.frames = {
+            n: tk.Frame(root, width=SIZE[0], height=SIZE[1], bg="white")
+            for n in ("form", "picker", "success", "error")
+        }
         self._form()
         self._success()
         self._error()
-        tk.Label(self.frames["picker"], text="Recents", font=("Helvetica", 18, "bold"), bg="white").place(x=20, y=16)
+        tk.Label(
+            self.frames["picker"], text="Recents", font=("Helvetica", 18, "bold"), bg="white"
+        ).place(x=20, y=16)
         self.grid = tk.Frame(self.frames["picker"], bg="white")
         self.grid.place(x=20, y=70)
 
@@ -71,7 +75,9 @@ class App:
     # -- screens ----------------------------------------------------------------------
     def _form(self) -> None:
         f = self.frames["form"]
-        tk.Label(f, text="Create a coin", font=("Helvetica", 20, "bold"), fg="#5b2bd6", bg="white").place(x=20, y=16)
+        tk.Label(
+            f, text="Create a coin", font=("Helvetica", 20, "bold"), fg="#5b2bd6", bg="white"
+        ).place(x=20, y=16)
         tk.Label(f, text="Name", bg="white").place(x=20, y=80)
         self.name = tk.Entry(f, width=32, font=("Helvetica", 13))
         self.name.place(x=20, y=102, width=380, height=32)
@@ -80,30 +86,51 @@ class App:
         self.ticker.place(x=20, y=172, width=380, height=32)
         for entry in (self.name, self.ticker):
             # Like iOS: select-all, so a retried flow can clear what a failed one typed.
-            entry.bind("<Control-a>", lambda e: (e.widget.select_range(0, "end"), e.widget.icursor("end"), "break")[-1])
+            entry.bind(
+                "<Control-a>",
+                lambda e: (e.widget.select_range(0, "end"), e.widget.icursor("end"), "break")[-1],
+            )
         self.preview = tk.Label(f, text="Add image", bg="#eeeeee", width=12, height=6)
         self.preview.place(x=20, y=230, width=120, height=120)
         self.preview.bind("<Button-1>", lambda e: self.show("picker"))
-        tk.Button(f, text="Create coin", font=("Helvetica", 16, "bold"), bg="#5b2bd6", fg="white",
-                  activebackground="#5b2bd6", command=self.create).place(x=20, y=500, width=380, height=50)
+        tk.Button(
+            f,
+            text="Create coin",
+            font=("Helvetica", 16, "bold"),
+            bg="#5b2bd6",
+            fg="white",
+            activebackground="#5b2bd6",
+            command=self.create,
+        ).place(x=20, y=500, width=380, height=50)
 
     def _success(self) -> None:
         f = self.frames["success"]
-        tk.Label(f, text="Coin created!", font=("Helvetica", 20, "bold"), fg="#1a8f3a", bg="white").place(x=20, y=16)
+        tk.Label(
+            f, text="Coin created!", font=("Helvetica", 20, "bold"), fg="#1a8f3a", bg="white"
+        ).place(x=20, y=16)
         self.address = tk.Label(f, text="", bg="white", font=("Courier", 9))
         self.address.place(x=20, y=80)
-        tk.Button(f, text="Copy address", font=("Helvetica", 13), command=self.copy).place(x=20, y=120, width=180, height=40)
-        tk.Button(f, text="Done", font=("Helvetica", 13), command=self.reset).place(x=220, y=120, width=180, height=40)
+        tk.Button(f, text="Copy address", font=("Helvetica", 13), command=self.copy).place(
+            x=20, y=120, width=180, height=40
+        )
+        tk.Button(f, text="Done", font=("Helvetica", 13), command=self.reset).place(
+            x=220, y=120, width=180, height=40
+        )
 
     def _error(self) -> None:
         f = self.frames["error"]
-        tk.Label(f, text="Something went wrong", font=("Helvetica", 18, "bold"), fg="#c0392b", bg="white").place(x=20, y=16)
+        tk.Label(
+            f, text="Something went wrong", font=("Helvetica", 18, "bold"), fg="#c0392b", bg="white"
+        ).place(x=20, y=16)
 
     def _newest(self, n: int) -> list[tuple[str, str, str]]:
         db = sqlite3.connect(f"file:{self.library / 'library.db'}?mode=ro", uri=True)
         try:
-            return db.execute("SELECT id, original_filename, path FROM assets"
-                              " ORDER BY date_added DESC, seq DESC LIMIT ?", (n,)).fetchall()
+            return db.execute(
+                "SELECT id, original_filename, path FROM assets"
+                " ORDER BY date_added DESC, seq DESC LIMIT ?",
+                (n,),
+            ).fetchall()
         finally:
             db.close()
 
@@ -118,7 +145,9 @@ class App:
             self._photos.append(photo)
             label = tk.Label(self.grid, image=photo, bd=0, highlightthickness=0)
             label.grid(row=i // 3, column=i % 3, padx=(0, 8), pady=(0, 8))
-            label.bind("<Button-1>", lambda e, a=asset_id, f=filename, p=photo: self.choose(a, f, p))
+            label.bind(
+                "<Button-1>", lambda e, a=asset_id, f=filename, p=photo: self.choose(a, f, p)
+            )
 
     # -- actions ------------------------------------------------------------------------
     def choose(self, asset_id: str, filename: str, photo) -> None:
@@ -129,8 +158,13 @@ class App:
 
     def create(self) -> None:
         self.creates += 1
-        event = {"event": "create", "name": self.name.get(), "ticker": self.ticker.get(),
-                 "photo": self.chosen, "n": self.creates}
+        event = {
+            "event": "create",
+            "name": self.name.get(),
+            "ticker": self.ticker.get(),
+            "photo": self.chosen,
+            "n": self.creates,
+        }
         self.log(event)
         if self.outcome == "none":
             return  # the app hangs: no outcome screen

@@ -34,12 +34,19 @@ def read_pass(cfg: Config) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def record_pass(cfg: Config, flow: flowmod.Flow, screen: tuple[int, int], pixel_ratio: float) -> Path:
+def record_pass(
+    cfg: Config, flow: flowmod.Flow, screen: tuple[int, int], pixel_ratio: float
+) -> Path:
     """Written atomically after a passing `flow check`: what app mode insists on."""
     path = check_record_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"flow": str(flow.path), "flow_sha256": flow.digest, "screen": list(screen),
-            "pixel_ratio": round(pixel_ratio, 3), "passed_at": time.time()}
+    body = {
+        "flow": str(flow.path),
+        "flow_sha256": flow.digest,
+        "screen": list(screen),
+        "pixel_ratio": round(pixel_ratio, 3),
+        "passed_at": time.time(),
+    }
     part = path.with_name(path.name + ".part")
     with open(part, "w", encoding="utf-8") as f:
         json.dump(body, f, sort_keys=True)
@@ -49,7 +56,9 @@ def record_pass(cfg: Config, flow: flowmod.Flow, screen: tuple[int, int], pixel_
     return path
 
 
-def pass_problem(record: dict[str, Any] | None, flow: flowmod.Flow, screen: tuple[int, int] | None) -> str | None:
+def pass_problem(
+    record: dict[str, Any] | None, flow: flowmod.Flow, screen: tuple[int, int] | None
+) -> str | None:
     """Why the recorded pass does not cover this flow on this screen, or None."""
     if record is None:
         return "`moonshot flow check` has not passed on this machine; run it with the app open"
@@ -68,7 +77,9 @@ def load_flow(cfg: Config) -> flowmod.Flow:
     missing = [(s, p) for s, p in flow.missing_images() if s.index <= cut]
     if missing:
         step, path = missing[0]
-        raise ConfigError(f"flow {step.label}: reference image {path} is missing; run `moonshot flow calibrate`")
+        raise ConfigError(
+            f"flow {step.label}: reference image {path} is missing; run `moonshot flow calibrate`"
+        )
     return flow
 
 
@@ -81,15 +92,25 @@ def make_driver(flow: flowmod.Flow) -> Driver:
 class GuiLauncher:
     kind = "app"
 
-    def __init__(self, cfg: Config, flow: flowmod.Flow, driver: Driver, library: PhotosLibrary | None,
-                 on_irreversible: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        flow: flowmod.Flow,
+        driver: Driver,
+        library: PhotosLibrary | None,
+        on_irreversible: Callable[[], None] | None = None,
+    ):
         self.cfg, self.flow, self.driver, self.library = cfg, flow, driver, library
         self.on_irreversible = on_irreversible
         self._prepared: tuple[int, Context, Runner] | None = None
 
     @classmethod
-    def from_config(cls, cfg: Config, library: PhotosLibrary | None,
-                    on_irreversible: Callable[[], None] | None = None) -> GuiLauncher:
+    def from_config(
+        cls,
+        cfg: Config,
+        library: PhotosLibrary | None,
+        on_irreversible: Callable[[], None] | None = None,
+    ) -> GuiLauncher:
         flow = load_flow(cfg)
         problem = pass_problem(read_pass(cfg), flow, None)
         if problem:
@@ -101,7 +122,12 @@ class GuiLauncher:
         return cls(cfg, flow, driver, library, on_irreversible)
 
     def runner(self) -> Runner:
-        return Runner(self.flow, self.driver, self.cfg.logs_dir / "screens", on_irreversible=self.on_irreversible)
+        return Runner(
+            self.flow,
+            self.driver,
+            self.cfg.logs_dir / "screens",
+            on_irreversible=self.on_irreversible,
+        )
 
     def context(self, coin: Coin, image: Path) -> Context:
         """The coin's name and ticker as the app will get them; TransientError if they
@@ -125,8 +151,10 @@ class GuiLauncher:
             raise TransientError(f"coin {coin.id}: spooled image {Path(image).name} is missing")
         newest = self.library.newest() if self.library is not None else None
         if self.library is not None and (newest is None or newest.id != coin.photos_asset_id):
-            raise TransientError(f"coin {coin.id}: newest photo is {newest.id if newest else 'none'},"
-                                 f" not the coin's {coin.photos_asset_id}; refusing to fill the form")
+            raise TransientError(
+                f"coin {coin.id}: newest photo is {newest.id if newest else 'none'},"
+                f" not the coin's {coin.photos_asset_id}; refusing to fill the form"
+            )
         ctx = self.context(coin, image)
         runner = self.runner()
         try:
@@ -138,14 +166,22 @@ class GuiLauncher:
     def launch(self, coin: Coin) -> LaunchResult:
         prepared, self._prepared = self._prepared, None
         if prepared is None or prepared[0] != coin.id:
-            raise NeedsReview(f"coin {coin.id}: launch() without a prepared form; nothing was clicked,"
-                              " resolve with `moonshot resolve ID --not-launched`")
+            raise NeedsReview(
+                f"coin {coin.id}: launch() without a prepared form; nothing was clicked,"
+                " resolve with `moonshot resolve ID --not-launched`"
+            )
         _, ctx, runner = prepared
         try:
             results = runner.run(self.flow.after, ctx)
         except StepFailed as exc:
-            clicked = "the irreversible click WAS made" if exc.irreversible_clicked else "nothing irreversible was clicked"
-            raise NeedsReview(f"coin {coin.id}: {exc}; {clicked}; check the app, then `moonshot resolve`") from None
+            clicked = (
+                "the irreversible click WAS made"
+                if exc.irreversible_clicked
+                else "nothing irreversible was clicked"
+            )
+            raise NeedsReview(
+                f"coin {coin.id}: {exc}; {clicked}; check the app, then `moonshot resolve`"
+            ) from None
         detail = {k: v for k, v in results.items() if k != "token_address"}
         detail["flow"] = self.flow.path.name
         return LaunchResult(token_address=results.get("token_address"), detail=detail)
@@ -165,9 +201,17 @@ def gui_checks(cfg: Config, driver: Driver | None = None) -> list[Check]:
     try:
         flow = load_flow(cfg)
     except ConfigError as exc:
-        return [Check("flow", "fail", str(exc), "fix the flow file or run `moonshot flow calibrate`")]
-    out.append(Check("flow", "ok", f"{flow.path} valid, {len(flow.steps)} steps, irreversible:"
-                     f" {flow.steps[flow.irreversible_index].name}"))
+        return [
+            Check("flow", "fail", str(exc), "fix the flow file or run `moonshot flow calibrate`")
+        ]
+    out.append(
+        Check(
+            "flow",
+            "ok",
+            f"{flow.path} valid, {len(flow.steps)} steps, irreversible:"
+            f" {flow.steps[flow.irreversible_index].name}",
+        )
+    )
     screen = None
     try:
         driver = driver or make_driver(flow)
@@ -176,6 +220,12 @@ def gui_checks(cfg: Config, driver: Driver | None = None) -> list[Check]:
     except PortUnavailable as exc:
         out.append(Check("display", "fail", str(exc), "run in the logged-in desktop session"))
     problem = pass_problem(read_pass(cfg), flow, screen)
-    out.append(Check("flow check", "fail" if problem else "ok", problem or "passed on this screen",
-                     "moonshot flow check" if problem else ""))
+    out.append(
+        Check(
+            "flow check",
+            "fail" if problem else "ok",
+            problem or "passed on this screen",
+            "moonshot flow check" if problem else "",
+        )
+    )
     return out
