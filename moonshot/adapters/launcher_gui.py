@@ -119,6 +119,12 @@ class GuiLauncher:
         problem = pass_problem(read_pass(cfg), flow, driver.screen_size())
         if problem:
             raise ConfigError(f"launch.mode = app refused: {problem}")
+        if on_irreversible is None:
+            # The pipeline's crash point, reached right after the irreversible click
+            # (design.md, "Proving crash safety"): the token exists, nothing is committed.
+            from moonshot import crash
+
+            on_irreversible = lambda: crash.point("after_irreversible")  # noqa: E731
         return cls(cfg, flow, driver, library, on_irreversible)
 
     def runner(self) -> Runner:
@@ -174,6 +180,11 @@ class GuiLauncher:
         try:
             results = runner.run(self.flow.after, ctx)
         except StepFailed as exc:
+            if ctx.results.get("token_address"):
+                # The address was read: the launch is known. A later step (e.g. closing
+                # the success screen) failing is for the log, not for a review.
+                detail = {"flow": self.flow.path.name, "after_address_failed": str(exc)}
+                return LaunchResult(token_address=ctx.results["token_address"], detail=detail)
             clicked = (
                 "the irreversible click WAS made"
                 if exc.irreversible_clicked
