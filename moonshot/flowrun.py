@@ -27,6 +27,7 @@ class Driver(Protocol):
     def window(self, app: str) -> Rect | None: ...
     def activate(self, app: str) -> None: ...
     def click(self, x: float, y: float) -> None: ...
+    def move(self, x: float, y: float) -> None: ...
     def type_keys(self, text: str, interval: float) -> None: ...
     def paste(self, text: str) -> None: ...
     def clear_field(self) -> None: ...
@@ -148,9 +149,21 @@ class Runner:
         scale = image_scale(self.flow.calibration, win, ratio) if win else 1.0
         return imagematch.locate(self._ref(image), shot, scale, region)
 
+    def park(self) -> None:
+        """Move the pointer just outside the app window (never to a screen corner: that is
+        pyautogui's fail-safe): a hover highlight must not change what the images show."""
+        win = self.window
+        if win is None:
+            return
+        width, height = self.driver.screen_size()
+        x = win.x + win.w + 8 if win.x + win.w + 8 < width - 2 else max(2, win.x - 8)
+        y = min(max(2, win.y + win.h / 2), height - 3)
+        self.driver.move(x, y)
+
     def _wait_for(
         self, step: Step, image: Path, timeout: float
     ) -> tuple[imagematch.Match | None, float, Image.Image]:
+        self.park()
         conf = step.confidence or self.flow.confidence
         deadline = self.clock() + timeout
         while True:
@@ -243,6 +256,7 @@ class Runner:
 
     def _check_photo(self, step: Step, ctx: Context) -> None:
         win = self._win(step, ctx)
+        self.park()
         area = region_on_screen(step.region, self.flow.calibration, win)
         conf = step.confidence or self.flow.photo_confidence
         with Image.open(ctx.photo) as img:
@@ -274,6 +288,7 @@ class Runner:
 
     def _outcome(self, step: Step, ctx: Context) -> None:
         self._win(step, ctx)
+        self.park()
         conf = step.confidence or self.flow.confidence
         timeout = self._timeout(step, 30.0)
         deadline = self.clock() + timeout
@@ -320,12 +335,22 @@ class Runner:
             self.sleep(0.1)
 
     # -- flow check: look, click nothing ------------------------------------------------------
-    def check(self) -> list[CheckLine]:
+    def check(self, grace: float = 1.5) -> list[CheckLine]:
         """Every reference image on disk and detailed enough; every checked step's image on
-        the current screen inside the app window. Clicks nothing, types nothing."""
+        the current screen inside the app window, looked for again for `grace` seconds
+        (an app still drawing). Clicks nothing, types nothing."""
+        deadline = self.clock() + grace
+        while True:
+            lines = self._check_once()
+            if all(line.ok for line in lines) or self.clock() >= deadline:
+                return lines
+            self.sleep(0.2)
+
+    def _check_once(self) -> list[CheckLine]:
         lines: list[CheckLine] = []
         cut = self.flow.steps[self.flow.irreversible_index].index
         self.window = self.driver.window(self.flow.app)
+        self.park()
         shot = self.driver.screenshot() if self.window else None
         if self.window is None:
             lines.append(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 
 from PIL import Image, ImageGrab
 
@@ -95,6 +96,9 @@ class PyAutoGuiDriver:
         pos = self.pag.position()
         return (int(pos[0]), int(pos[1]))
 
+    def move(self, x: float, y: float) -> None:
+        self.pag.moveTo(round(x), round(y))
+
     def click(self, x: float, y: float) -> None:
         self.pag.click(round(x), round(y))
 
@@ -106,7 +110,7 @@ class PyAutoGuiDriver:
         self.pag.write(text, interval=interval)
 
     def paste(self, text: str) -> None:
-        self.clip.copy(text)
+        self.clipboard_set(text)
         self.pag.hotkey(self.mod, "v")
 
     def clear_field(self) -> None:
@@ -117,4 +121,14 @@ class PyAutoGuiDriver:
         return self.clip.paste() or ""
 
     def clipboard_set(self, text: str) -> None:
+        # On X11 xclip takes the selection asynchronously; until the read-back matches,
+        # a paste may still get the previous owner's text (found by the gui test: the
+        # last coin's address pasted as this coin's name).
         self.clip.copy(text)
+        deadline = time.monotonic() + 2.0
+        while self.clip.paste() != text:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "the clipboard did not take the text; is xclip or xsel installed?"
+                )
+            time.sleep(0.02)

@@ -181,7 +181,7 @@ class FakeScreen:
     creates: list[dict] = field(default_factory=list)
     pasted: list[str] = field(default_factory=list)
     typed: list[str] = field(default_factory=list)
-    after_click: object = None  # optional callable(scene_name) for tests
+    pointer: tuple[float, float] = (0.0, 0.0)
 
     def screen_size(self) -> tuple[int, int]:
         return self.screen
@@ -210,6 +210,9 @@ class FakeScreen:
             if ex <= cx < ex + w and ey <= cy < ey + h:
                 return name
         return None
+
+    def move(self, x: float, y: float) -> None:
+        self.pointer = (x, y)
 
     def click(self, x: float, y: float) -> None:
         self.clicks.append((x, y))

@@ -71,6 +71,7 @@ class App:
             self._fill_picker()
         self.frames[name].place(x=0, y=0)
         self.root.update_idletasks()
+        self.log({"event": "screen", "screen": name})
 
     # -- screens ----------------------------------------------------------------------
     def _form(self) -> None:
@@ -201,8 +202,17 @@ def main() -> None:
     if args.screen == "success":
         app.current = base58(hashlib.sha256(b"calibration").digest())
         app.address.configure(text=app.current)
+
+    def report(exc, value, tb):  # Tk swallows callback errors: record them for the test
+        app.log({"event": "error", "error": f"{exc.__name__}: {value}"})
+
+    root.report_callback_exception = report
     app.show(args.screen)
-    root.after(50, lambda: app.log({"event": "ready", "screen": args.screen}))
+    # "ready" only once the window is mapped and drawn: a test looking earlier sees a
+    # half-painted form.
+    root.wait_visibility()
+    root.update()
+    root.after(100, lambda: app.log({"event": "ready", "screen": args.screen}))
     root.mainloop()
 
 
