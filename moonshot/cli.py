@@ -20,7 +20,10 @@ from moonshot.errors import ConfigError, MoonshotError, Rejected, StaleState
 from moonshot.ports import IncomingCoin
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
-COMMAND_MODULES: tuple[str, ...] = ("moonshot.cli_flow",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "moonshot.cli_photos",
+    "moonshot.cli_flow",
+)
 
 
 def load_config(ctx: click.Context) -> config_mod.Config:
