@@ -182,6 +182,7 @@ class FakeScreen:
     pasted: list[str] = field(default_factory=list)
     typed: list[str] = field(default_factory=list)
     pointer: tuple[float, float] = (0.0, 0.0)
+    positions: list[tuple] = field(default_factory=list)  # what the user points at
 
     def screen_size(self) -> tuple[int, int]:
         return self.screen
@@ -210,6 +211,16 @@ class FakeScreen:
             if ex <= cx < ex + w and ey <= cy < ey + h:
                 return name
         return None
+
+    def position(self) -> tuple[float, float]:
+        """The next place the user points at; a third item first shows that screen (the
+        user opened it by hand)."""
+        if not self.positions:
+            return self.pointer
+        x, y, *scene = self.positions.pop(0)
+        if scene:
+            self.scene = scene[0]
+        return (x, y)
 
     def move(self, x: float, y: float) -> None:
         self.pointer = (x, y)
