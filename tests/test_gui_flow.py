@@ -220,3 +220,35 @@ def test_dry_run_fills_the_form_and_stops_before_the_irreversible_step(app_home,
     made = app.events("create")
     assert [(e["name"], e["ticker"]) for e in made] == [("Dry Run", "DRY")]
     assert made[0]["photo"]["asset_id"] == Store(home / "moonshot.db").get(coin_id).photos_asset_id
+
+
+def test_limits_and_lists_hold_in_app_mode(app_home, tmp_path):
+    home, app = app_home
+    denied = cli(
+        home,
+        "add",
+        "--ticker",
+        "BAD",
+        "--name",
+        "Denied",
+        "--image",
+        str(coin_image(tmp_path / "bad.png", 1)),
+        "--twitter-user",
+        "baduser",
+    )
+    assert denied.exit_code == 0, denied.output
+    denied_id = int(denied.output.split()[0])
+    first = add(home, tmp_path, 0, "First", "ONE")
+    third = add(home, tmp_path, 2, "Over The Limit", "THREE")
+    limits = {"MOONSHOT_LAUNCH_DENY_USERS": "baduser", "MOONSHOT_LAUNCH_MAX_PER_DAY": "1"}
+    done = run_once(home, limits)
+    assert done.returncode == 0, done.stderr[-2000:]
+    store = Store(home / "moonshot.db")
+    assert [e["name"] for e in app.events("create")] == ["First"]
+    refused = [t for t in store.history(denied_id) if t["trigger"] == "fail"]
+    assert refused and "deny_users" in refused[0]["detail"]["reason"]
+    assert store.get(first).state == "launched"
+    # The third coin never reaches the app today. (It may wait in `spooled`: the denied
+    # coin's own spool file is re-adopted as a manual drop after it failed, and then
+    # holds the import gate; reported to the core, see the issue 5 report.)
+    assert store.get(third).state in ("spooled", "confirmed")
