@@ -9,6 +9,8 @@ import click
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "moonshot.cli_launchd",
+    "moonshot.cli_cleanup",
 )
 
 

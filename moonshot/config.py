@@ -1,6 +1,6 @@
 """Configuration: defaults that work on a fresh machine, then `moonshot.toml` in the
 home folder, then `MOONSHOT_<SECTION>_<KEY>` variables. Secrets are never read from
-the file, only from the environment (see `secret`), and never printed."""
+moonshot.toml (see `secret`: environment, Keychain, 0600 moonshot.env), and never printed."""
 
 from __future__ import annotations
 
@@ -81,6 +81,17 @@ class LogConfig:
 
 
 @dataclass
+class CleanupConfig:
+    keep_days: float = 7.0  # launched coins' files stay this long in spool/done/
+    interval: float = 3600.0  # seconds between the service's clean-up runs; 0: never
+
+
+@dataclass
+class HealthConfig:
+    heartbeat_stale: float = 300.0  # seconds without a heartbeat before the service counts as dead
+
+
+@dataclass
 class Config:
     home: Path
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -89,6 +100,8 @@ class Config:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     @property
     def db_path(self) -> Path:
@@ -199,11 +212,12 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
     return cfg
 
 
-def secret(name: str, env: dict[str, str] | None = None) -> str | None:
-    """A secret from the environment only; callers must never log the value."""
-    env = os.environ if env is None else env
-    value = env.get(name)
-    return value or None
+def secret(name: str, env: dict[str, str] | None = None, home: str | os.PathLike | None = None) -> str | None:
+    """A secret from the environment, else the login Keychain, else `<home>/moonshot.env`
+    (moonshot.secrets); callers must never log the value."""
+    from moonshot import secrets
+
+    return secrets.get(name, home=resolve_home(home), env=env)
 
 
 def as_dict(cfg: Config) -> dict[str, Any]:
