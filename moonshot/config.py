@@ -204,7 +204,9 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         for f in dataclasses.fields(obj):
             name = f"MOONSHOT_{section.upper()}_{f.name.upper()}"
             if name in env:
-                setattr(obj, f.name, _coerce(section, f.name, getattr(obj, f.name), env[name], name))
+                setattr(
+                    obj, f.name, _coerce(section, f.name, getattr(obj, f.name), env[name], name)
+                )
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
@@ -212,7 +214,9 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
     return cfg
 
 
-def secret(name: str, env: dict[str, str] | None = None, home: str | os.PathLike | None = None) -> str | None:
+def secret(
+    name: str, env: dict[str, str] | None = None, home: str | os.PathLike | None = None
+) -> str | None:
     """A secret from the environment, else the login Keychain, else `<home>/moonshot.env`
     (moonshot.secrets); callers must never log the value."""
     from moonshot import secrets
