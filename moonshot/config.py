@@ -88,7 +88,7 @@ class CleanupConfig:
 
 @dataclass
 class HealthConfig:
-    heartbeat_stale: float = 300.0  # seconds without a heartbeat before the service counts as dead
+    heartbeat_stale: float = 120.0  # no heartbeat this long: the service counts as hung
 
 
 @dataclass

@@ -15,8 +15,10 @@ from moonshot.config import Config
 from moonshot.store import Store
 
 WAITING = tuple(s for s in m.STATES if s not in m.TERMINAL and s not in m.VISIBLE)
-# Service states; `dead` and `hung` make status unhealthy.
+# Service states; only `running` is alive.
 RUNNING, STOPPED, NEVER, DEAD, HUNG = "running", "stopped", "never started", "dead", "hung"
+# Heartbeat key suffix of each `run --stages` value (service.py writes them).
+STAGE_SUFFIX = {"all": "", "sync": ":sync", "launch": ":launch"}
 
 
 def pid_alive(pid: int) -> bool:
@@ -36,19 +38,19 @@ def _float(text: str | None) -> float | None:
         return None
 
 
-def service_state(store: Store, now: float, stale: float) -> dict[str, Any]:
-    """From the heartbeat the service writes each tick (`heartbeat_at`, `heartbeat_pid`;
-    `heartbeat_at` = 0 after a clean stop) and `last_progress_at`."""
-    beat = _float(store.meta_get("heartbeat_at"))
-    pid_text = store.meta_get("heartbeat_pid")
+def service_state(store: Store, now: float, stale: float, stage: str = "all") -> dict[str, Any]:
+    """From the heartbeat the service writes each tick (`heartbeat_at`, `heartbeat_pid`,
+    suffixed per split stage; `heartbeat_at` = 0 after a clean stop) and `last_progress_at`."""
+    suffix = STAGE_SUFFIX[stage]
+    beat = _float(store.meta_get("heartbeat_at" + suffix))
+    pid_text = store.meta_get("heartbeat_pid" + suffix)
     pid = int(pid_text) if pid_text and pid_text.isdigit() else None
     progress = _float(store.meta_get("last_progress_at"))
     out: dict[str, Any] = {
+        "alive": False,
         "pid": pid,
-        "heartbeat_at": beat or None,
-        "heartbeat_age": None if not beat else round(now - beat, 1),
-        "last_progress_at": progress,
-        "progress_age": None if progress is None else round(now - progress, 1),
+        "heartbeat_age_s": round(now - beat, 1) if beat else None,
+        "last_progress_age_s": round(now - progress, 1) if progress else None,
     }
     if beat is None:
         out["state"], out["detail"] = NEVER, "no heartbeat yet"
@@ -60,11 +62,34 @@ def service_state(store: Store, now: float, stale: float) -> dict[str, Any]:
     elif now - beat > stale:
         out["state"] = HUNG if pid is not None else DEAD
         out["detail"] = (
-            f"no heartbeat for {now - beat:.0f} s (limit health.heartbeat_stale = {stale:g} s)"
+            f"no heartbeat for {now - beat:.0f} s (health.heartbeat_stale = {stale:g} s)"
         )
     else:
         out["state"], out["detail"] = RUNNING, f"heartbeat {now - beat:.0f} s ago"
+        out["alive"] = True
     return out
+
+
+def services(store: Store, now: float, stale: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the service as a whole, each stage's state). With the split agents (`launchd
+    install --split`) the whole is alive only when both the sync and launch agents are."""
+    each = {stage: service_state(store, now, stale, stage) for stage in STAGE_SUFFIX}
+    split_seen = any(each[s]["state"] != NEVER for s in ("sync", "launch"))
+    if each["all"]["alive"] or not split_seen:
+        return each["all"], each
+    parts = [each["sync"], each["launch"]]
+    down = [
+        f"{stage}: {each[stage]['state']}"
+        for stage in ("sync", "launch")
+        if not each[stage]["alive"]
+    ]
+    whole = dict(parts[0] if not parts[0]["alive"] else parts[1])
+    whole["alive"] = not down
+    whole["state"] = RUNNING if not down else next(p["state"] for p in parts if not p["alive"])
+    whole["detail"] = (
+        "sync and launch agents running" if not down else "split agents: " + ", ".join(down)
+    )
+    return whole, each
 
 
 def _port_checks(port: Any) -> tuple[list[str], dict[str, Any]]:
@@ -99,7 +124,7 @@ def library_state(cfg: Config, store: Store) -> dict[str, Any]:
             # The service creates the folder library on first use: missing is a problem
             # only once something was imported or the service has run.
             used = (
-                store.meta_get("heartbeat_at") is not None
+                any(store.meta_get("heartbeat_at" + x) is not None for x in STAGE_SUFFIX.values())
                 or store.db.execute(
                     "SELECT 1 FROM coins WHERE photos_asset_id IS NOT NULL LIMIT 1"
                 ).fetchone()
@@ -162,17 +187,25 @@ def source_state(cfg: Config) -> dict[str, Any]:
 def assess(
     cfg: Config, store: Store, *, now: float | None = None, probe: bool = True
 ) -> dict[str, Any]:
-    """Everything `status` adds to the counts; `healthy` is False when the service is
-    dead or hung, or the library or the source cannot be used. `probe=False` skips
-    the source and library (no network, no Photos)."""
+    """Everything `status` adds to the counts; `healthy` is False when the service is not
+    running (never started, stopped, dead or hung), or the library or the source cannot
+    be used. `probe=False` skips the source and library (no network, no Photos)."""
     now = time.time() if now is None else now
     counts = store.counts()
-    service = service_state(store, now, cfg.health.heartbeat_stale)
+    service, each = services(store, now, cfg.health.heartbeat_stale)
     problems: list[str] = []
-    if service["state"] in (DEAD, HUNG):
-        problems.append(f"service {service['state']}: {service['detail']}; see logs/moonshot.log")
+    if not service["alive"]:
+        hint = (
+            "moonshot launchd status; logs/moonshot.log"
+            if service["state"] in (DEAD, HUNG)
+            else "moonshot run, or moonshot launchd install"
+        )
+        problems.append(
+            f"service is not running ({service['state']}: {service['detail']}); see {hint}"
+        )
     report: dict[str, Any] = {
         "service": service,
+        "services": {k: v["state"] for k, v in each.items() if v["state"] != NEVER},
         "queue": {s: counts.get(s, 0) for s in WAITING},
         "last_sync_at": store.last_transition_at(m.CONFIRMED),
         "last_launch_at": store.last_transition_at(m.LAUNCHED),

@@ -45,10 +45,14 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_fresh_home_is_healthy_and_never_started(cfg, store):
+def test_fresh_home_never_started(cfg, store):
     report = health.assess(cfg, store, now=NOW)
     assert report["service"]["state"] == health.NEVER
-    assert report["healthy"] is True and report["problems"] == []
+    assert report["healthy"] is False
+    assert report["problems"] == [
+        "service is not running (never started: no heartbeat yet);"
+        " see moonshot run, or moonshot launchd install"
+    ]
     assert report["library"]["detail"].startswith("not created yet")
     assert report["queue"] == dict.fromkeys(health.WAITING, 0)
     assert set(health.WAITING) == {m.FETCHED, m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHING}
@@ -61,8 +65,9 @@ def test_running_with_fresh_heartbeat(cfg, store):
     report = health.assess(cfg, store, now=NOW)
     service = report["service"]
     assert service["state"] == health.RUNNING and service["pid"] == os.getpid()
-    assert service["heartbeat_age"] == 2.0 and service["progress_age"] == 30.0
-    assert report["healthy"] is True
+    assert service["alive"] is True
+    assert service["heartbeat_age_s"] == 2.0 and service["last_progress_age_s"] == 30.0
+    assert report["healthy"] is True and report["problems"] == []
     assert report["library"]["assets"] == 0
 
 
@@ -72,7 +77,8 @@ def test_stale_heartbeat_is_unhealthy(cfg, store):
     report = health.assess(cfg, store, now=NOW)
     assert report["service"]["state"] == health.HUNG
     assert report["healthy"] is False
-    assert report["problems"][0].startswith("service hung: no heartbeat for 301 s")
+    assert report["service"]["alive"] is False
+    assert report["problems"][0].startswith("service is not running (hung: no heartbeat for 121 s")
 
 
 def test_gone_process_is_dead_even_with_fresh_heartbeat(cfg, store):
@@ -85,12 +91,33 @@ def test_gone_process_is_dead_even_with_fresh_heartbeat(cfg, store):
     assert report["healthy"] is False
 
 
-def test_clean_stop_is_not_a_problem(cfg, store):
+def test_clean_stop_is_told_from_a_crash(cfg, store):
     FolderLibrary(cfg.library_path).close()
     beat(store, 0, dead_pid())  # the service writes heartbeat_at = 0 when it stops cleanly
     report = health.assess(cfg, store, now=NOW)
     assert report["service"]["state"] == health.STOPPED
-    assert report["healthy"] is True
+    assert report["healthy"] is False
+    assert "(stopped: stopped cleanly)" in report["problems"][0]
+
+
+def split_beats(store, sync_pid, launch_pid):
+    for stage, pid in (("sync", sync_pid), ("launch", launch_pid)):
+        store.meta_set(f"heartbeat_at:{stage}", repr(NOW - 1))
+        store.meta_set(f"heartbeat_pid:{stage}", str(pid))
+
+
+def test_split_agents_alive_only_when_both_are(cfg, store):
+    FolderLibrary(cfg.library_path).close()
+    split_beats(store, os.getpid(), os.getpid())
+    report = health.assess(cfg, store, now=NOW)
+    assert report["service"]["alive"] is True and report["healthy"] is True
+    assert report["services"] == {"sync": health.RUNNING, "launch": health.RUNNING}
+    split_beats(store, os.getpid(), dead_pid())
+    report = health.assess(cfg, store, now=NOW)
+    assert report["service"]["alive"] is False
+    assert report["service"]["state"] == health.DEAD
+    assert report["service"]["detail"] == "split agents: launch: dead"
+    assert report["healthy"] is False
 
 
 def test_library_missing_after_use_is_unhealthy(cfg, store):
@@ -107,6 +134,7 @@ def test_library_missing_after_use_is_unhealthy(cfg, store):
 def test_library_unreadable_is_unhealthy(cfg, store):
     cfg.library_path.mkdir(parents=True)
     (cfg.library_path / "library.db").write_bytes(b"this is not sqlite" * 100)
+    beat(store, NOW - 1, os.getpid())
     report = health.assess(cfg, store, now=NOW)
     assert report["healthy"] is False
     assert report["problems"][0].startswith("Photos library unreadable")
@@ -143,6 +171,8 @@ def test_source_auth_problem_is_unhealthy(cfg, store, monkeypatch):
         raise ConfigError("SUPABASE_SERVICE_ROLE_KEY is not set; store it in the Keychain")
 
     monkeypatch.setattr(adapters, "build_source", no_key)
+    FolderLibrary(cfg.library_path).close()
+    beat(store, NOW - 1, os.getpid())
     report = health.assess(cfg, store, now=NOW)
     assert report["source"]["ok"] is False
     assert report["problems"] == [
@@ -178,6 +208,8 @@ def test_source_checks_decide(cfg, store, monkeypatch, status):
     cfg.source.kind = "supabase"
     remote = FakeRemote(status)
     monkeypatch.setattr(adapters, "build_source", lambda _cfg: remote)
+    FolderLibrary(cfg.library_path).close()
+    beat(store, NOW - 1, os.getpid())
     report = health.assess(cfg, store, now=NOW)
     assert report["source"]["latency_ms"] == 12
     assert remote.closed
