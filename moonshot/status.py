@@ -116,8 +116,6 @@ def render(r: dict[str, Any]) -> str:
             state = "ok" if info["ok"] else "PROBLEM"
             lines.append(f"{part}: {info['kind']} {state}" + (f" ({where})" if where else ""))
     lines.append("queue: " + ", ".join(f"{s} {n}" for s, n in r["queue"].items()))
-    lines.append(f"last sync (confirmed): {r['last_sync_at'] or 'never'}")
-    lines.append(f"last launch: {r['last_launch_at'] or 'never'}")
     lines.append(
         "coins: " + ", ".join(f"{s} {n}" for s, n in r["counts"].items()) + f" (total {r['total']})"
     )
