@@ -7,10 +7,8 @@ import json
 
 import click
 
-from moonshot import cleanup as spool_cleanup
 from moonshot import config
 from moonshot.errors import MoonshotError
-from moonshot.store import Store
 
 
 @click.command()
@@ -21,6 +19,9 @@ from moonshot.store import Store
 @click.pass_context
 def cleanup(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """Move launched coins' images to spool/done/ and delete old ones there."""
+    from moonshot import cleanup as spool_cleanup  # sqlite-utils: only when this runs
+    from moonshot.store import Store
+
     try:
         cfg = config.load((ctx.obj or {}).get("home"))
         cfg.ensure_dirs()

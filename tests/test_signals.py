@@ -5,28 +5,29 @@ service from a live one; the split agents (`run --stages`) share one home safely
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image
+
+from moonshot.cli import cli as cli_main
 
 pytestmark = pytest.mark.stress
 
 ROOT = Path(__file__).resolve().parents[1]
 RET_OK, RET_HARD_STOP = 0, 3  # moonshot.service
-# Slow enough that a signal lands mid-batch: launches at least 0.4 s apart.
-SLOW = {
-    "MOONSHOT_LAUNCH_MIN_GAP_SECONDS": "0.4",
-    "MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01",
-    "MOONSHOT_SERVICE_IDLE_SLEEP_MAX": "0.2",
-}
+BASE = {"MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01", "MOONSHOT_SERVICE_IDLE_SLEEP_MAX": "0.2"}
 
 
 @pytest.fixture
@@ -36,13 +37,10 @@ def home(tmp_path) -> Path:
     return h
 
 
-FAST = {"MOONSHOT_LAUNCH_MIN_GAP_SECONDS": "0"}
-
-
 def env(extra: dict | None = None) -> dict:
     out = {k: v for k, v in os.environ.items() if not k.startswith("MOONSHOT_")}
     out["PYTHONPATH"] = str(ROOT) + os.pathsep + out.get("PYTHONPATH", "")
-    out.update(SLOW)
+    out.update(BASE)
     out.update(extra or {})
     return out
 
@@ -68,15 +66,78 @@ def start(home: Path, *args: str, extra: dict | None = None) -> subprocess.Popen
 
 
 def add_coins(home: Path, tmp_path: Path, n: int) -> list[int]:
+    """Queued in-process (`moonshot add` is not under test here); the service is the subprocess."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     ids = []
     for i in range(n):
         img = tmp_path / f"img{i}.jpg"
-        # Noise: a JPEG that takes real time to decode and re-encode.
-        Image.effect_noise((900, 900), 40 + i).convert("RGB").save(img, quality=95)
-        proc = cli(home, "add", "--ticker", f"SIG{i}", "--name", f"Signal {i}", "--image", str(img))
-        assert proc.returncode == 0, proc.stderr
-        ids.append(int(proc.stdout.strip()))
+        Image.new("RGB", (64, 48), (40 * i % 256, 90, 160)).save(img, quality=95)
+        args = ["--home", str(home), "add", "--ticker", f"SIG{i}", "--name", f"Signal {i}"]
+        result = CliRunner().invoke(cli_main, [*args, "--image", str(img)])
+        assert result.exit_code == 0, result.output
+        ids.append(int(result.stdout.strip()))
     return ids
+
+
+class GatedImage:
+    """A real HTTP server on 127.0.0.1 whose one image is held back until `release()`:
+    the service's download, inside the spool step, is then provably in progress."""
+
+    def __init__(self):
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (10, 200, 90)).save(buf, "JPEG")
+        body = buf.getvalue()
+        self.requested = threading.Event()
+        self.gate = threading.Event()
+        gated = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                gated.requested.set()
+                gated.gate.wait(60)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/held.jpg"
+
+    def release(self):
+        self.gate.set()
+
+    def close(self):
+        self.gate.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def gated():
+    g = GatedImage()
+    yield g
+    g.close()
+
+
+def add_url_coin(home: Path, url: str) -> int:
+    args = ["--home", str(home), "add", "--ticker", "HELD", "--name", "Held", "--image", url]
+    result = CliRunner().invoke(cli_main, args)
+    assert result.exit_code == 0, result.output
+    return int(result.stdout.strip())
+
+
+def attempts(home: Path, coin_id: int) -> int:
+    conn = sqlite3.connect(home / "moonshot.db")
+    try:
+        return conn.execute("SELECT attempts FROM coins WHERE id = ?", (coin_id,)).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def ledger(home: Path) -> list[int]:
@@ -142,57 +203,78 @@ def check_nothing_lost_or_doubled(home: Path, ids: list[int]) -> None:
     assert dict(starts) == dict.fromkeys(ids, 1)
 
 
-def test_sigterm_mid_batch_exits_0_and_restart_finishes(home, tmp_path):
-    ids = add_coins(home, tmp_path, 8)
+def batch_with_held_coin(home: Path, tmp_path: Path, gated: GatedImage) -> tuple[list[int], int]:
+    """Coins 1-2 from files, coin 3 from the held URL, coins 4-6 from files: the service
+    launches 1 and 2, then blocks downloading 3 while 4-6 wait in `fetched`."""
+    first = add_coins(home, tmp_path / "a", 2)
+    held = add_url_coin(home, gated.url)
+    rest = add_coins(home, tmp_path / "b", 3)
+    return [*first, held, *rest], held
+
+
+def test_sigterm_mid_batch_exits_0_and_restart_finishes(home, tmp_path, gated):
+    ids, held = batch_with_held_coin(home, tmp_path, gated)
     proc = start(home)
     try:
-        wait_for(lambda: len(ledger(home)) >= 2, what="two launches")
-        rc, took = stop(proc)
+        assert gated.requested.wait(60), "the service never asked for the held image"
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None, "TERM cut the step in hand instead of finishing it"
+        t0 = time.monotonic()
+        gated.release()
+        rc = proc.wait(timeout=10)
+        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
     assert rc == RET_OK, proc.stderr.read()
     assert took < 10.0
-    done = ledger(home)
-    assert 2 <= len(done) < len(ids), "the signal did not land in the middle of the batch"
-    now = states(home)
-    assert "launching" not in now.values()  # the step in hand was finished, not cut
-    assert sorted(i for i, s in now.items() if s == "launched") == sorted(done)
+    # The step in hand finished and was committed; nothing after it started.
+    assert states(home) == {
+        ids[0]: "launched",
+        ids[1]: "launched",
+        held: "spooled",
+        ids[3]: "fetched",
+        ids[4]: "fetched",
+        ids[5]: "fetched",
+    }
+    assert sorted(ledger(home)) == ids[:2]
     code, report = status(home)
     assert code == 1 and report["service"]["state"] == "stopped"
 
-    # `run --once` does not wait out launch limits, so the restart runs without the gap.
-    rc = cli(home, "run", "--once", extra=FAST).returncode
-    assert rc == RET_OK
+    assert cli(home, "run", "--once").returncode == RET_OK
     check_nothing_lost_or_doubled(home, ids)
 
 
-def test_second_signal_exits_at_once_and_nothing_is_lost(home, tmp_path):
-    ids = add_coins(home, tmp_path, 6)
+def test_second_signal_exits_at_once_and_nothing_is_lost(home, tmp_path, gated):
+    ids, held = batch_with_held_coin(home, tmp_path, gated)
     proc = start(home)
     try:
-        wait_for(lambda: len(ledger(home)) >= 1, what="a launch")
+        assert gated.requested.wait(60), "the service never asked for the held image"
         proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
         rc, took = stop(proc, signal.SIGINT, timeout=5.0)
     finally:
         if proc.poll() is None:
             proc.kill()
-    # The first signal may have finished the loop before the second one arrived.
-    assert rc in (RET_HARD_STOP, RET_OK)
-    assert took < 5.0
-    cli(home, "run", "--once", extra=FAST)
-    # A coin cut between `launching` and `launched` waits for a person, never relaunches.
-    for coin_id, state in states(home).items():
-        if state == "needs_review":
-            flag = "--launched" if coin_id in ledger(home) else "--not-launched"
-            assert cli(home, "resolve", str(coin_id), flag).returncode == 0
-    assert cli(home, "run", "--once", extra=FAST).returncode == RET_OK
+    assert rc == RET_HARD_STOP
+    assert took < 2.0
+    # The attempt was committed before the download; the rest is untouched.
+    now = states(home)
+    assert now[held] == "fetched" and attempts(home, held) == 1
+    assert [now[i] for i in ids[:2]] == ["launched", "launched"]
+    assert not [p for p in (home / "spool").iterdir() if p.name.startswith("moonshot_HELD")]
+    code, report = status(home)
+    assert code == 1 and report["service"]["state"] == "dead"
+
+    gated.release()
+    assert cli(home, "run", "--once").returncode == RET_OK
     check_nothing_lost_or_doubled(home, ids)
 
 
 def test_status_tells_dead_from_live(home, tmp_path):
     add_coins(home, tmp_path, 1)
-    proc = start(home, extra=FAST)
+    proc = start(home)
     try:
         wait_for(lambda: states(home) == {1: "launched"}, what="the launch")
         code, report = status(home)
@@ -216,8 +298,8 @@ def test_status_tells_dead_from_live(home, tmp_path):
 def test_split_agents_share_a_home(home, tmp_path):
     """What `launchd install --split` runs: a sync agent and a launch agent at once."""
     ids = add_coins(home, tmp_path, 4)
-    sync = start(home, "--stages", "sync", extra=FAST)
-    launch = start(home, "--stages", "launch", extra=FAST)
+    sync = start(home, "--stages", "sync")
+    launch = start(home, "--stages", "launch")
     try:
         wait_for(lambda: len(ledger(home)) == len(ids), what="every launch")
         code, report = status(home)
@@ -246,14 +328,13 @@ def test_launch_stage_alone_never_spools(home, tmp_path):
 
 def test_service_moves_launched_files_to_done_and_never_reimports(home, tmp_path):
     ids = add_coins(home, tmp_path, 3)
-    proc = start(home, extra={**FAST, "MOONSHOT_CLEANUP_INTERVAL": "0.2"})
+    proc = start(home, extra={"MOONSHOT_CLEANUP_INTERVAL": "0.2"})
     try:
         wait_for(lambda: len(ledger(home)) == 3, what="three launches")
         done = home / "spool" / "done"
         wait_for(lambda: done.is_dir() and len(list(done.iterdir())) == 3, what="clean-up")
         assert [p.name for p in (home / "spool").iterdir() if p.is_file()] == []
         # A new coin afterwards: the files in done/ are not imported again.
-        (tmp_path / "more").mkdir()
         more = add_coins(home, tmp_path / "more", 1)
         wait_for(lambda: len(ledger(home)) == 4, what="the fourth launch")
         assert stop(proc)[0] == RET_OK
