@@ -69,6 +69,7 @@ class Service:
         self._next_keepalive = 0.0
         self._last_heartbeat = 0.0
         self._cleanup = cleanup.Schedule(cfg, self.store)
+        self._last_progress: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, now: float | None = None, watch: bool = True) -> None:
@@ -138,14 +139,14 @@ class Service:
             self._keepalive(now)
             self._cleanup.maybe_run(now)
         if self._step(now):
-            self.store.meta_set("last_progress_at", repr(now))
+            self._last_progress = now
             return True
         return did
 
     def _step(self, now: float) -> bool:
         p = self.pipeline
         s = self.store
-        for coin in s.coins_in([m.CONFIRMED], ready_by=now, limit=10) if self.launches else ():
+        for coin in s.coins_in([m.CONFIRMED], ready_by=now) if self.launches else ():
             if p.launch_blocker(coin, now) is None:
                 return self._guard(coin, p.launch, now)
         if not self.sync:
@@ -275,8 +276,13 @@ class Service:
         if now - self._last_heartbeat < HEARTBEAT_EVERY:
             return
         self._last_heartbeat = now
-        self.store.meta_set("heartbeat_at" + self.meta_suffix, repr(now))
-        self.store.meta_set("heartbeat_pid" + self.meta_suffix, str(os.getpid()))
+        beat = {
+            "heartbeat_at" + self.meta_suffix: repr(now),
+            "heartbeat_pid" + self.meta_suffix: str(os.getpid()),
+        }
+        if self._last_progress is not None:
+            beat["last_progress_at"] = repr(self._last_progress)
+        self.store.meta_set_many(beat)
 
     # -- waiting ------------------------------------------------------------------------------
     def next_due(self, now: float) -> float | None:
@@ -333,7 +339,9 @@ class Service:
                 self._wake.clear()
         finally:
             self.close()
-        # 0 = stopped cleanly; after an exception the stale heartbeat says "dead".
-        self.store.meta_set("heartbeat_at" + self.meta_suffix, "0")
+            if self._last_progress is not None:
+                self.store.meta_set_many({"last_progress_at": repr(self._last_progress)})
+        # 0 = stopped cleanly; after an exception the stale heartbeat says "dead" (issue 6).
+        self.store.meta_set_many({"heartbeat_at" + self.meta_suffix: "0"})
         self.log.info("stopped%s", " (signal)" if self.stopping else "")
         return RET_OK
