@@ -130,6 +130,10 @@ class Config:
             return self.photos.kind
         return "macos" if platform.is_macos() else "folder"
 
+    def secret(self, name: str) -> str | None:
+        """`secret(name)` for this home: environment, Keychain, then <home>/moonshot.env."""
+        return secret(name, home=self.home)
+
     def ensure_dirs(self) -> None:
         for d in (self.home, self.spool_dir, self.logs_dir):
             d.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,15 @@ def test_config_secret_uses_the_chain(home, security, monkeypatch):
     assert config.secret(KEY, env={}, home=home) == "chain-keychain"
 
 
+def test_cfg_secret_reads_its_own_home(home, tmp_path, monkeypatch):
+    """`moonshot --home H` does not export MOONSHOT_HOME: adapters ask cfg.secret()."""
+    monkeypatch.delenv(KEY, raising=False)
+    monkeypatch.setenv("MOONSHOT_HOME", str(tmp_path))  # some other folder
+    write_env(home, f"{KEY}={VALUE}\n")
+    assert config.secret(KEY) is None
+    assert config.load(home, env={}).secret(KEY) == VALUE
+
+
 @pytest.mark.parametrize(
     ("mode", "exposed"),
     [(0o600, False), (0o400, False), (0o640, True), (0o604, True), (0o620, True)],
