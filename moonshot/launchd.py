@@ -129,12 +129,37 @@ def _bootout(label: str) -> None:
     _launchctl("bootout", f"{domain()}/{label}", check=False)
 
 
+def _check_interpreter(plist: dict[str, Any]) -> None:
+    """launchd would restart a broken ProgramArguments every ThrottleInterval, silently:
+    run the interpreter once as launchd will (same folder, same environment) first."""
+    python = plist["ProgramArguments"][0]
+    env = {**plist["EnvironmentVariables"], "HOME": str(Path.home())}
+    try:
+        proc = subprocess.run(
+            [python, "-c", "import moonshot"],
+            cwd=plist["WorkingDirectory"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except OSError as exc:
+        raise MoonshotError(
+            f"{python} cannot run ({exc.strerror}); pass --python /abs/path/to/python"
+        ) from None
+    if proc.returncode != 0:
+        raise MoonshotError(
+            f"{python} cannot import moonshot; pass --python with the interpreter moonshot is installed in"
+        )
+
+
 def install(cfg: Config, *, split: bool = False, python: str | None = None) -> list[Path]:
     """Write the plists to ~/Library/LaunchAgents and bootstrap them; the other layout's
     agents are booted out and removed so two services never run the same home."""
     _require_macos()
     agents = render(cfg, split=split, python=python)
     cfg.ensure_dirs()
+    _check_interpreter(agents[0].plist)
     target = agents_dir()
     target.mkdir(parents=True, exist_ok=True)
     wanted = {a.label for a in agents}

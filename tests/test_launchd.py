@@ -26,6 +26,17 @@ def cfg(tmp_path):
     return config.load(tmp_path / "home", env={})
 
 
+def fake_python(tmp_path, can_import: bool) -> str:
+    """An interpreter stand-in: answers `-c "import moonshot"` with 0 or 1, and 2 unless
+    it runs as launchd will run it (in the home folder, with MOONSHOT_HOME set)."""
+    exe = tmp_path / "py" / "bin" / "python3"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    check = '[ "$(pwd -P)" = "$MOONSHOT_HOME" ] || exit 2\n'
+    exe.write_text(f"#!/bin/sh\n{check}exit {0 if can_import else 1}\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
 @pytest.fixture
 def mac(monkeypatch, tmp_path):
     """A fake macOS: platform says darwin, HOME is a temp folder, launchctl is a stand-in."""
@@ -34,6 +45,11 @@ def mac(monkeypatch, tmp_path):
     user_home.mkdir()
     monkeypatch.setenv("HOME", str(user_home))
     return standins.install(monkeypatch, tmp_path, "launchctl")
+
+
+def install(home, tmp_path, *args):
+    """`launchd install` with an interpreter that can import moonshot under launchd's environment."""
+    return run(home, "launchd", "install", "--python", fake_python(tmp_path, True), *args)
 
 
 def run(home, *args):
@@ -187,11 +203,12 @@ def test_refuses_off_macos(tmp_path, monkeypatch, command):
 
 def test_install_writes_plist_and_bootstraps(tmp_path, mac):
     home = tmp_path / "home"
-    result = run(home, "launchd", "install", "--python", "/opt/py/bin/python3")
+    python = fake_python(tmp_path, can_import=True)
+    result = run(home, "launchd", "install", "--python", python)
     assert result.exit_code == 0, result.output
     path = tmp_path / "user" / "Library" / "LaunchAgents" / "com.moonshot.agent.plist"
     cfg = config.load(home, env={})
-    (agent,) = launchd.render(cfg, python="/opt/py/bin/python3")
+    (agent,) = launchd.render(cfg, python=python)
     assert path.read_bytes() == agent.dumps()
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert (home / "logs").is_dir()  # launchd opens StandardOutPath there
@@ -199,11 +216,27 @@ def test_install_writes_plist_and_bootstraps(tmp_path, mac):
     assert mac.calls() == [["bootstrap", f"gui/{uid}", str(path)]]
 
 
+@pytest.mark.parametrize("python", ["missing", "no-moonshot"])
+def test_install_refuses_an_interpreter_that_cannot_run_moonshot(tmp_path, mac, python):
+    exe = (
+        fake_python(tmp_path, can_import=False)
+        if python == "no-moonshot"
+        else "/nonexistent/python3"
+    )
+    result = run(tmp_path / "home", "launchd", "install", "--python", exe)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "--python" in result.stderr
+    assert mac.calls() == []
+    assert not (
+        tmp_path / "user" / "Library" / "LaunchAgents" / "com.moonshot.agent.plist"
+    ).exists()
+
+
 def test_install_split_replaces_the_single_agent(tmp_path, mac):
     home = tmp_path / "home"
-    assert run(home, "launchd", "install").exit_code == 0
+    assert install(home, tmp_path).exit_code == 0
     mac.reset()
-    assert run(home, "launchd", "install", "--split").exit_code == 0
+    assert install(home, tmp_path, "--split").exit_code == 0
     agents_dir = tmp_path / "user" / "Library" / "LaunchAgents"
     assert sorted(p.name for p in agents_dir.iterdir()) == [
         "com.moonshot.photosync.plist",
@@ -219,9 +252,9 @@ def test_install_split_replaces_the_single_agent(tmp_path, mac):
 
 def test_reinstall_boots_out_first(tmp_path, mac):
     home = tmp_path / "home"
-    assert run(home, "launchd", "install").exit_code == 0
+    assert install(home, tmp_path).exit_code == 0
     mac.reset()
-    assert run(home, "launchd", "install").exit_code == 0
+    assert install(home, tmp_path).exit_code == 0
     uid = os.getuid()
     assert [c[0] for c in mac.calls()] == ["bootout", "bootstrap"]
     assert mac.calls()[0] == ["bootout", f"gui/{uid}/com.moonshot.agent"]
@@ -229,7 +262,7 @@ def test_reinstall_boots_out_first(tmp_path, mac):
 
 def test_bootstrap_failure_is_one_line_error(tmp_path, mac):
     mac.plan({"bootstrap": {"rc": 5, "stderr": "Bootstrap failed: 5: Input/output error\n"}})
-    result = run(tmp_path / "home", "launchd", "install")
+    result = install(tmp_path / "home", tmp_path)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         f"Error: launchctl bootstrap gui/{os.getuid()} "
@@ -242,7 +275,7 @@ def test_restart_kickstarts_installed_agents(tmp_path, mac):
     home = tmp_path / "home"
     result = run(home, "launchd", "restart")
     assert result.exit_code == 1 and "launchd install" in result.stderr
-    assert run(home, "launchd", "install", "--split").exit_code == 0
+    assert install(home, tmp_path, "--split").exit_code == 0
     mac.reset()
     assert run(home, "launchd", "restart").exit_code == 0
     uid = os.getuid()
@@ -271,7 +304,7 @@ PRINT_RUNNING = """gui/501/com.moonshot.agent = {
 
 def test_status_reads_launchctl_print(tmp_path, mac):
     home = tmp_path / "home"
-    assert run(home, "launchd", "install").exit_code == 0
+    assert install(home, tmp_path).exit_code == 0
     mac.reset()
     mac.plan({"print": {"stdout": PRINT_RUNNING}})
     result = run(home, "launchd", "status")
@@ -284,7 +317,7 @@ def test_status_not_loaded_or_not_running_exits_1(tmp_path, mac):
     home = tmp_path / "home"
     result = run(home, "launchd", "status")
     assert result.exit_code == 1 and "launchd install" in result.stdout
-    assert run(home, "launchd", "install").exit_code == 0
+    assert install(home, tmp_path).exit_code == 0
     mac.plan({"print": {"rc": 113, "stderr": "Could not find service\n"}})
     result = run(home, "launchd", "status", "--json")
     assert result.exit_code == 1
@@ -299,7 +332,7 @@ def test_status_not_loaded_or_not_running_exits_1(tmp_path, mac):
 
 def test_uninstall_boots_out_and_removes(tmp_path, mac):
     home = tmp_path / "home"
-    assert run(home, "launchd", "install").exit_code == 0
+    assert install(home, tmp_path).exit_code == 0
     mac.reset()
     result = run(home, "launchd", "uninstall")
     assert result.exit_code == 0 and "removed com.moonshot.agent" in result.stdout
