@@ -130,11 +130,11 @@ class Runner:
     def _ratio(self, shot: Image.Image) -> float:
         return shot.width / self.driver.screen_size()[0]
 
-    def _ref(self, path: Path) -> Image.Image:
+    def _ref(self, path: Path, step: Step | None = None) -> Image.Image:
         if not path.is_file():
             raise FileNotFoundError(
-                f"reference image {path.name} is missing; capture it with"
-                " `moonshot flow calibrate --step NAME` while that screen shows"
+                f"reference image {path.name} is missing; capture it with `moonshot flow"
+                f" calibrate --step {step.name if step else 'NAME'}` while that screen shows"
             )
         if path not in self._refs:
             with Image.open(path) as img:
@@ -147,7 +147,7 @@ class Runner:
         win = self.window
         region = Rect(win.x * ratio, win.y * ratio, win.w * ratio, win.h * ratio) if win else None
         scale = image_scale(self.flow.calibration, win, ratio) if win else 1.0
-        return imagematch.locate(self._ref(image), shot, scale, region)
+        return imagematch.locate(self._ref(image, step), shot, scale, region)
 
     def park(self) -> None:
         """Move the pointer just outside the app window (never to a screen corner: that is
@@ -162,17 +162,19 @@ class Runner:
 
     def _wait_for(
         self, step: Step, image: Path, timeout: float
-    ) -> tuple[imagematch.Match | None, float, Image.Image]:
+    ) -> tuple[imagematch.Match | None, float, float]:
+        """Poll until the image shows: (match or None, best score, screenshot pixel ratio)."""
         self.park()
         conf = step.confidence or self.flow.confidence
         deadline = self.clock() + timeout
         while True:
             shot = self.driver.screenshot()
             m = self.find(step, image, shot)
-            if m and m.score >= conf:
-                return m, self._ratio(shot), shot
+            best = m.score if m else 0.0
+            if m and best >= conf:
+                return m, best, self._ratio(shot)
             if self.clock() >= deadline:
-                return None, (m.score if m else 0.0), shot
+                return None, best, self._ratio(shot)
             self.sleep(0.1)
 
     def _timeout(self, step: Step, default: float | None = None) -> float:
@@ -186,16 +188,16 @@ class Runner:
         win = self._win(step, ctx)
         if at is not None:
             return to_screen(at, self.flow.calibration, win)
-        m, info, _ = self._wait_for(step, image, self._timeout(step))
+        m, best, ratio = self._wait_for(step, image, self._timeout(step))
         if m is None:
             raise self._fail(
                 step,
                 ctx,
                 f"{image.name} not found within {self._timeout(step):g}s"
-                f" (best match {info:.2f} < {step.confidence or self.flow.confidence:.2f})",
+                f" (best match {best:.2f} < {step.confidence or self.flow.confidence:.2f})",
             )
-        cx, cy = m.rect.center
-        return (cx / info, cy / info)
+        cx, cy = m.rect.center  # screenshot pixels -> points for the mouse
+        return (cx / ratio, cy / ratio)
 
     def _do(self, step: Step, ctx: Context) -> None:
         d = self.driver
@@ -238,12 +240,12 @@ class Runner:
         elif step.action in ("wait", "verify"):
             timeout = self._timeout(step, None if step.action == "wait" else 0.0)
             self._win(step, ctx)
-            m, info, _ = self._wait_for(step, step.image, timeout)
+            m, best, _ = self._wait_for(step, step.image, timeout)
             if m is None:
                 raise self._fail(
                     step,
                     ctx,
-                    f"{step.image.name} not on screen after {timeout:g}s (best match {info:.2f})",
+                    f"{step.image.name} not on screen after {timeout:g}s (best match {best:.2f})",
                 )
         elif step.action == "check_photo":
             self._check_photo(step, ctx)

@@ -222,14 +222,14 @@ def test_check_clicks_nothing_and_names_missing_or_unseen_images(rig):
     fake.scene = "picker"  # create.png is not on this screen
     bad = {
         (line.step.name, line.level)
-        for line in Runner(launcher.flow, fake, Path("/nonexistent")).check()
+        for line in Runner(launcher.flow, fake, Path("/nonexistent")).check(grace=0)
         if not line.ok
     }
     assert bad == {("form", "fail"), ("tap-create", "fail")}
     (launcher.flow.path.parent / "success.png").unlink()  # an outcome image: only a warning
     levels = {
         line.step.name: line.level
-        for line in Runner(launcher.flow, fake, Path("/x")).check()
+        for line in Runner(launcher.flow, fake, Path("/x")).check(grace=0)
         if line.step.name == "outcome" and "success.png" in line.message
     }
     assert levels == {"outcome": "warn"}
