@@ -1,7 +1,6 @@
-"""Runs flow steps against a screen `Driver` (pyautogui in gui_driver.py, a fake in
-unit tests): finds images, clicks, enters text, checks the picker's photo, reads the
-address. Saves a screenshot on every failed step. The irreversible click is made at
-most once per run and never retried."""
+"""Runs flow steps on a screen `Driver` (pyautogui, or a drawn fake in unit tests) and
+saves a screenshot for every failed step. Never clicks the irreversible step twice in a
+run, never retries it, never types text that safetext did not clear."""
 
 from __future__ import annotations
 

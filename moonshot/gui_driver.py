@@ -1,7 +1,6 @@
-"""The real screen Driver: pyautogui for mouse and keys, Pillow's ImageGrab for
-screenshots (pyscreeze needs scrot or gnome-screenshot on Linux), pyperclip for the
-clipboard, xdotool (X11) or System Events (macOS) for the app window. Imports
-pyautogui only when built: it connects to the display at import time."""
+"""The real screen Driver: pyautogui (mouse, keys), Pillow's ImageGrab (screenshots),
+pyperclip (clipboard), xdotool or System Events (the app window). Imports pyautogui only
+when built (it opens the display on import); never touches the state database."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""The app launcher: runs the calibrated flow in the Moonshot app. `prepare` runs the
-steps before the irreversible one (failures: TransientError, retried later); `launch`
-makes the irreversible click once and reads the outcome (anything unclear: NeedsReview
-with a screenshot). Refuses to start until `moonshot flow check` passed on this screen."""
+"""The app launcher: `prepare` runs the flow up to the irreversible step (TransientError
+on failure); `launch` clicks it once and reads the outcome (NeedsReview when unclear).
+Refuses to start until `moonshot flow check` passed for this flow on this screen."""
 
 from __future__ import annotations
 
