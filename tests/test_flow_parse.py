@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moonshot import flow as flowmod
@@ -219,6 +219,7 @@ def test_image_scale_combines_retina_and_window_size():
     assert flowmod.pixels_to_points(Rect(200, 100, 40, 20), 2.0) == Rect(100, 50, 20, 10)
 
 
+@settings(deadline=None)  # a loaded CI machine must not make these flaky
 @given(
     st.floats(1, 3000),
     st.floats(1, 3000),
@@ -249,6 +250,7 @@ def b58encode(data: bytes) -> str:
     return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
 
 
+@settings(deadline=None)  # a loaded CI machine must not make these flaky
 @given(st.binary(min_size=32, max_size=32))
 def test_every_32_byte_key_is_a_valid_address(key):
     address = b58encode(key)
@@ -256,6 +258,7 @@ def test_every_32_byte_key_is_a_valid_address(key):
     assert flowmod.valid_address(f"  {address}\n") == address
 
 
+@settings(deadline=None)  # a loaded CI machine must not make these flaky
 @given(st.binary(min_size=1, max_size=40).filter(lambda b: len(b) != 32))
 def test_keys_of_other_lengths_are_refused(key):
     assert flowmod.valid_address(b58encode(key)) is None
