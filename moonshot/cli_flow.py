@@ -233,8 +233,18 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             f"no window {fl.app!r} on screen; open the app (or set flow.app in {path.name})"
         )
     ratio = driver.screenshot().width / driver.screen_size()[0]
-    interactive = step_name is None
-    if set_window or interactive:
+    before = fl.calibration
+    if (
+        step_name is None
+        and not set_window
+        and (before.window != (win.w, win.h) or abs(ratio - before.pixel_ratio) > 0.01)
+    ):
+        click.echo(
+            f"note: the window is {win.w:g}x{win.h:g} (pixel ratio {ratio:g}), the flow was"
+            f" calibrated at {before.window[0]:g}x{before.window[1]:g} ({before.pixel_ratio:g});"
+            " recapture every step: a skipped one keeps positions that no longer fit"
+        )
+    if set_window or step_name is None:
         fl = dataclasses.replace(
             fl, calibration=flowmod.Calibration((win.w, win.h), round(ratio, 3))
         )
@@ -248,19 +258,17 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             f" {fl.calibration.window[0]:g}x{fl.calibration.window[1]:g} ({fl.calibration.pixel_ratio:g});"
             " recalibrate every step (`moonshot flow calibrate`) or add --window"
         )
-    if not interactive:
+    if set_window and step_name is None:
+        _save(fl)
+        click.echo(f"calibration window {win.w:g}x{win.h:g}, pixel ratio {ratio:g} saved to {path}")
+        return
+    if step_name is not None:
         step = next((s for s in fl.steps if s.name == step_name), None)
         if step is None:
             raise click.ClickException(
                 f"no step {step_name!r} in {path}; steps: {', '.join(s.name for s in fl.steps)}"
             )
         if (box is None) == (at_text is None):
-            if set_window:
-                _save(fl)
-                click.echo(
-                    f"calibration window {win.w:g}x{win.h:g}, pixel ratio {ratio:g} saved to {path}"
-                )
-                return
             raise click.ClickException("give exactly one of --box X,Y,W,H or --at X,Y with --step")
         fl = _apply(
             driver,

@@ -97,8 +97,14 @@ def test_single_steps_and_their_errors(setup):
     fake.win = flowmod.Rect(100, 50, 450, 600)  # the window was resized since calibration
     resized = run(home, "flow", "calibrate", "--step", "form", "--box", "10,10,200,30")
     assert resized.exit_code == 1 and "recalibrate every step" in resized.output
+    window = run(home, "flow", "calibrate", "--window")
+    assert window.exit_code == 0 and "calibration window 450x600" in window.output
+    assert flowmod.load(flow_file).calibration.window == (450.0, 600.0)
+    again = run(home, "flow", "calibrate", "--step", "form", "--box", "15,15,300,45")
+    assert again.exit_code == 0, again.output
     missing = run(home, "flow", "check")
     assert missing.exit_code == 1
     assert (
-        "flow check failed at step 2 'form': reference image form.png is missing" in missing.output
+        "flow check failed at step 8 'picker': reference image picker.png is missing"
+        in missing.output
     )
