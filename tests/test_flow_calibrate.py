@@ -4,6 +4,8 @@ flow file and clicks nothing; single steps are captured with --step and --box/--
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageChops
@@ -81,6 +83,8 @@ def test_guided_calibration_captures_every_step_up_to_the_irreversible_one(setup
     check = run(home, "flow", "check")
     assert check.exit_code == 0, check.output
     assert "flow check passed on 1000x700" in check.output and fake.clicks == []
+    as_json = json.loads(run(home, "flow", "check", "--json").output)
+    assert as_json["passed"] and {r["step"] for r in as_json["steps"]} >= {"form", "tap-create"}
 
 
 def test_single_steps_and_their_errors(setup):
