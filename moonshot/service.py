@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from moonshot import adapters, logs
+from moonshot import adapters, cleanup, logs
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
@@ -30,6 +30,9 @@ RET_CONFIG = 2
 RET_HARD_STOP = 3
 
 HEARTBEAT_EVERY = 1.0
+# `run --stages`: one process for everything, or the two launchd agents of `launchd
+# install --split` (sync: fetch, spool, import, confirm, report; launch: the launcher).
+STAGES = ("all", "sync", "launch")
 OUTBOX_BATCH = 20
 OUTBOX_ONCE_ATTEMPTS = 5  # `run --once` stops waiting for an unreachable source after this
 
@@ -41,9 +44,17 @@ class Service:
         store: Store | None = None,
         ports: Ports | None = None,
         clock: Callable[[], float] = time.time,
+        stages: str = "all",
     ):
+        if stages not in STAGES:
+            raise ValueError(f"stages must be one of {', '.join(STAGES)}, not {stages!r}")
         cfg.ensure_dirs()
         self.cfg = cfg
+        self.stages = stages
+        self.sync = stages in ("all", "sync")
+        self.launches = stages in ("all", "launch")
+        # Each split agent has its own heartbeat (`heartbeat_at:sync`, ...); health.py reads them.
+        self.meta_suffix = "" if stages == "all" else f":{stages}"
         self.store = store or Store(cfg.db_path)
         self.ports = ports or adapters.build(cfg)
         self.pipeline = Pipeline(cfg, self.store, self.ports)
@@ -58,6 +69,7 @@ class Service:
         self._next_poll = 0.0
         self._next_keepalive = 0.0
         self._last_heartbeat = 0.0
+        self._cleanup = cleanup.Schedule(cfg, self.store)
         self._last_progress: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -66,12 +78,13 @@ class Service:
             return
         now = self.clock() if now is None else now
         self._started = True
-        recovered = self.pipeline.recover(now)
-        found = self.watcher.rescan()
+        # A sync-only agent must not touch `launching`: the launcher agent may be mid-launch.
+        recovered = self.pipeline.recover(now) if self.launches else 0
+        found = self.watcher.rescan() if self.sync else 0
         self.log.info(
             "started: %d coin(s) to review from a crash, %d file(s) in spool/", recovered, found
         )
-        if watch:
+        if watch and self.sync:
             self.watcher.start()
             self._stops.append(self.watcher.stop)
             for port, wake in (
@@ -127,10 +140,13 @@ class Service:
         self._heartbeat(now)
         if self.stopping:
             return False
-        did = self._drops(now)
-        did = self._poll_source(now) or did
-        did = self._drain_outbox(now) or did
-        self._keepalive(now)
+        did = False
+        if self.sync:
+            did = self._drops(now)
+            did = self._poll_source(now) or did
+            did = self._drain_outbox(now) or did
+            self._keepalive(now)
+            self._cleanup.maybe_run(now)
         if self._step(now):
             self._last_progress = now
             return True
@@ -139,9 +155,11 @@ class Service:
     def _step(self, now: float) -> bool:
         p = self.pipeline
         s = self.store
-        for coin in s.coins_in([m.CONFIRMED], ready_by=now):
+        for coin in s.coins_in([m.CONFIRMED], ready_by=now) if self.launches else ():
             if p.launch_blocker(coin, now) is None:
                 return self._guard(coin, p.launch, now)
+        if not self.sync:
+            return False
         for coin in s.coins_in([m.IMPORTED], ready_by=now, limit=1):
             return self._guard(coin, p.confirm, now)
         for coin in s.coins_in([m.SPOOLED], ready_by=now, limit=1, order="id"):
@@ -267,7 +285,10 @@ class Service:
         if now - self._last_heartbeat < HEARTBEAT_EVERY:
             return
         self._last_heartbeat = now
-        beat = {"heartbeat_at": repr(now), "heartbeat_pid": str(os.getpid())}
+        beat = {
+            "heartbeat_at" + self.meta_suffix: repr(now),
+            "heartbeat_pid" + self.meta_suffix: str(os.getpid()),
+        }
         if self._last_progress is not None:
             beat["last_progress_at"] = repr(self._last_progress)
         health = getattr(self.ports.source, "health", None)
@@ -284,9 +305,9 @@ class Service:
             "SELECT min(not_before) FROM coins WHERE state IN (?, ?, ?) AND not_before > ?",
             (m.FETCHED, m.SPOOLED, m.IMPORTED, now),
         ).fetchone()
-        if rows[0] is not None:
+        if rows[0] is not None and self.sync:
             dues.append(rows[0])
-        if self.ports.launcher is not None:
+        if self.ports.launcher is not None and self.launches:
             for coin in self.store.coins_in([m.CONFIRMED]):
                 if (
                     coin.not_before > now
@@ -296,7 +317,7 @@ class Service:
         watch_next = self.watcher.next_check(now)
         if watch_next is not None:
             dues.append(watch_next)
-        if self.ports.source.kind != "local":
+        if self.ports.source.kind != "local" and self.sync:
             # Only each coin's oldest entry can be sent (in order per coin): counting the
             # ones queued behind it made a stuck entry look due now, a busy loop in an outage.
             row = self.store.db.execute(
@@ -334,9 +355,9 @@ class Service:
                 self._wake.clear()
         finally:
             self.close()
-            beat = {"heartbeat_at": "0"}
             if self._last_progress is not None:
-                beat["last_progress_at"] = repr(self._last_progress)
-            self.store.meta_set_many(beat)
+                self.store.meta_set_many({"last_progress_at": repr(self._last_progress)})
+        # 0 = stopped cleanly; after an exception the stale heartbeat says "dead" (issue 6).
+        self.store.meta_set_many({"heartbeat_at" + self.meta_suffix: "0"})
         self.log.info("stopped%s", " (signal)" if self.stopping else "")
         return RET_OK
