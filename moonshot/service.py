@@ -6,7 +6,6 @@ hand and exits 0, a second one exits at once: every state is already committed."
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -291,9 +290,6 @@ class Service:
         }
         if self._last_progress is not None:
             beat["last_progress_at"] = repr(self._last_progress)
-        health = getattr(self.ports.source, "health", None)
-        if health is not None:  # for `moonshot status`, which runs in another process
-            beat["source_health"] = json.dumps(health(), sort_keys=True, default=str)
         self.store.meta_set_many(beat)
 
     # -- waiting ------------------------------------------------------------------------------

@@ -409,18 +409,21 @@ def inproc(cfg_factory, src: SupabaseSource, **env: str):
     return Service(cfg, store=Store(cfg.db_path), ports=ports)
 
 
-def test_status_shows_a_rejected_key(standin, coins_db, cfg_factory):
+def test_status_and_doctor_show_a_rejected_key(standin, coins_db, cfg_factory, monkeypatch):
     from moonshot import status
+    from moonshot.doctor import run_checks
+    from moonshot.store import Store
 
-    svc = inproc(cfg_factory, SupabaseSource(standin.url, "wrong-key", worker="w1"))
-    now = time.time()
-    svc.tick(now)
-    svc.tick(now + 2)  # the next heartbeat carries the source's health
-    report = status.collect(svc.cfg, svc.store, now=now + 2)
-    assert report["source"]["auth"] == "failed"
+    monkeypatch.setenv("SUPABASE_URL", standin.url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "wrong-key")
+    cfg = cfg_factory(SERVICE_ENV)
+    for name, value in SERVICE_ENV.items():  # doctor loads the config itself
+        monkeypatch.setenv(name, value)
+    report = status.collect(cfg, Store(cfg.db_path))
     assert any("SUPABASE_SERVICE_ROLE_KEY" in p for p in report["problems"])
-    assert "wrong-key" not in json.dumps(report)
-    svc.close()
+    doctor = {c.name: c.status for c in run_checks(str(cfg.home))}
+    assert doctor["supabase key"] == "fail"
+    assert "wrong-key" not in json.dumps(report, default=str)
 
 
 def test_a_coin_whose_claim_was_lost_is_not_launched(standin, coins_db, cfg_factory):

@@ -174,19 +174,17 @@ class SupabaseSource:
 
     @classmethod
     def from_config(cls, cfg: config_mod.Config) -> SupabaseSource:
-        url = config_mod.secret("SUPABASE_URL")
-        key = config_mod.secret("SUPABASE_SERVICE_ROLE_KEY")
+        url = cfg.secret("SUPABASE_URL")
+        key = cfg.secret("SUPABASE_SERVICE_ROLE_KEY")
         missing = [
             n for n, v in (("SUPABASE_URL", url), ("SUPABASE_SERVICE_ROLE_KEY", key)) if not v
         ]
         if missing:
             raise ConfigError(
-                f"the Supabase source needs {' and '.join(missing)} in the environment"
-                " (launchd: EnvironmentVariables in the plist)"
+                f"the Supabase source needs {' and '.join(missing)}: set it in the environment,"
+                f" the login Keychain (service 'moonshot') or {cfg.home / 'moonshot.env'}"
             )
-        return cls(
-            url, key, worker=worker_id(cfg.home), db_url=config_mod.secret("SUPABASE_DB_URL")
-        )
+        return cls(url, key, worker=worker_id(cfg.home), db_url=cfg.secret("SUPABASE_DB_URL"))
 
     def __repr__(self) -> str:
         return f"SupabaseSource(url={self.url!r}, worker={self.worker!r})"
