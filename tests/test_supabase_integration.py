@@ -455,3 +455,34 @@ def test_a_coin_whose_claim_was_lost_is_not_launched(standin, coins_db, cfg_fact
     assert str(coin) in a.health()["claims_lost"]
     svc.close()
     b.close()
+
+
+def test_cli_lists_and_releases_this_homes_claims(standin, coins_db, home, monkeypatch):
+    from click.testing import CliRunner
+
+    from moonshot.adapters.source_supabase import worker_id
+    from moonshot.cli import cli
+
+    first, second = add_coins(standin, coins_db, 2)
+    src = source(standin, worker_id(home))
+    assert len(src.poll(time.time(), 5)) == 2
+    src.report(str(second), "imported", {"image_filename": "bot_T001_1.jpg"})
+    src.close()
+    monkeypatch.setenv("SUPABASE_URL", standin.url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", standin.key)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--home", str(home), "supabase", "claims", "--json"])
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.output)
+    assert data["worker"] == worker_id(home)
+    assert [c["id"] for c in data["claims"]] == [first, second]
+    released = runner.invoke(
+        cli, ["--home", str(home), "supabase", "release", str(first), str(second)]
+    )
+    assert released.exit_code == 0, released.output
+    assert (
+        f"released 1 claim(s): {first}" in released.output and f"kept {second}" in released.output
+    )
+    rows = {r["id"]: r["claimed_by"] for r in fetch_coins(coins_db)}
+    assert rows == {first: None, second: worker_id(home)}
+    assert standin.key not in listed.output + released.output

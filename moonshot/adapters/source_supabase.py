@@ -492,6 +492,14 @@ class SupabaseSource:
         notification and after each (re)connect. Polling stays the source of truth."""
         if not self._db_url:
             return lambda: None
+        try:
+            import psycopg  # noqa: F401 - only needed for LISTEN
+        except ImportError:
+            log.error(
+                "source supabase: SUPABASE_DB_URL is set but psycopg is not installed:"
+                " pip install 'psycopg[binary]' (polling only until then)"
+            )
+            return lambda: None
         if self._listener is None:
             self._listener = _Listener(self._db_url, wake, self._scrub)
             self._listener.start()
