@@ -274,3 +274,14 @@ def test_image_hosts_and_config(monkeypatch, tmp_path):
     src = sb.SupabaseSource.from_config(config.load(tmp_path, env={}))
     assert src.worker == sb.worker_id(tmp_path) and src.worker != sb.worker_id(tmp_path / "other")
     src.close()
+
+
+def test_database_password_never_leaks(caplog):
+    db_url = "postgresql://postgres:pw-S3CRET-42@127.0.0.1:1/postgres"
+    src = make(Fake(), db_url=db_url)
+    caplog.set_level(logging.DEBUG)
+    notify = {c.name: c for c in src.checks()}["supabase notify"]
+    assert notify.status == "fail"
+    assert "pw-S3CRET-42" not in notify.message + caplog.text + repr(src)
+    assert src._scrub(f"bad dsn {db_url}") == "bad dsn ***"
+    assert src._scrub("password pw-S3CRET-42 refused") == "password *** refused"

@@ -227,6 +227,11 @@ def test_notify_wakes_within_a_second(standin, coins_db):
     stop()
     assert latency < 1.0
     assert not src.health()["listening"]
+    checks = {c.name: c.status for c in src.checks()}
+    assert checks["supabase notify"] == "ok"
+    with psycopg.connect(coins_db, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER coins_moonshot_notify ON coins")
+    assert {c.name: c.status for c in src.checks()}["supabase notify"] == "fail"
     src.close()
 
 

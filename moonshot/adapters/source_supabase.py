@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from moonshot import config as config_mod
+from moonshot.adapters.supabase_listen import Listener, notify_check
 from moonshot.errors import ConfigError, Rejected, TransientError
 from moonshot.ports import Check, IncomingCoin
 
 log = logging.getLogger("moonshot.source.supabase")
 
 SCHEMA_VERSION = 1  # moonshot_schema_version() of the migration this code expects
-CHANNEL = "moonshot_coins"  # the migration's trigger NOTIFYs here
 TABLE = "coins"
 MIGRATION_COLUMNS = (
     "image_url",
@@ -149,7 +149,7 @@ class SupabaseSource:
         self._next_renew = 0.0
         self._last_ok: float | None = None
         self._last_error: str | None = None
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         # One long-lived HTTP/1.1 client with explicit timeouts, shared by PostgREST and
         # Storage. supabase-py's own GET retry is off: retry and backoff live here and in
         # the service's outbox, so a request is never retried twice over.
@@ -194,7 +194,8 @@ class SupabaseSource:
         self._tls.status = response.status_code
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._key, self._db_url):
+        password = urlsplit(self._db_url).password if self._db_url else None
+        for secret in (self._key, self._db_url, password):
             if secret:
                 text = text.replace(secret, "***")
         return text
@@ -501,7 +502,7 @@ class SupabaseSource:
             )
             return lambda: None
         if self._listener is None:
-            self._listener = _Listener(self._db_url, wake, self._scrub)
+            self._listener = Listener(self._db_url, wake, self._scrub)
             self._listener.start()
         listener = self._listener
         return listener.stop
@@ -558,44 +559,8 @@ class SupabaseSource:
             )
         else:
             out.append(Check("supabase migration", "ok", f"schema version {version}"))
-        out.append(self._notify_check())
+        out.append(notify_check(self._db_url, self._scrub, MIGRATION_FIX))
         return out
-
-    def _notify_check(self) -> Check:
-        if not self._db_url:
-            return Check(
-                "supabase notify",
-                "warn",
-                "SUPABASE_DB_URL not set: polling only",
-                "set SUPABASE_DB_URL (direct or session-mode connection, port 5432) for instant wake-up",
-            )
-        if ":6543" in self._db_url:
-            return Check(
-                "supabase notify",
-                "fail",
-                "SUPABASE_DB_URL uses the transaction pooler (6543): LISTEN needs a session",
-                "use the direct or session-mode connection string (port 5432)",
-            )
-        try:
-            import psycopg
-
-            with psycopg.connect(self._db_url, connect_timeout=5) as conn:
-                found = conn.execute(
-                    "SELECT count(*) FROM pg_trigger WHERE tgname = 'coins_moonshot_notify'"
-                    " AND NOT tgisinternal"
-                ).fetchone()[0]
-        except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
-            return Check(
-                "supabase notify",
-                "fail",
-                f"SUPABASE_DB_URL: {self._scrub(str(exc)).splitlines()[0]}",
-                "check the connection string and the database password",
-            )
-        if not found:
-            return Check(
-                "supabase notify", "fail", "trigger coins_moonshot_notify missing", MIGRATION_FIX
-            )
-        return Check("supabase notify", "ok", f"LISTEN {CHANNEL} available")
 
     def health(self) -> dict[str, Any]:
         with self._lock:
@@ -614,59 +579,3 @@ class SupabaseSource:
             "report_errors": dict(self._report_errors),
             "listening": bool(self._listener and self._listener.listening),
         }
-
-
-class _Listener:
-    """LISTEN in a daemon thread; reconnects with backoff. TCP keepalives find a dead
-    connection, since a half-open socket would otherwise wait silently forever."""
-
-    def __init__(self, db_url: str, wake: Callable[[], None], scrub: Callable[[str], str]):
-        self.db_url = db_url
-        self.wake = wake
-        self.scrub = scrub
-        self.listening = False
-        self.notified = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="supabase-listen", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        import psycopg
-
-        delay = 1.0
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self.db_url,
-                    autocommit=True,
-                    connect_timeout=10,
-                    keepalives=1,
-                    keepalives_idle=30,
-                    keepalives_interval=10,
-                    keepalives_count=3,
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening = True
-                    delay = 1.0
-                    self.wake()  # notifications sent while we were away are lost: poll now
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self.notified += 1
-                            self.wake()
-            except Exception as exc:  # noqa: BLE001 - keep listening whatever broke
-                if self._stop.is_set():
-                    break
-                log.warning(
-                    "source supabase: LISTEN connection lost (%s); reconnecting in %.0fs",
-                    self.scrub(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__,
-                    delay,
-                )
-            self.listening = False
-            self._stop.wait(delay)
-            delay = min(delay * 2, 60.0)
