@@ -285,3 +285,16 @@ def test_database_password_never_leaks(caplog):
     assert "pw-S3CRET-42" not in notify.message + caplog.text + repr(src)
     assert src._scrub(f"bad dsn {db_url}") == "bad dsn ***"
     assert src._scrub("password pw-S3CRET-42 refused") == "password *** refused"
+
+
+def test_claims_and_release_requests():
+    fake = Fake((200, [{"id": 7, "ticker": "MOON"}]), (200, ["7"]))
+    src = make(fake)
+    assert src.claims() == [{"id": 7, "ticker": "MOON"}]
+    assert src.release(["8", "7", "7"]) == ["7"]
+    assert fake.lines() == [
+        "GET /rest/v1/coins?select=id,ticker,sync_state,image_synced,claim_expires_at"
+        "&claimed_by=eq.mac1:abc&launch_state=is.null&order=id.asc&limit=1000",
+        "POST /rest/v1/rpc/moonshot_release?",
+    ]
+    assert json.loads(fake.requests[1].content) == {"p_worker": WORKER, "p_ids": ["7", "8"]}
