@@ -298,3 +298,53 @@ def test_claims_and_release_requests():
         "POST /rest/v1/rpc/moonshot_release?",
     ]
     assert json.loads(fake.requests[1].content) == {"p_worker": WORKER, "p_ids": ["7", "8"]}
+
+
+class Unreachable:
+    """A remote source whose reports always fail (Supabase down)."""
+
+    kind = "supabase"
+
+    def __init__(self):
+        self.reports = 0
+
+    def poll(self, now, limit):
+        return []
+
+    def report(self, coin_ref, event, fields):
+        self.reports += 1
+        raise TransientError("Supabase unreachable")
+
+    def keepalive(self, coin_refs, now):
+        return []
+
+    def close(self):
+        return None
+
+
+def test_a_stuck_outbox_does_not_busy_loop_the_service(cfg_factory, home):
+    """Entries queued behind a failing one are not due: only each coin's oldest is sent."""
+    from moonshot.adapters import Ports
+    from moonshot.adapters.photos_folder import FolderLibrary
+    from moonshot.ports import IncomingCoin
+    from moonshot.service import OUTBOX_ONCE_ATTEMPTS, Service
+    from moonshot.store import Store
+
+    cfg = cfg_factory({"MOONSHOT_LAUNCH_MODE": "off"})
+    source = Unreachable()
+    svc = Service(cfg, store=Store(cfg.db_path), ports=Ports(source, FolderLibrary(home), None))
+    coin_id, _ = svc.store.add_coin(
+        IncomingCoin("supabase", "7", "MOON", "Moon", "http://x/m.png"), twitter_user="bot"
+    )
+    coin = svc.store.get(coin_id)
+    svc.store.fire(coin, "reject", detail={"reason": "test"}, last_error="test")
+    assert svc.store.outbox_pending() == 2  # fetched, then rejected behind it
+    now = 1000.0
+    for _ in range(OUTBOX_ONCE_ATTEMPTS):
+        due = svc.next_due(now)
+        assert due is not None and due > now - 1
+        now = max(now, due) + 0.01
+        svc.tick(now)
+    assert source.reports == OUTBOX_ONCE_ATTEMPTS
+    assert svc.next_due(now) is None  # settled: no busy loop behind the stuck entry
+    svc.close()
