@@ -136,7 +136,8 @@ def reencode(data: bytes, *, max_pixels: int, max_side: int = 0, quality: int = 
             if max_side and im.format == "JPEG" and max(width, height) > max_side:
                 im.draft("RGB", (max_side, max_side))  # decode at a fraction of the size
             im.load()
-            im = ImageOps.exif_transpose(im)
+            # in place: without an orientation tag the default returns a full copy
+            ImageOps.exif_transpose(im, in_place=True)
     except Rejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

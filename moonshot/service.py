@@ -122,7 +122,7 @@ class Service:
         did = self._drain_outbox(now) or did
         self._keepalive(now)
         if self._step(now):
-            self.store.meta_set("last_progress_at", repr(now))
+            self.store.meta_set("last_progress_at", repr(now), durable=False)
             return True
         return did
 
@@ -257,8 +257,8 @@ class Service:
         if now - self._last_heartbeat < HEARTBEAT_EVERY:
             return
         self._last_heartbeat = now
-        self.store.meta_set("heartbeat_at", repr(now))
-        self.store.meta_set("heartbeat_pid", str(os.getpid()))
+        self.store.meta_set("heartbeat_at", repr(now), durable=False)
+        self.store.meta_set("heartbeat_pid", str(os.getpid()), durable=False)
 
     # -- waiting ------------------------------------------------------------------------------
     def next_due(self, now: float) -> float | None:
