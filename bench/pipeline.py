@@ -27,7 +27,7 @@ def write_config(home: Path, max_side: int) -> None:
         "[launch]\nmode = 'off'\n"
         f"[spool]\nmax_side = {max_side}\nallowed_hosts = ['127.0.0.1']\n"
         "[photos]\nkind = 'folder'\n"
-        "[log]\nlevel = 'WARNING'\n"
+        
     )
 
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_config(home, a.max_side)
         enqueue(home, urls)
         py = sys.executable
-        t_pipe, rss_pipe, rc = run_child(
+        t_pipe, rss_pipe, rc, cpu_pipe = run_child(
             [py, "-m", "moonshot", "--home", str(home), "run", "--once"], tmpd / "run.log"
         )
         if rc != 0:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         check(home, a.coins)
         lat = stage_latencies(home / "moonshot.db")
         (tmpd / "urls.txt").write_text("\n".join(urls))
-        t_base, rss_base, rc = run_child(
+        t_base, rss_base, rc, cpu_base = run_child(
             [
                 py,
                 "-m",
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
         "coins_per_s": round(a.coins / t_pipe, 2),
         "baseline_coins_per_s": round(a.coins / t_base, 2),
         "baseline_ratio": round(t_pipe / t_base, 3),
+        "cpu_s": round(cpu_pipe, 3),
+        "baseline_cpu_s": round(cpu_base, 3),
+        "cpu_ratio": round(cpu_pipe / cpu_base, 3),
         "peak_rss_mb": round(rss_pipe, 1),
         "baseline_peak_rss_mb": round(rss_base, 1),
         "stages_ms": {k: {"p50": ms(pct(v, 50)), "p95": ms(pct(v, 95))} for k, v in lat.items()},
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{a.kind}: {a.coins} coins ({result['image_kb_min']}-{result['image_kb_max']} KB)"
             f" in {t_pipe:.2f} s = {result['coins_per_s']} coins/s;"
-            f" baseline {t_base:.2f} s; ratio {result['baseline_ratio']}x;"
+            f" baseline {t_base:.2f} s; ratio {result['baseline_ratio']}x"
+            f" (CPU {cpu_pipe:.1f} s vs {cpu_base:.1f} s: {result['cpu_ratio']}x);"
             f" peak RSS {result['peak_rss_mb']} MB (baseline {result['baseline_peak_rss_mb']} MB)"
         )
         for k, v in result["stages_ms"].items():

@@ -36,9 +36,9 @@ def env() -> dict[str, str]:
 
 def run_child(
     args: list[str], log: Path, extra_env: dict[str, str] | None = None, timeout: float = 1800
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, float]:
     """Run a child to completion, stderr to `log`: (seconds, its own peak RSS in MB,
-    exit code). os.wait4 gives the rusage of this child alone."""
+    exit code, CPU seconds). os.wait4 gives the rusage of this child alone."""
     e = env()
     e.update(extra_env or {})
     with open(log, "wb") as err:
@@ -52,7 +52,7 @@ def run_child(
             timer.cancel()
         elapsed = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss / 1024, proc.returncode
+    return elapsed, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def stage_latencies(db: Path) -> dict[str, list[float]]:
@@ -60,13 +60,13 @@ def stage_latencies(db: Path) -> dict[str, list[float]]:
     import = attempt in spooled -> imported, confirm = imported -> confirmed."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     rows = conn.execute(
-        "SELECT coin_id, from_state, to_state, trigger, at FROM transitions ORDER BY id"
+        "SELECT coin_id, from_state, trigger, at FROM transitions ORDER BY id"
     ).fetchall()
     conn.close()
     start: dict[tuple[int, str], float] = {}
     out: dict[str, list[float]] = {"spool": [], "import": [], "confirm": [], "total": []}
     first: dict[int, float] = {}
-    for coin_id, frm, to, trigger, at in rows:
+    for coin_id, frm, trigger, at in rows:
         t = ts(at)
         if trigger == "attempt":
             start.setdefault((coin_id, frm), t)
