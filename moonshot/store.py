@@ -435,22 +435,15 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def meta_set(self, key: str, value: str, *, durable: bool = True) -> None:
-        """`durable=False` is for advisory values (heartbeat, last progress) written on
-        every tick: committed without an fsync of their own (synchronous=NORMAL); the
-        next durable commit syncs them too, and a power cut loses at most these values."""
-        conn = self.db.conn
-        if not durable:
-            conn.execute("PRAGMA synchronous = NORMAL")
-        try:
-            with self.write() as conn:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
-        finally:
-            if not durable:
-                conn.execute("PRAGMA synchronous = FULL")
+    def meta_set(self, key: str, value: str) -> None:
+        self.meta_set_many({key: value})
+
+    def meta_set_many(self, values: dict[str, str]) -> None:
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(values.items()),
+            )
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
