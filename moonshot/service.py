@@ -130,7 +130,10 @@ class Service:
     def _step(self, now: float) -> bool:
         p = self.pipeline
         s = self.store
-        for coin in s.coins_in([m.CONFIRMED], ready_by=now):
+        # Sync-only (no launcher): no confirmed coin can move, so don't load them all
+        # on every tick (each tick read every confirmed row: quadratic in a long run).
+        confirmed = s.coins_in([m.CONFIRMED], ready_by=now) if self.ports.launcher else []
+        for coin in confirmed:
             if p.launch_blocker(coin, now) is None:
                 return self._guard(coin, p.launch, now)
         for coin in s.coins_in([m.IMPORTED], ready_by=now, limit=1):
