@@ -138,7 +138,9 @@ class Service:
                 return self._guard(coin, p.launch, now)
         for coin in s.coins_in([m.IMPORTED], ready_by=now, limit=1):
             return self._guard(coin, p.confirm, now)
-        for coin in s.coins_in([m.SPOOLED], ready_by=now, limit=1, order="id"):
+        # a coin whose import is in doubt goes first (the import gate waits for it)
+        order = "import_started IS NULL, id"
+        for coin in s.coins_in([m.SPOOLED], ready_by=now, limit=1, order=order):
             if p.import_gate_open(coin):
                 return self._guard(coin, p.import_, now)
             break
