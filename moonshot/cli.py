@@ -20,7 +20,11 @@ from moonshot.errors import ConfigError, MoonshotError, Rejected, StaleState
 from moonshot.ports import IncomingCoin
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "moonshot.cli_photos",
+    "moonshot.cli_launchd",
+    "moonshot.cli_cleanup",
+)
 
 
 def load_config(ctx: click.Context) -> config_mod.Config:
@@ -77,8 +81,15 @@ def cli(ctx: click.Context, home: str | None) -> None:
     default=None,
     help="Log line format (default: log.format).",
 )
+@click.option(
+    "--stages",
+    type=click.Choice(["all", "sync", "launch"]),
+    default="all",
+    show_default=True,
+    help="sync: fetch, spool, import, confirm; launch: the launcher only (launchd --split).",
+)
 @click.pass_context
-def run(ctx: click.Context, once: bool, log_format: str | None) -> None:
+def run(ctx: click.Context, once: bool, log_format: str | None, stages: str) -> None:
     """Run the service: fetch, spool, import, confirm and launch coins."""
     from moonshot.service import RET_CONFIG, Service
 
@@ -86,7 +97,7 @@ def run(ctx: click.Context, once: bool, log_format: str | None) -> None:
     cfg.ensure_dirs()
     logs.setup(cfg, log_format)
     try:
-        service = Service(cfg)
+        service = Service(cfg, stages=stages)
     except MoonshotError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(RET_CONFIG)

@@ -1,6 +1,6 @@
 """Configuration: defaults that work on a fresh machine, then `moonshot.toml` in the
 home folder, then `MOONSHOT_<SECTION>_<KEY>` variables. Secrets are never read from
-the file, only from the environment (see `secret`), and never printed."""
+moonshot.toml (see `secret`: environment, Keychain, 0600 moonshot.env), and never printed."""
 
 from __future__ import annotations
 
@@ -82,6 +82,17 @@ class LogConfig:
 
 
 @dataclass
+class CleanupConfig:
+    keep_days: float = 7.0  # launched coins' files stay this long in spool/done/
+    interval: float = 3600.0  # seconds between the service's clean-up runs; 0: never
+
+
+@dataclass
+class HealthConfig:
+    heartbeat_stale: float = 120.0  # no heartbeat this long: the service counts as hung
+
+
+@dataclass
 class Config:
     home: Path
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -90,6 +101,8 @@ class Config:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     @property
     def db_path(self) -> Path:
@@ -109,13 +122,18 @@ class Config:
 
     @property
     def library_path(self) -> Path:
-        return (self.home / self.photos.library).expanduser()
+        path = Path(self.photos.library).expanduser()  # "~/..." and absolute paths stand as given
+        return path if path.is_absolute() else self.home / path
 
     @property
     def photos_kind(self) -> str:
         if self.photos.kind != "auto":
             return self.photos.kind
         return "macos" if platform.is_macos() else "folder"
+
+    def secret(self, name: str) -> str | None:
+        """`secret(name)` for this home: environment, Keychain, then <home>/moonshot.env."""
+        return secret(name, home=self.home)
 
     def ensure_dirs(self) -> None:
         for d in (self.home, self.spool_dir, self.logs_dir):
@@ -202,11 +220,14 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
     return cfg
 
 
-def secret(name: str, env: dict[str, str] | None = None) -> str | None:
-    """A secret from the environment only; callers must never log the value."""
-    env = os.environ if env is None else env
-    value = env.get(name)
-    return value or None
+def secret(
+    name: str, env: dict[str, str] | None = None, home: str | os.PathLike | None = None
+) -> str | None:
+    """A secret from the environment, else the login Keychain, else `<home>/moonshot.env`
+    (moonshot.secrets); callers must never log the value."""
+    from moonshot import secrets
+
+    return secrets.get(name, home=resolve_home(home), env=env)
 
 
 def as_dict(cfg: Config) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from moonshot import adapters, config
+from moonshot import adapters, config, secrets
 from moonshot.errors import MoonshotError
 from moonshot.ports import Check
 from moonshot.store import SCHEMA_VERSION, Store
@@ -80,17 +80,11 @@ def run_checks(home: str | None) -> list[Check]:
         out.append(
             Check("database", "fail", f"{cfg.db_path}: {exc}", "check the file's permissions")
         )
-    if cfg.source.kind == "supabase":
-        for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"):
-            present = config.secret(name) is not None
-            out.append(
-                Check(
-                    f"secret {name}",
-                    "ok" if present else "fail",
-                    "set" if present else "not set",
-                    "" if present else f"export {name}=... (never in moonshot.toml)",
-                )
-            )
+    # Secrets (issue 6): where each comes from (never its value), and moonshot.env's mode.
+    required = (
+        ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY") if cfg.source.kind == "supabase" else ()
+    )
+    out.extend(secrets.checks(cfg.home, required=required))
     out.extend(_adapter_checks("source", lambda: adapters.build_source(cfg)))
     library_holder: dict = {}
 

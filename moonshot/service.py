@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from moonshot import adapters, logs
+from moonshot import adapters, cleanup, logs
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
@@ -29,6 +29,9 @@ RET_CONFIG = 2
 RET_HARD_STOP = 3
 
 HEARTBEAT_EVERY = 1.0
+# `run --stages`: one process for everything, or the two launchd agents of `launchd
+# install --split` (sync: fetch, spool, import, confirm, report; launch: the launcher).
+STAGES = ("all", "sync", "launch")
 OUTBOX_BATCH = 20
 OUTBOX_ONCE_ATTEMPTS = 5  # `run --once` stops waiting for an unreachable source after this
 
@@ -40,9 +43,17 @@ class Service:
         store: Store | None = None,
         ports: Ports | None = None,
         clock: Callable[[], float] = time.time,
+        stages: str = "all",
     ):
+        if stages not in STAGES:
+            raise ValueError(f"stages must be one of {', '.join(STAGES)}, not {stages!r}")
         cfg.ensure_dirs()
         self.cfg = cfg
+        self.stages = stages
+        self.sync = stages in ("all", "sync")
+        self.launches = stages in ("all", "launch")
+        # Each split agent has its own heartbeat (`heartbeat_at:sync`, ...); health.py reads them.
+        self.meta_suffix = "" if stages == "all" else f":{stages}"
         self.store = store or Store(cfg.db_path)
         self.ports = ports or adapters.build(cfg)
         self.pipeline = Pipeline(cfg, self.store, self.ports)
@@ -57,6 +68,7 @@ class Service:
         self._next_poll = 0.0
         self._next_keepalive = 0.0
         self._last_heartbeat = 0.0
+        self._cleanup = cleanup.Schedule(cfg, self.store)
         self._last_progress: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -65,12 +77,13 @@ class Service:
             return
         now = self.clock() if now is None else now
         self._started = True
-        recovered = self.pipeline.recover(now)
-        found = self.watcher.rescan()
+        # A sync-only agent must not touch `launching`: the launcher agent may be mid-launch.
+        recovered = self.pipeline.recover(now) if self.launches else 0
+        found = self.watcher.rescan() if self.sync else 0
         self.log.info(
             "started: %d coin(s) to review from a crash, %d file(s) in spool/", recovered, found
         )
-        if watch:
+        if watch and self.sync:
             self.watcher.start()
             self._stops.append(self.watcher.stop)
             for port in (self.ports.source, self.ports.library):
@@ -118,10 +131,13 @@ class Service:
         self._heartbeat(now)
         if self.stopping:
             return False
-        did = self._drops(now)
-        did = self._poll_source(now) or did
-        did = self._drain_outbox(now) or did
-        self._keepalive(now)
+        did = False
+        if self.sync:
+            did = self._drops(now)
+            did = self._poll_source(now) or did
+            did = self._drain_outbox(now) or did
+            self._keepalive(now)
+            self._cleanup.maybe_run(now)
         if self._step(now):
             self._last_progress = now
             return True
@@ -130,12 +146,11 @@ class Service:
     def _step(self, now: float) -> bool:
         p = self.pipeline
         s = self.store
-        # Sync-only (no launcher): no confirmed coin can move, so don't load them all
-        # on every tick (each tick read every confirmed row: quadratic in a long run).
-        confirmed = s.coins_in([m.CONFIRMED], ready_by=now) if self.ports.launcher else []
-        for coin in confirmed:
+        for coin in s.coins_in([m.CONFIRMED], ready_by=now) if self.launches else ():
             if p.launch_blocker(coin, now) is None:
                 return self._guard(coin, p.launch, now)
+        if not self.sync:
+            return False
         for coin in s.coins_in([m.IMPORTED], ready_by=now, limit=1):
             return self._guard(coin, p.confirm, now)
         # a coin whose import is in doubt goes first (the import gate waits for it)
@@ -263,7 +278,10 @@ class Service:
         if now - self._last_heartbeat < HEARTBEAT_EVERY:
             return
         self._last_heartbeat = now
-        beat = {"heartbeat_at": repr(now), "heartbeat_pid": str(os.getpid())}
+        beat = {
+            "heartbeat_at" + self.meta_suffix: repr(now),
+            "heartbeat_pid" + self.meta_suffix: str(os.getpid()),
+        }
         if self._last_progress is not None:
             beat["last_progress_at"] = repr(self._last_progress)
         self.store.meta_set_many(beat)
@@ -277,9 +295,9 @@ class Service:
             "SELECT min(not_before) FROM coins WHERE state IN (?, ?, ?) AND not_before > ?",
             (m.FETCHED, m.SPOOLED, m.IMPORTED, now),
         ).fetchone()
-        if rows[0] is not None:
+        if rows[0] is not None and self.sync:
             dues.append(rows[0])
-        if self.ports.launcher is not None:
+        if self.ports.launcher is not None and self.launches:
             for coin in self.store.coins_in([m.CONFIRMED]):
                 if (
                     coin.not_before > now
@@ -289,7 +307,7 @@ class Service:
         watch_next = self.watcher.next_check(now)
         if watch_next is not None:
             dues.append(watch_next)
-        if self.ports.source.kind != "local":
+        if self.ports.source.kind != "local" and self.sync:
             row = self.store.db.execute(
                 "SELECT min(next_try) FROM outbox WHERE delivered_at IS NULL AND attempts < ?",
                 (OUTBOX_ONCE_ATTEMPTS,),
@@ -323,9 +341,9 @@ class Service:
                 self._wake.clear()
         finally:
             self.close()
-            beat = {"heartbeat_at": "0"}
             if self._last_progress is not None:
-                beat["last_progress_at"] = repr(self._last_progress)
-            self.store.meta_set_many(beat)
+                self.store.meta_set_many({"last_progress_at": repr(self._last_progress)})
+        # 0 = stopped cleanly; after an exception the stale heartbeat says "dead" (issue 6).
+        self.store.meta_set_many({"heartbeat_at" + self.meta_suffix: "0"})
         self.log.info("stopped%s", " (signal)" if self.stopping else "")
         return RET_OK

@@ -9,13 +9,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from moonshot import health
 from moonshot import machine as m
 from moonshot.config import Config
 from moonshot.fsutil import PART
 from moonshot.naming import parse_name
 from moonshot.store import Store
-
-HEARTBEAT_STALE = 15.0  # seconds without a heartbeat before the service counts as dead
 
 
 def _age(stamp: str | None, now: float) -> float | None:
@@ -25,30 +24,9 @@ def _age(stamp: str | None, now: float) -> float | None:
     return round(now - ts, 1)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def service_state(store: Store, now: float) -> dict[str, Any]:
-    beat = float(store.meta_get("heartbeat_at") or 0)
-    pid = int(store.meta_get("heartbeat_pid") or 0)
-    progress = float(store.meta_get("last_progress_at") or 0)
-    age = now - beat if beat else None
-    alive = (
-        bool(beat) and age is not None and age <= HEARTBEAT_STALE and pid > 0 and _pid_alive(pid)
-    )
-    return {
-        "alive": alive,
-        "pid": pid or None,
-        "heartbeat_age_s": round(age, 1) if age is not None else None,
-        "last_progress_age_s": round(now - progress, 1) if progress else None,
-    }
+def service_state(store: Store, now: float, stale: float = 120.0) -> dict[str, Any]:
+    """alive, state (running, stopped, never started, dead, hung), pid, heartbeat age."""
+    return health.service_state(store, now, stale)
 
 
 def unknown_spool_files(cfg: Config) -> list[str]:
@@ -64,7 +42,9 @@ def unknown_spool_files(cfg: Config) -> list[str]:
     )
 
 
-def collect(cfg: Config, store: Store, now: float | None = None) -> dict[str, Any]:
+def collect(
+    cfg: Config, store: Store, now: float | None = None, probe: bool = True
+) -> dict[str, Any]:
     now = time.time() if now is None else now
     counts = store.counts()
     waiting = [s for s in m.STATES if s not in m.TERMINAL and s not in m.VISIBLE]
@@ -76,10 +56,10 @@ def collect(cfg: Config, store: Store, now: float | None = None) -> dict[str, An
         {"id": c.id, "state": c.state, "ticker": c.ticker, "reason": c.last_error}
         for c in store.coins_in([m.NEEDS_REVIEW, m.FAILED], order="id", limit=50)
     ]
-    service = service_state(store, now)
-    problems = []
-    if not service["alive"]:
-        problems.append("service is not running (no fresh heartbeat)")
+    # Service, source, library, queues (issue 6): `probe` reaches the source and Photos.
+    h = health.assess(cfg, store, now=now, probe=probe)
+    service = h["service"]
+    problems = list(h["problems"])
     report: dict[str, Any] = {
         "home": str(cfg.home),
         "counts": counts,
@@ -97,6 +77,12 @@ def collect(cfg: Config, store: Store, now: float | None = None) -> dict[str, An
         ),
         "last_success": {s: {"at": at, "age_s": _age(at, now)} for s, at in last.items()},
         "service": service,
+        "services": h["services"],
+        "source": h.get("source"),
+        "library": h.get("library"),
+        "queue": h["queue"],
+        "last_sync_at": h["last_sync_at"],
+        "last_launch_at": h["last_launch_at"],
         "attention": attention,
         "outbox_pending": store.outbox_pending(),
         "unknown_spool_files": unknown_spool_files(cfg),
@@ -120,14 +106,16 @@ def render(r: dict[str, Any]) -> str:
             )
         )
     else:
-        lines.append(
-            "service: NOT RUNNING"
-            + (
-                f" (last heartbeat {svc['heartbeat_age_s']} s ago)"
-                if svc["heartbeat_age_s"]
-                else ""
-            )
-        )
+        lines.append(f"service: NOT RUNNING ({svc['state']}: {svc['detail']})")
+    if len(r["services"]) > 1:
+        lines.append("agents: " + ", ".join(f"{k} {v}" for k, v in r["services"].items()))
+    for part in ("source", "library"):
+        info = r.get(part)
+        if info:
+            where = info.get("path") or info.get("detail") or ""
+            state = "ok" if info["ok"] else "PROBLEM"
+            lines.append(f"{part}: {info['kind']} {state}" + (f" ({where})" if where else ""))
+    lines.append("queue: " + ", ".join(f"{s} {n}" for s, n in r["queue"].items()))
     lines.append(
         "coins: " + ", ".join(f"{s} {n}" for s, n in r["counts"].items()) + f" (total {r['total']})"
     )
