@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         base2 = baseline(tmpd, a.max_side, "after")
     t_base = (base1[0] + base2[0]) / 2
     cpu_base = (base1[3] + base2[3]) / 2
-    rss_base = max(base1[1], base2[1])
+    rss_base = max(base1[1] or 0.0, base2[1] or 0.0)
     result = {
         "set": a.kind,
         "coins": a.coins,
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_s": round(cpu_pipe, 3),
         "baseline_cpu_s": round(cpu_base, 3),
         "cpu_ratio": round(cpu_pipe / cpu_base, 3),
-        "peak_rss_mb": round(rss_pipe, 1),
+        "peak_rss_mb": round(rss_pipe or 0.0, 1),
         "baseline_peak_rss_mb": round(rss_base, 1),
         "stages_ms": {k: {"p50": ms(pct(v, 50)), "p95": ms(pct(v, 95))} for k, v in lat.items()},
         "command": f"python -m bench.pipeline --set {a.kind} --coins {a.coins}",

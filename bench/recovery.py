@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.stats import ROOT, env, ts
+from bench.stats import ROOT, PeakRss, env, ts
 from moonshot.adapters.photos_folder import FolderLibrary
 from moonshot.store import Store, iso
 
@@ -201,23 +201,20 @@ def main(argv: list[str] | None = None) -> dict:
         last_id = conn.execute("SELECT max(id) FROM transitions").fetchone()[0]
         conn.close()
         with open(Path(tmp) / "run.log", "wb") as log:
+            args = [sys.executable, "-m", "moonshot", "--home", str(home), "run"]
             spawned = time.time()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "moonshot", "--home", str(home), "run"],
-                env=env(),
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
+                args, env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
             )
+            rss = PeakRss(proc.pid, args)
             try:
                 first = first_step(db, last_id, proc, 60.0)
                 time.sleep(a.run_seconds)
             finally:
                 proc.send_signal(signal.SIGTERM)
-                try:
-                    _, _, usage = os.wait4(proc.pid, 0)
-                except ChildProcessError:
-                    usage = None
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+                peak = rss.stop()
+                proc.wait()
         if first is None:
             raise SystemExit(
                 f"no step of work within 60 s; log: {(Path(tmp) / 'run.log').read_text()[-2000:]}"
@@ -241,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
         "coins": a.coins,
         "states": counts,
         "startup_s": round(first - spawned, 3),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1) if usage else None,
+        "peak_rss_mb": round(peak, 1) if peak else None,
         "recovered_to_review": reviewed,
         "transitions_in_run": steps,
         "triggers_in_run": triggers,

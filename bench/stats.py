@@ -34,25 +34,67 @@ def env() -> dict[str, str]:
     return out
 
 
+class PeakRss:
+    """The peak RSS of a child after its exec, from /proc/<pid>/status (VmHWM, a
+    high-water mark, polled). Not ru_maxrss: Linux carries the pre-exec high-water
+    mark into it, which for a vfork'ed child is the parent's own (the benchmark with
+    its images in memory), and would be reported as the child's."""
+
+    def __init__(self, pid: int, argv: list[str], every: float = 0.02):
+        self.pid, self.every = pid, every
+        self._argv = [a.encode() for a in argv]
+        self.kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")[:-1]
+            if cmdline != self._argv:
+                return  # not exec'ed yet
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.kb = max(self.kb, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every):
+            self._read()
+
+    def stop(self) -> float | None:
+        """Stop polling (call before reaping the child); the peak in MB, None if the
+        child ended before it could be read."""
+        self._stop.set()
+        self._thread.join()
+        self._read()
+        return self.kb / 1024 if self.kb else None
+
+
 def run_child(
     args: list[str], log: Path, extra_env: dict[str, str] | None = None, timeout: float = 1800
-) -> tuple[float, float, int, float]:
+) -> tuple[float, float | None, int, float]:
     """Run a child to completion, stderr to `log`: (seconds, its own peak RSS in MB,
-    exit code, CPU seconds). os.wait4 gives the rusage of this child alone."""
+    exit code, CPU seconds). os.wait4 gives the CPU time of this child alone."""
     e = env()
     e.update(extra_env or {})
     with open(log, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, env=e, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        rss = PeakRss(proc.pid, args)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
+            # wait without reaping, so the last VmHWM can still be read
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            peak = rss.stop()
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
         elapsed = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
+    return elapsed, peak, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def stage_latencies(db: Path) -> dict[str, list[float]]:
