@@ -140,12 +140,13 @@ class LockingLibrary(FolderLibrary):
 
 
 @pytest.mark.parametrize("seed", [7, 2026])
-def test_every_coin_ends_launched_or_truly_rejected(service_factory, image_server, seed):
+def test_every_coin_ends_launched_or_truly_rejected(
+    cfg_factory, service_factory, image_server, seed
+):
     rng = random.Random(seed)
-    cfg_env = dict(ENV)
-    svc_probe = service_factory(cfg_env)  # for the paths of this home
-    library = LockingLibrary(svc_probe.cfg.library_path, random.Random(seed + 1))
-    svc = service_factory(cfg_env, library=library)
+    cfg = cfg_factory(ENV)
+    library = LockingLibrary(cfg.library_path, random.Random(seed + 1))
+    svc = service_factory(cfg=cfg, library=library)
     routes: dict[int, FlakyRoute] = {}
     expected_reject: dict[int, str] = {}
     for i in range(21):

@@ -12,6 +12,8 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 import zlib
 from pathlib import Path
 
@@ -129,6 +131,45 @@ def test_hostile_names_from_a_source_are_rejected_in_spool(service_factory, imag
     assert svc.ports.library.count() == 0
     assert image_server.hits.get("/ok.jpg", 0) == 0  # refused before any download
     assert outside_service(tmp_path, svc.cfg.home) == before
+
+
+@pytest.fixture(scope="module")
+def spool_only(tmp_path_factory):
+    """One sync-only service for many hypothesis examples (a module-scoped fixture is
+    not reset between examples, and needs none: each example is its own coin)."""
+    home = tmp_path_factory.mktemp("hyp") / "home"
+    cfg = config_mod.load(home, env={"MOONSHOT_LAUNCH_MODE": "off"})
+    cfg.ensure_dirs()
+    svc = Service(cfg, ports=Ports(LocalSource(), FolderLibrary(cfg.library_path), None))
+    (home / "src.jpg").write_bytes(jpeg_bytes())
+    yield svc
+    svc.close()
+    svc.store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(user=st.text(max_size=40), ticker=st.text(max_size=40))
+def test_any_ticker_and_user_spool_inside_spool_or_are_rejected(spool_only, user, ticker):
+    """The spool step with any ticker and user a source could send: either the coin is
+    rejected naming the bad part, or its file lands directly in spool/."""
+    svc = spool_only
+    image = svc.cfg.home / "src.jpg"
+    coin_id, _ = svc.store.add_coin(
+        IncomingCoin("local", f"hyp:{uuid.uuid4()}", ticker, "x", str(image), user),
+        twitter_user=user,
+    )
+    svc.pipeline.spool(svc.store.get(coin_id), time.time())
+    coin = svc.store.get(coin_id)
+    if coin.state == m.REJECTED:
+        assert coin.last_error.startswith(("invalid ticker", "invalid twitter user"))
+        assert coin.last_error.isprintable()
+    else:
+        assert coin.state == m.SPOOLED
+        path = (svc.cfg.spool_dir / coin.image_filename).resolve()
+        assert path.parent == svc.cfg.spool_dir.resolve() and path.is_file()
+        assert (
+            coin.image_filename == f"{user}_{ticker.upper()}_{coin.image_filename.split('_')[-1]}"
+        )
 
 
 @pytest.mark.parametrize(
