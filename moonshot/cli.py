@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moonshot.cli_photos",
     "moonshot.cli_launchd",
     "moonshot.cli_cleanup",
+    "moonshot.cli_flow",
 )
 
 

@@ -252,6 +252,8 @@ class Pipeline:
         """Why this confirmed coin must wait for something other than time, or None."""
         if self.ports.launcher is None:
             return "launch.mode is off (sync-only)"
+        if self.user_refused(coin):
+            return None  # no point waiting: launch() fails it at once
         needs = self.cfg.launch.require_approval or coin.source == "manual"
         if needs and not coin.approved:
             return f"awaits approval: moonshot approve {coin.id}"
@@ -381,6 +383,14 @@ class Pipeline:
         coin = self.store.find_by_filename(path.name)
         if coin is not None and coin.state not in (m.FETCHED, m.FAILED):
             return "ignored"  # our own file, or the coin is past this point
+        if (
+            coin is not None
+            and coin.state == m.FAILED
+            and not _written_after(path, coin.updated_at)
+        ):
+            # The failed coin's own file, still in spool/ (seen by the start-up rescan):
+            # only a file written after the failure is a person's drop.
+            return "ignored"
         if coin is None:
             matches = [
                 c
@@ -455,3 +465,11 @@ class Pipeline:
 
 def now() -> float:
     return time.time()
+
+
+def _written_after(path: Path, stamp: str) -> bool:
+    when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    try:
+        return path.stat().st_mtime > when
+    except FileNotFoundError:
+        return False

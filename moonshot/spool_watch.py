@@ -16,6 +16,8 @@ from watchdog.observers import Observer
 from moonshot.fsutil import PART
 from moonshot.naming import parse_name
 
+WRITE_EVENTS = frozenset({"created", "modified", "moved", "closed"})  # "closed": after a write
+
 
 def is_candidate(path: Path) -> bool:
     return not path.name.endswith(PART) and parse_name(path.name) is not None
@@ -26,7 +28,8 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
+        # Writes only: opening or reading a file (the importer copying it) is no drop.
+        if event.is_directory or event.event_type not in WRITE_EVENTS:
             return
         for p in (getattr(event, "dest_path", None), event.src_path):
             if p:

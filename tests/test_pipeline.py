@@ -462,3 +462,42 @@ def test_confirm_times_out_into_failed(service_factory, cfg_factory, tmp_path):
         and coin.failed_from == m.IMPORTED
         and "not in the library" in coin.last_error
     )
+
+
+def test_failed_coin_own_file_is_not_taken_as_a_drop(service_factory, cfg_factory, tmp_path):
+    """Regression: a coin that failed after spooling keeps its file in spool/; neither
+    the importer reading it nor a restart's rescan may re-import it in a loop."""
+    cfg = cfg_factory({"MOONSHOT_LAUNCH_DENY_USERS": "baduser"})
+    svc = service_factory(cfg=cfg)
+    svc.start(watch=True)
+    coin_id = add(svc, "BAD", make_image(tmp_path / "a.png"), user="baduser")
+    drain(svc)
+    time.sleep(0.3)  # let any watchdog events of the import arrive
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.FAILED and "deny_users" in coin.last_error
+    assert len(svc.ports.library.find(coin.image_filename)) == 1
+    svc.close()
+    again = service_factory(cfg=cfg)  # a restart: the rescan sees the file
+    again.start(watch=True)
+    drain(again)
+    assert again.store.get(coin_id).state == m.FAILED
+    assert len(again.ports.library.find(coin.image_filename)) == 1
+    # a person dropping the file again (written after the failure) is a real drop
+    path = cfg.spool_dir / coin.image_filename
+    make_image(path, fmt="JPEG", color=(1, 2, 3))
+    wait_for(lambda: again.watcher.pending() > 0)
+    drain(again)
+    assert [h["trigger"] for h in again.store.history(coin_id)].count("drop") == 1
+    assert again.store.get(coin_id).state == m.FAILED  # still denied, once more, not in a loop
+
+
+def test_denied_user_fails_even_while_launch_limits_block(service_factory, tmp_path):
+    svc = service_factory(
+        {"MOONSHOT_LAUNCH_MAX_PER_DAY": "1", "MOONSHOT_LAUNCH_DENY_USERS": "mallory"}
+    )
+    first = add(svc, "FIRST", make_image(tmp_path / "a.png"))
+    denied = add(svc, "DENIED", make_image(tmp_path / "b.png"), user="mallory")
+    drain(svc)
+    assert svc.store.get(first).state == m.LAUNCHED
+    assert svc.store.get(denied).state == m.FAILED
