@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
+
 from moonshot import crash, images, logs
 from moonshot import machine as m
 from moonshot.adapters import Ports
@@ -29,6 +31,7 @@ class Pipeline:
         self.store = store
         self.ports = ports
         self.log = logs.get()
+        self._http = requests.Session()  # one connection pool for every download
 
     # -- helpers -----------------------------------------------------------------------
     @property
@@ -117,6 +120,7 @@ class Pipeline:
             timeout=self.cfg.spool.download_timeout,
             max_bytes=self.cfg.spool.max_bytes,
             allowed_hosts=self.image_hosts(),
+            session=self._http,
         )
 
     def _reencode(self, data: bytes) -> bytes:
