@@ -12,6 +12,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from moonshot.errors import Rejected, TransientError
 
@@ -22,14 +24,26 @@ CHUNK = 64 * 1024
 
 def check_url(url: str, allowed_hosts: list[str]) -> str:
     """The URL's host, if the URL is http(s) and the host is allowed."""
+    if any(ch < " " or ch == "\x7f" for ch in url):
+        raise Rejected("image URL contains a control character or line break")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise Rejected(
             f"image URL scheme {parts.scheme or '(none)'!r} is not allowed: only http and https"
         )
-    host = (parts.hostname or "").lower()
+    try:
+        host = (parts.hostname or "").lower()
+        # requests connects where urllib3's parser says: the host checked must be that one
+        # (e.g. `http://a\\@b/`: urlsplit reads host b, urllib3 host a).
+        connects_to = (parse_url(url).host or "").lower().strip("[]")
+    except (ValueError, LocationParseError):
+        raise Rejected("image URL cannot be parsed") from None
     if not host:
         raise Rejected("image URL has no host")
+    if not host.isascii():
+        raise Rejected(f"image host {host!r} is not ASCII: give its xn-- form")
+    if connects_to != host:
+        raise Rejected(f"image URL is ambiguous: host {host} or {connects_to}")
     if allowed_hosts and not any(
         host == h.lower() or host.endswith("." + h.lower()) for h in allowed_hosts
     ):
@@ -151,13 +165,14 @@ def reencode(data: bytes, *, max_pixels: int, max_side: int = 0, quality: int = 
             if max_side and im.format == "JPEG" and max(width, height) > max_side:
                 im.draft("RGB", (max_side, max_side))  # decode at a fraction of the size
             im.load()
-            im = ImageOps.exif_transpose(im)
+            # in place: without an orientation tag the default returns a full copy
+            ImageOps.exif_transpose(im, in_place=True)
     except Rejected:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Rejected(
-            f"image exceeds the pixel cap of {max_pixels} (decompression bomb)"
-        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's guard fires in open(), before our cap: say what it saw, which is
+        # the image's real size ("Image size (N pixels) exceeds limit of M pixels").
+        raise Rejected(f"decompression bomb: {str(exc).split(',')[0]}") from None
     except UnidentifiedImageError:
         kind = _sniff(data)
         raise Rejected(f"not an image ({kind})") from None

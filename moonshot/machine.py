@@ -92,15 +92,11 @@ def _commit_before_change(event) -> None:
     )
 
 
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=FETCHED,
-    auto_transitions=False,
-    send_event=True,
-    before_state_change=[_commit_before_change],
+# The one declaration, shared by the working machine and the diagram.
+DECLARATION: dict[str, Any] = dict(
+    model=None, states=STATES, transitions=TRANSITIONS, initial=FETCHED, auto_transitions=False
 )
+MACHINE = Machine(**DECLARATION, send_event=True, before_state_change=[_commit_before_change])
 
 
 def fire(
@@ -139,15 +135,7 @@ def mermaid() -> str:
     """The state diagram as Mermaid source, generated from TRANSITIONS (statemachine.md)."""
     from transitions.extensions import GraphMachine
 
-    graph = GraphMachine(
-        model=None,
-        states=STATES,
-        transitions=TRANSITIONS,
-        initial=FETCHED,
-        auto_transitions=False,
-        graph_engine="mermaid",
-        show_conditions=True,
-    )
+    graph = GraphMachine(**DECLARATION, graph_engine="mermaid", show_conditions=True)
 
     class _M:
         pass

@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
+
 from moonshot import crash, images, logs
 from moonshot import machine as m
 from moonshot.adapters import Ports
@@ -29,6 +31,7 @@ class Pipeline:
         self.store = store
         self.ports = ports
         self.log = logs.get()
+        self._http = requests.Session()  # one connection pool for every download
 
     # -- helpers -----------------------------------------------------------------------
     @property
@@ -117,6 +120,7 @@ class Pipeline:
             timeout=self.cfg.spool.download_timeout,
             max_bytes=self.cfg.spool.max_bytes,
             allowed_hosts=self.image_hosts(),
+            session=self._http,
         )
 
     def _reencode(self, data: bytes) -> bytes:
@@ -159,11 +163,19 @@ class Pipeline:
     # -- spooled -> imported ---------------------------------------------------------------
     def import_gate_open(self, coin: Coin) -> bool:
         """Invariant 2: while launching is enabled, import only when no other coin is
-        imported, confirmed or launching, so the newest photo is the coin's own."""
-        return (
-            not self.launching_enabled
-            or self.store.count_in(m.ACTIVE_PHOTO, exclude_id=coin.id) == 0
-        )
+        imported, confirmed or launching, so the newest photo is the coin's own. Nor while
+        another spooled coin has an import in doubt (started, then an error that may have
+        come after the photo was added): importing now would put a newer photo above it,
+        and it would be superseded and imported a second time."""
+        if not self.launching_enabled:
+            return True
+        if self.store.count_in(m.ACTIVE_PHOTO, exclude_id=coin.id):
+            return False
+        return not self.store.db.execute(
+            "SELECT 1 FROM coins WHERE state = ? AND import_started IS NOT NULL AND id != ?"
+            " LIMIT 1",
+            (m.SPOOLED, coin.id),
+        ).fetchone()
 
     def import_(self, coin: Coin, now: float) -> None:
         started = coin.import_started or now

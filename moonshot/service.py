@@ -154,14 +154,19 @@ class Service:
     def _step(self, now: float) -> bool:
         p = self.pipeline
         s = self.store
-        for coin in s.coins_in([m.CONFIRMED], ready_by=now) if self.launches else ():
+        # Sync-only (no launcher): no confirmed coin can move, so don't read them all on
+        # every tick (in a long sync-only run that is quadratic; issue 7).
+        can_launch = self.launches and self.ports.launcher is not None
+        for coin in s.coins_in([m.CONFIRMED], ready_by=now) if can_launch else ():
             if p.launch_blocker(coin, now) is None:
                 return self._guard(coin, p.launch, now)
         if not self.sync:
             return False
         for coin in s.coins_in([m.IMPORTED], ready_by=now, limit=1):
             return self._guard(coin, p.confirm, now)
-        for coin in s.coins_in([m.SPOOLED], ready_by=now, limit=1, order="id"):
+        # a coin whose import is in doubt goes first (the import gate waits for it)
+        order = "import_started IS NULL, id"
+        for coin in s.coins_in([m.SPOOLED], ready_by=now, limit=1, order=order):
             if p.import_gate_open(coin):
                 return self._guard(coin, p.import_, now)
             break
