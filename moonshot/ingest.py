@@ -1,0 +1,227 @@
+"""Tweets to coins: parse, judge by policy, record the decision, then create the coin
+in the target (Supabase, or the embedded source). The decision is committed before the
+coin is created, and an accepted tweet without its coin is finished on the next run."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from moonshot import tweets
+from moonshot.config import Config
+from moonshot.errors import ConfigError, Rejected, TransientError
+from moonshot.policy import Policy
+from moonshot.ports import IncomingCoin
+from moonshot.store import Store
+
+log = logging.getLogger("moonshot.ingest")
+
+
+class Target(Protocol):
+    """Where an accepted tweet's coin is created; `create` must be idempotent per tweet."""
+
+    kind: str
+
+    def create(self, decision: dict[str, Any]) -> str:
+        """Create (or find) the coin of an accepted decision; returns its reference."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tweet_id: str | None
+    status: str  # accepted | refused | duplicate | pending | invalid
+    reason: str
+    coin_ref: str | None = None
+    twitter_user: str | None = None
+    ticker: str | None = None
+    name: str | None = None
+
+    def line(self) -> str:
+        what = f"tweet {self.tweet_id or '?'} {self.status}"
+        if self.ticker:
+            what += f" ${self.ticker} {self.name!r} by @{self.twitter_user}"
+        if self.coin_ref:
+            what += f" -> {self.coin_ref}"
+        return f"{what}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LocalTarget:
+    """The embedded source: the coin goes into the state database in `fetched`, with
+    the media URL as its image (the spooler downloads http(s) URLs)."""
+
+    kind = "local"
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def create(self, decision: dict[str, Any]) -> str:
+        incoming = IncomingCoin(
+            source="local",
+            source_ref=f"tweet:{decision['tweet_id']}",
+            ticker=decision["ticker"],
+            name=decision["name"],
+            image_url=decision["image_url"],
+            twitter_user=decision["twitter_user"],
+            tweet_id=decision["tweet_id"],
+        )
+        detail = {
+            "tweet_id": decision["tweet_id"],
+            "decision": decision["reason"],
+            "origin": decision["origin"],
+        }
+        coin_id, _ = self.store.add_coin(
+            incoming, twitter_user=decision["twitter_user"], trigger="ingest", detail=detail
+        )
+        return f"coin {coin_id}"
+
+
+def target_kind(cfg: Config) -> str:
+    if cfg.ingest.target != "auto":
+        return cfg.ingest.target
+    return "supabase" if cfg.source.kind == "supabase" else "local"
+
+
+def build_target(cfg: Config, store: Store) -> Target:
+    kind = target_kind(cfg)
+    if kind == "local":
+        return LocalTarget(store)
+    if kind == "supabase":
+        from moonshot.ingest_supabase import SupabaseTarget
+
+        return SupabaseTarget.from_config(cfg)
+    raise ConfigError(f"ingest.target = {kind!r}: expected auto, local or supabase")
+
+
+def parse_rules(cfg: Config) -> tweets.ParseRules:
+    return tweets.ParseRules(
+        ticker_pattern=cfg.ingest.ticker_pattern,
+        name_pattern=cfg.ingest.name_pattern,
+        profile_image_fallback=cfg.ingest.profile_image_fallback,
+        name_max_bytes=cfg.launch.name_max_bytes,
+    )
+
+
+class Ingestor:
+    def __init__(self, store: Store, target: Target, policy: Policy, rules: tweets.ParseRules):
+        self.store, self.target, self.policy, self.rules = store, target, policy, rules
+
+    @classmethod
+    def from_config(cls, cfg: Config, store: Store) -> Ingestor:
+        for pattern in ("ticker_pattern", "name_pattern"):
+            _check_pattern(cfg, pattern)
+        return cls(store, build_target(cfg, store), Policy(cfg.policy), parse_rules(cfg))
+
+    def ingest(
+        self, payload: Any, origin: str, *, reconsider: bool = False, now: float | None = None
+    ) -> list[Outcome]:
+        """Every tweet of a file or API answer, in order; one Outcome each."""
+        try:
+            items = list(tweets.split_payload(payload))
+        except Rejected as exc:
+            return [Outcome(None, "invalid", exc.reason)]
+        return [self.ingest_one(item, origin, reconsider=reconsider, now=now) for item in items]
+
+    def ingest_one(
+        self,
+        item: tweets.TweetIn,
+        origin: str,
+        *,
+        reconsider: bool = False,
+        now: float | None = None,
+    ) -> Outcome:
+        now = time.time() if now is None else now
+        tweet_id = item.tweet_id
+        if tweet_id is None:
+            return Outcome(None, "invalid", "tweet has no numeric id: nothing to record it under")
+        old = self.store.decision(tweet_id)
+        if old is not None and old["decision"] == "refused" and reconsider:
+            self.store.forget_refusal(tweet_id)
+            old = None
+        if old is not None:
+            if old["decision"] == "accepted" and old["completed_at"] is None:
+                return self._complete(old)
+            return _outcome(old, "duplicate", f"already {old['decision']}: {old['reason']}")
+        row: dict[str, Any] = {"tweet_id": tweet_id, "origin": origin}
+        limit = None
+        try:
+            parsed = tweets.parse(item, self.rules)
+        except Rejected as exc:
+            row.update(decision="refused", reason=exc.reason)
+        else:
+            row.update(
+                twitter_user=parsed.twitter_user,
+                ticker=parsed.ticker,
+                name=parsed.name,
+                image_url=parsed.image_url,
+                detail={
+                    "unix_ts": parsed.unix_ts,
+                    "image_kind": parsed.image_kind,
+                    "followers": parsed.followers,
+                },
+            )
+            verdict = self.policy.judge(parsed)
+            row.update(
+                decision="accepted" if verdict.accepted else "refused", reason=verdict.reason
+            )
+            if verdict.accepted:
+                limit = self.policy.limit(parsed, now)
+        decision, _ = self.store.decide(row, limit, now=now)
+        log.info("tweet %s %s: %s", tweet_id, decision["decision"], decision["reason"])
+        if decision["decision"] != "accepted":
+            return _outcome(decision, "refused", decision["reason"])
+        return self._complete(decision)
+
+    def complete_pending(self) -> list[Outcome]:
+        """Finish accepted tweets whose coin a crash or an outage left uncreated."""
+        return [self._complete(d) for d in self.store.pending_decisions()]
+
+    def _complete(self, decision: dict[str, Any]) -> Outcome:
+        try:
+            coin_ref = self.target.create(decision)
+        except TransientError as exc:
+            log.warning("tweet %s accepted, coin not created yet: %s", decision["tweet_id"], exc)
+            return _outcome(
+                decision,
+                "pending",
+                f"accepted, coin not created yet ({exc}); the next ingest retries",
+            )
+        except Rejected as exc:
+            # The image turned out unusable: no coin, and the decision now says why.
+            reason = f"refused by {self.target.kind} after acceptance: {exc.reason}"
+            log.warning("tweet %s %s", decision["tweet_id"], reason)
+            self.store.overturn_decision(decision["tweet_id"], reason)
+            return _outcome(decision, "refused", reason)
+        self.store.complete_decision(decision["tweet_id"], coin_ref)
+        return _outcome(decision, "accepted", decision["reason"], coin_ref)
+
+
+def _outcome(d: dict[str, Any], status: str, reason: str, coin_ref: str | None = None) -> Outcome:
+    return Outcome(
+        d["tweet_id"],
+        status,
+        reason,
+        coin_ref or d.get("coin_ref"),
+        d.get("twitter_user"),
+        d.get("ticker"),
+        d.get("name"),
+    )
+
+
+def _check_pattern(cfg: Config, key: str) -> None:
+    pattern = getattr(cfg.ingest, key)
+    if not pattern:
+        return
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"ingest.{key} is not a valid regular expression: {exc}") from None
+    if compiled.groups < 1:
+        raise ConfigError(
+            f"ingest.{key} needs one capturing group (...) around the {key.split('_')[0]}"
+        )

@@ -1,0 +1,313 @@
+"""The tweet parser: an X API v2 tweet (with its `includes`) becomes a ticker, a name,
+an author and an image URL, or a refusal with its reason. Pure: no I/O, no clock.
+Nothing it returns can be refused later by moonshot.naming (invariant 5)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from moonshot import naming
+from moonshot.errors import Rejected
+
+# Characters that read as a dollar sign but are not U+0024 (a person sees "$MOON").
+DOLLAR_LOOKALIKES = "\uff04\ufe69\U0001f4b2"  # fullwidth, small, heavy dollar sign
+TICKER_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]{0,9}")
+TRAILING_PUNCT = ".,!?;:)]}>'\"…"
+# A `$` starts a cashtag only at the start of the text, after whitespace or after an
+# opening bracket or quote: "US$5", "a$b" and "/$MOON" in a URL are not cashtags.
+CASHTAG_LEAD = re.compile(r"(?:^|(?<=[\s(\[{<'\"]))\$")
+URL_RE = re.compile(r"https?://\S+", re.IGNORECASE)
+MENTION_RE = re.compile(r"(?<![\w@])@\w{1,15}")
+HASHTAG_RE = re.compile(r"(?<![\w#])#\w+")
+TWITTER_EPOCH_MS = 1288834974657  # snowflake ids: (id >> 22) + epoch = creation ms
+
+
+@dataclass(frozen=True)
+class ParseRules:
+    """What `[ingest]` configures for the parser (see README "Tweets to coins")."""
+
+    ticker_pattern: str = ""  # a regex with one group, e.g. r"(?i)ticker:\s*(\S+)"
+    name_pattern: str = ""  # a regex with one group, e.g. r"(?im)^name:\s*(.+)$"
+    profile_image_fallback: bool = False
+    name_max_bytes: int = 32
+
+
+@dataclass(frozen=True)
+class ParsedTweet:
+    tweet_id: str
+    twitter_user: str
+    ticker: str
+    name: str
+    image_url: str
+    image_kind: str  # photo | video | animated_gif | profile
+    unix_ts: int
+    author_id: str | None = None
+    followers: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TweetIn:
+    """One tweet with the `includes` of the response it came in."""
+
+    tweet: dict[str, Any]
+    includes: dict[str, Any]
+
+    @property
+    def tweet_id(self) -> str | None:
+        tid = self.tweet.get("id") if isinstance(self.tweet, dict) else None
+        return (
+            str(tid)
+            if isinstance(tid, str | int) and re.fullmatch(r"[0-9]{1,20}", str(tid))
+            else None
+        )
+
+
+def split_payload(payload: Any) -> Iterator[TweetIn]:
+    """Tweets in a file or an API answer: one tweet, a list of tweets, or a response
+    `{"data": tweet-or-list, "includes": {...}}` (or a list of such responses). A bare
+    tweet may carry its own `includes` key."""
+    if isinstance(payload, list):
+        for item in payload:
+            yield from split_payload(item)
+        return
+    if not isinstance(payload, dict):
+        raise Rejected(f"not a tweet or X API response: a JSON {type(payload).__name__}")
+    if "data" in payload:
+        includes = payload.get("includes") if isinstance(payload.get("includes"), dict) else {}
+        data = payload["data"]
+        for tweet in data if isinstance(data, list) else [data]:
+            yield TweetIn(tweet if isinstance(tweet, dict) else {}, includes)
+        return
+    includes = payload.get("includes") if isinstance(payload.get("includes"), dict) else {}
+    yield TweetIn(payload, includes)
+
+
+def _char_name(ch: str) -> str:
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'UNNAMED')}"
+
+
+def _token_at(text: str, start: int) -> str:
+    """The whole run of non-space characters from `start`, trailing punctuation
+    removed: what a person reads as one word, whatever a regex matched inside it."""
+    end = start
+    while end < len(text) and not text[end].isspace():
+        end += 1
+    return text[start:end].rstrip(TRAILING_PUNCT)
+
+
+def _check_token(token: str, shown: str) -> str | None:
+    """The ticker in `token`; None when the token is not meant as one (a price such as
+    $100, an emoji); Rejected when what we would launch could differ from what a person
+    reads (a Cyrillic or fullwidth letter, a zero-width space inside)."""
+    if not token or not (token[0].isalnum() or unicodedata.category(token[0])[0] in "LM"):
+        return None
+    for ch in token:
+        if not ch.isascii():
+            look = unicodedata.category(ch)[0] in "LMN" or unicodedata.category(ch) == "Cf"
+            why = "refused as a look-alike" if look else "not a plain ticker"
+            raise Rejected(f"ticker {shown} contains {_char_name(ch)}: {why}")
+    if token[0].isdigit():
+        return None
+    if not TICKER_TOKEN.fullmatch(token):
+        raise Rejected(
+            f"ticker {shown} is not 1-10 ASCII letters and digits starting with a letter"
+        )
+    return naming.valid_ticker(token)
+
+
+def find_ticker(text: str, rules: ParseRules) -> str:
+    """The ticker: the configured pattern's group if it matches, else the one cashtag."""
+    if rules.ticker_pattern:
+        m = re.search(rules.ticker_pattern, text)
+        if m and m.lastindex:
+            start = m.start(1)
+            ticker = _check_token(_token_at(text, start), repr(_token_at(text, start)))
+            if ticker:
+                return ticker
+    for ch in DOLLAR_LOOKALIKES:
+        for m in re.finditer(re.escape(ch), text):
+            token = _token_at(text, m.end())
+            if token and (token[0].isalpha() or unicodedata.category(token[0])[0] in "LM"):
+                raise Rejected(
+                    f"cashtag {(ch + token)[:16]!r} uses {_char_name(ch)}, not $: refused as a look-alike"
+                )
+    tickers: list[str] = []
+    for m in CASHTAG_LEAD.finditer(text):
+        token = _token_at(text, m.end())
+        ticker = _check_token(token, repr("$" + token))
+        if ticker and ticker not in tickers:
+            tickers.append(ticker)
+    if not tickers:
+        raise Rejected(
+            "no ticker: no $CASHTAG"
+            + (" and no match for ingest.ticker_pattern" if rules.ticker_pattern else "")
+        )
+    if len(tickers) > 1:
+        raise Rejected(
+            f"several cashtags ({', '.join('$' + t for t in tickers)}): say which one with a single cashtag"
+        )
+    return tickers[0]
+
+
+def clean_text(text: str) -> str:
+    """Text safe to show and paste: NFC, no control, format (zero-width, bidi override),
+    private-use or unassigned characters, whitespace collapsed to single spaces."""
+    out = []
+    for ch in unicodedata.normalize("NFC", text):
+        cat = unicodedata.category(ch)
+        if ch.isspace() or cat in ("Zl", "Zp"):
+            out.append(" ")
+        elif cat[0] == "C":
+            continue
+        else:
+            out.append(ch)
+    return " ".join("".join(out).split())
+
+
+def trim_bytes(text: str, max_bytes: int) -> str:
+    """Cut on a character boundary so the UTF-8 form fits `max_bytes`."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", errors="ignore").rstrip()
+
+
+def find_name(text: str, ticker: str, rules: ParseRules) -> str:
+    """The configured pattern's group, else the default rule of the README: the first
+    line left once URLs, @mentions, #hashtags and cashtags are removed; else the ticker."""
+    raw = ""
+    if rules.name_pattern:
+        m = re.search(rules.name_pattern, text)
+        if m and m.lastindex:
+            raw = m.group(1)
+    if not raw:
+        for line in text.splitlines():
+            line = URL_RE.sub(" ", line)
+            line = MENTION_RE.sub(" ", line)
+            line = HASHTAG_RE.sub(" ", line)
+            line = re.sub(r"(?:^|(?<=[\s(\[{<'\"]))\$\S+", " ", line)
+            line = clean_text(line).strip(" -–—:|,.;")
+            if line:
+                raw = line
+                break
+    name = trim_bytes(clean_text(raw), rules.name_max_bytes)
+    return name or ticker
+
+
+def _media_by_key(includes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    media = includes.get("media") if isinstance(includes.get("media"), list) else []
+    return {
+        m["media_key"]: m
+        for m in media
+        if isinstance(m, dict) and isinstance(m.get("media_key"), str)
+    }
+
+
+def _check_url(url: Any, what: str) -> str:
+    if not isinstance(url, str) or any(
+        ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in url
+    ):
+        raise Rejected(f"{what} URL is missing or holds spaces or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Rejected(f"{what} URL is not http(s): {url[:60]!r}")
+    return url
+
+
+def find_image(
+    tweet: dict[str, Any], includes: dict[str, Any], user: dict[str, Any] | None, rules: ParseRules
+) -> tuple[str, str]:
+    """(image URL, kind): the first attached photo, or the preview of the first video or
+    GIF, in attachment order; else the author's profile image when configured."""
+    keys = (tweet.get("attachments") or {}).get("media_keys") or []
+    media = _media_by_key(includes)
+    missing = []
+    for key in keys if isinstance(keys, list) else []:
+        item = media.get(key)
+        if item is None:
+            missing.append(key)
+            continue
+        kind = item.get("type")
+        if kind == "photo":
+            return _check_url(item.get("url"), "photo"), "photo"
+        if kind in ("video", "animated_gif"):
+            return _check_url(item.get("preview_image_url"), f"{kind} preview"), kind
+    if missing:
+        raise Rejected(
+            f"media {missing[0]} is not in includes.media: request expansions=attachments.media_keys"
+        )
+    if rules.profile_image_fallback and user and user.get("profile_image_url"):
+        # X serves a 48x48 `_normal` variant by default; `_400x400` is the same image larger.
+        url = re.sub(r"_normal(\.\w+)$", r"_400x400\1", str(user["profile_image_url"]))
+        return _check_url(url, "profile image"), "profile"
+    if rules.profile_image_fallback:
+        raise Rejected("no image: no media and no profile_image_url for the author")
+    raise Rejected(
+        "no image: the tweet has no photo, video or GIF (ingest.profile_image_fallback is off)"
+    )
+
+
+def tweet_time(tweet: dict[str, Any], tweet_id: str) -> int:
+    """Unix seconds of the tweet: created_at, else decoded from the snowflake id."""
+    created = tweet.get("created_at")
+    if isinstance(created, str):
+        try:
+            return max(1, int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()))
+        except ValueError:
+            raise Rejected(f"created_at {created[:40]!r} is not an ISO 8601 time") from None
+    return max(1, ((int(tweet_id) >> 22) + TWITTER_EPOCH_MS) // 1000)
+
+
+def author_of(tweet: dict[str, Any], includes: dict[str, Any]) -> dict[str, Any] | None:
+    users = includes.get("users") if isinstance(includes.get("users"), list) else []
+    author_id = tweet.get("author_id")
+    for u in users:
+        if isinstance(u, dict) and author_id is not None and str(u.get("id")) == str(author_id):
+            return u
+    return None
+
+
+def parse(item: TweetIn, rules: ParseRules) -> ParsedTweet:
+    """The coin a tweet asks for, or Rejected(reason)."""
+    tweet, includes = item.tweet, item.includes
+    tweet_id = item.tweet_id
+    if tweet_id is None:
+        raise Rejected("tweet has no numeric id")
+    text = tweet.get("text")
+    if not isinstance(text, str):
+        raise Rejected("tweet has no text")
+    for ref in tweet.get("referenced_tweets") or []:
+        if isinstance(ref, dict) and ref.get("type") == "retweeted":
+            raise Rejected("a retweet: only original tweets, replies and quotes make coins")
+    user = author_of(tweet, includes)
+    if user is None:
+        raise Rejected(
+            "author unknown: request expansions=author_id so includes.users has the author"
+        )
+    twitter_user = naming.valid_user(user.get("username"))
+    followers = (user.get("public_metrics") or {}).get("followers_count")
+    ticker = find_ticker(text, rules)
+    name = find_name(text, ticker, rules)
+    image_url, kind = find_image(tweet, includes, user, rules)
+    ts = tweet_time(tweet, tweet_id)
+    naming.format_name(twitter_user, ticker, ts)  # the spool name must be valid now, not later
+    return ParsedTweet(
+        tweet_id=tweet_id,
+        twitter_user=twitter_user,
+        ticker=ticker,
+        name=name,
+        image_url=image_url,
+        image_kind=kind,
+        unix_ts=ts,
+        author_id=str(tweet.get("author_id")),
+        followers=followers
+        if isinstance(followers, int) and not isinstance(followers, bool)
+        else None,
+    )
