@@ -193,7 +193,9 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         for f in dataclasses.fields(obj):
             name = f"MOONSHOT_{section.upper()}_{f.name.upper()}"
             if name in env:
-                setattr(obj, f.name, _coerce(section, f.name, getattr(obj, f.name), env[name], name))
+                setattr(
+                    obj, f.name, _coerce(section, f.name, getattr(obj, f.name), env[name], name)
+                )
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:

@@ -18,7 +18,17 @@ FETCHED, SPOOLED, IMPORTED, CONFIRMED = "fetched", "spooled", "imported", "confi
 LAUNCHING, LAUNCHED = "launching", "launched"
 FAILED, REJECTED, NEEDS_REVIEW = "failed", "rejected", "needs_review"
 
-STATES = [FETCHED, SPOOLED, IMPORTED, CONFIRMED, LAUNCHING, LAUNCHED, FAILED, REJECTED, NEEDS_REVIEW]
+STATES = [
+    FETCHED,
+    SPOOLED,
+    IMPORTED,
+    CONFIRMED,
+    LAUNCHING,
+    LAUNCHED,
+    FAILED,
+    REJECTED,
+    NEEDS_REVIEW,
+]
 TERMINAL = frozenset({LAUNCHED, REJECTED})
 VISIBLE = frozenset({FAILED, NEEDS_REVIEW})  # waiting for a person, with a reason
 RETRYABLE = (FETCHED, SPOOLED, IMPORTED, CONFIRMED)  # states `failed` can be retried from
@@ -52,7 +62,9 @@ class CoinModel:
     """The coin in hand while one transition runs. `commit` is the store's writer:
     commit(coin_id, from_state, to_state, trigger, detail, changes) -> None."""
 
-    def __init__(self, coin_id: int, state: str, commit: Callable[..., None], failed_from: str | None = None):
+    def __init__(
+        self, coin_id: int, state: str, commit: Callable[..., None], failed_from: str | None = None
+    ):
         self.coin_id = coin_id
         self.state = state
         self._commit = commit

@@ -12,7 +12,9 @@ from moonshot.errors import Rejected
 USER_RE = re.compile(r"[A-Za-z0-9_]{1,15}")
 TICKER_RE = re.compile(r"[A-Z0-9]{1,10}")
 # The user part may itself contain underscores, the ticker may not: parse from the right.
-NAME_RE = re.compile(r"(?P<user>[A-Za-z0-9_]{1,15})_(?P<ticker>[A-Z0-9]{1,10})_(?P<ts>[1-9][0-9]{0,11})\.jpg")
+NAME_RE = re.compile(
+    r"(?P<user>[A-Za-z0-9_]{1,15})_(?P<ticker>[A-Z0-9]{1,10})_(?P<ts>[1-9][0-9]{0,11})\.jpg"
+)
 MAX_TS = 10**12 - 1  # 12 digits: far beyond year 9999 in seconds, keeps names short
 
 

@@ -48,7 +48,14 @@ COIN_COLUMNS: dict[str, Any] = {
     "supersede_count": int,
     "failed_from": str,
 }
-CHANGEABLE = frozenset(COIN_COLUMNS) - {"id", "state", "source", "source_ref", "created_at", "updated_at"}
+CHANGEABLE = frozenset(COIN_COLUMNS) - {
+    "id",
+    "state",
+    "source",
+    "source_ref",
+    "created_at",
+    "updated_at",
+}
 
 
 def iso(ts: float | None = None) -> str:
@@ -58,13 +65,25 @@ def iso(ts: float | None = None) -> str:
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    db["coins"].create(COIN_COLUMNS, pk="id", not_null={"state", "ticker", "name", "source"},
-                       defaults={"attempts": 0, "approved": 0, "not_before": 0.0, "supersede_count": 0})
+    db["coins"].create(
+        COIN_COLUMNS,
+        pk="id",
+        not_null={"state", "ticker", "name", "source"},
+        defaults={"attempts": 0, "approved": 0, "not_before": 0.0, "supersede_count": 0},
+    )
     db["coins"].create_index(["source", "source_ref"], unique=True)
     db["coins"].create_index(["state", "not_before"])
     db["coins"].create_index(["image_filename"])
     db["transitions"].create(
-        {"id": int, "coin_id": int, "from_state": str, "to_state": str, "trigger": str, "at": str, "detail": str},
+        {
+            "id": int,
+            "coin_id": int,
+            "from_state": str,
+            "to_state": str,
+            "trigger": str,
+            "at": str,
+            "detail": str,
+        },
         pk="id",
         foreign_keys=[("coin_id", "coins", "id")],
         not_null={"coin_id", "to_state", "trigger", "at"},
@@ -81,8 +100,19 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         """
     )
     db["outbox"].create(
-        {"id": int, "coin_id": int, "source": str, "source_ref": str, "event": str, "fields": str,
-         "created_at": str, "attempts": int, "next_try": float, "last_error": str, "delivered_at": str},
+        {
+            "id": int,
+            "coin_id": int,
+            "source": str,
+            "source_ref": str,
+            "event": str,
+            "fields": str,
+            "created_at": str,
+            "attempts": int,
+            "next_try": float,
+            "last_error": str,
+            "delivered_at": str,
+        },
         pk="id",
         defaults={"attempts": 0, "next_try": 0.0},
     )
@@ -163,8 +193,16 @@ class Store:
         return version
 
     # -- coins ---------------------------------------------------------------------
-    def add_coin(self, incoming: IncomingCoin, *, twitter_user: str, now: float | None = None,
-                 approved: bool = False, trigger: str = "add", detail: dict | None = None) -> tuple[int, bool]:
+    def add_coin(
+        self,
+        incoming: IncomingCoin,
+        *,
+        twitter_user: str,
+        now: float | None = None,
+        approved: bool = False,
+        trigger: str = "add",
+        detail: dict | None = None,
+    ) -> tuple[int, bool]:
         """Insert a coin in `fetched` with its first transition, or return the existing
         one with the same (source, source_ref): (coin id, created)."""
         now = time.time() if now is None else now
@@ -180,20 +218,47 @@ class Store:
                 "INSERT INTO coins (state, source, source_ref, ticker, name, twitter_user, tweet_id, image_url,"
                 " attempts, created_at, updated_at, approved, not_before, supersede_count)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0)",
-                (machine.FETCHED, incoming.source, incoming.source_ref, incoming.ticker, incoming.name,
-                 twitter_user, incoming.tweet_id, incoming.image_url, stamp, stamp, int(approved)),
+                (
+                    machine.FETCHED,
+                    incoming.source,
+                    incoming.source_ref,
+                    incoming.ticker,
+                    incoming.name,
+                    twitter_user,
+                    incoming.tweet_id,
+                    incoming.image_url,
+                    stamp,
+                    stamp,
+                    int(approved),
+                ),
             )
             coin_id = cur.lastrowid
             conn.execute(
                 "INSERT INTO transitions (coin_id, from_state, to_state, trigger, at, detail) VALUES (?, NULL, ?, ?, ?, ?)",
-                (coin_id, machine.FETCHED, trigger, stamp, json.dumps(detail or {}, sort_keys=True)),
+                (
+                    coin_id,
+                    machine.FETCHED,
+                    trigger,
+                    stamp,
+                    json.dumps(detail or {}, sort_keys=True),
+                ),
             )
             if incoming.source not in LOCAL_SOURCES:
-                self._enqueue(conn, coin_id, incoming.source, incoming.source_ref, machine.FETCHED, {}, stamp)
+                self._enqueue(
+                    conn, coin_id, incoming.source, incoming.source_ref, machine.FETCHED, {}, stamp
+                )
             return coin_id, True
 
-    def commit_transition(self, coin_id: int, from_state: str, to_state: str, trigger: str,
-                          detail: dict, changes: dict, now: float | None = None) -> None:
+    def commit_transition(
+        self,
+        coin_id: int,
+        from_state: str,
+        to_state: str,
+        trigger: str,
+        detail: dict,
+        changes: dict,
+        now: float | None = None,
+    ) -> None:
         """The writer `machine.fire` calls inside the transition: the coin's new state,
         its changed columns, the audit row and (for remote sources) the outbox entry,
         in one transaction. StaleState when the coin is no longer in `from_state`."""
@@ -212,40 +277,77 @@ class Store:
                 raise StaleState(f"coin {coin_id} is no longer {from_state}")
             conn.execute(
                 "INSERT INTO transitions (coin_id, from_state, to_state, trigger, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (coin_id, from_state, to_state, trigger, stamp, json.dumps(detail, sort_keys=True, default=str)),
+                (
+                    coin_id,
+                    from_state,
+                    to_state,
+                    trigger,
+                    stamp,
+                    json.dumps(detail, sort_keys=True, default=str),
+                ),
             )
             if to_state != from_state:
-                source, ref = conn.execute("SELECT source, source_ref FROM coins WHERE id = ?", (coin_id,)).fetchone()
+                source, ref = conn.execute(
+                    "SELECT source, source_ref FROM coins WHERE id = ?", (coin_id,)
+                ).fetchone()
                 if source not in LOCAL_SOURCES:
                     row = conn.execute(
                         "SELECT image_filename, photos_asset_id, token_address, last_error FROM coins WHERE id = ?",
                         (coin_id,),
                     ).fetchone()
-                    fields = dict(zip(("image_filename", "photos_asset_id", "token_address", "last_error"), row, strict=True))
+                    fields = dict(
+                        zip(
+                            ("image_filename", "photos_asset_id", "token_address", "last_error"),
+                            row,
+                            strict=True,
+                        )
+                    )
                     fields["trigger"] = trigger
                     self._enqueue(conn, coin_id, source, ref, to_state, fields, stamp)
 
-    def fire(self, coin: Coin, trigger: str, *, detail: dict | None = None, now: float | None = None,
-             **changes: Any) -> str:
+    def fire(
+        self,
+        coin: Coin,
+        trigger: str,
+        *,
+        detail: dict | None = None,
+        now: float | None = None,
+        **changes: Any,
+    ) -> str:
         """Run `trigger` for the coin through the state machine; the commit happens
         before the state changes. Returns the new state."""
 
         def commit(coin_id, from_state, to_state, trig, det, chg):
             self.commit_transition(coin_id, from_state, to_state, trig, det, chg, now)
 
-        return machine.fire(coin.id, coin.state, trigger, commit, failed_from=coin.failed_from,
-                            detail=detail, changes=changes)
+        return machine.fire(
+            coin.id,
+            coin.state,
+            trigger,
+            commit,
+            failed_from=coin.failed_from,
+            detail=detail,
+            changes=changes,
+        )
 
     def get(self, coin_id: int) -> Coin | None:
         row = self._one("SELECT * FROM coins WHERE id = ?", (coin_id,))
         return Coin.from_row(row) if row else None
 
     def find_by_filename(self, filename: str) -> Coin | None:
-        row = self._one("SELECT * FROM coins WHERE image_filename = ? ORDER BY id DESC LIMIT 1", (filename,))
+        row = self._one(
+            "SELECT * FROM coins WHERE image_filename = ? ORDER BY id DESC LIMIT 1", (filename,)
+        )
         return Coin.from_row(row) if row else None
 
-    def coins_in(self, states: tuple[str, ...] | list[str], *, ready_by: float | None = None,
-                 limit: int | None = None, order: str = "not_before, id") -> list[Coin]:
+    def coins_in(
+        self,
+        states: tuple[str, ...] | list[str],
+        *,
+        ready_by: float | None = None,
+        limit: int | None = None,
+        order: str = "not_before, id",
+    ) -> list[Coin]:
         marks = ", ".join("?" * len(states))
         sql = f"SELECT * FROM coins WHERE state IN ({marks})"
         params: list[Any] = list(states)
@@ -273,7 +375,9 @@ class Store:
         return out
 
     def history(self, coin_id: int) -> list[dict[str, Any]]:
-        rows = list(self.db.query("SELECT * FROM transitions WHERE coin_id = ? ORDER BY id", (coin_id,)))
+        rows = list(
+            self.db.query("SELECT * FROM transitions WHERE coin_id = ? ORDER BY id", (coin_id,))
+        )
         for r in rows:
             r["detail"] = json.loads(r["detail"] or "{}")
         return rows
@@ -285,11 +389,16 @@ class Store:
             raise ValueError(f"not changeable: {sorted(bad)}")
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.write() as conn:
-            conn.execute(f"UPDATE coins SET {sets}, updated_at = ? WHERE id = ?", (*fields.values(), iso(), coin_id))
+            conn.execute(
+                f"UPDATE coins SET {sets}, updated_at = ? WHERE id = ?",
+                (*fields.values(), iso(), coin_id),
+            )
 
     def last_transition_at(self, to_state: str) -> str | None:
-        row = self.db.execute("SELECT max(at) FROM transitions WHERE to_state = ? AND from_state != to_state",
-                              (to_state,)).fetchone()
+        row = self.db.execute(
+            "SELECT max(at) FROM transitions WHERE to_state = ? AND from_state != to_state",
+            (to_state,),
+        ).fetchone()
         return row[0] if row else None
 
     def transitions_since(self, to_state: str, since_iso: str) -> int:
@@ -332,7 +441,9 @@ class Store:
             )
 
     def outbox_pending(self) -> int:
-        return self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[
+            0
+        ]
 
     # -- meta (heartbeat, cursors) ---------------------------------------------------
     def meta_get(self, key: str) -> str | None:
@@ -341,8 +452,10 @@ class Store:
 
     def meta_set(self, key: str, value: str) -> None:
         with self.write() as conn:
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                         (key, value))
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -25,14 +25,18 @@ class FolderLibrary:
         self.originals = self.root / "originals"
         self.originals.mkdir(parents=True, exist_ok=True)
         self._clock = clock
-        self._conn = sqlite3.connect(str(self.root / "library.db"), timeout=15, isolation_level=None)
+        self._conn = sqlite3.connect(
+            str(self.root / "library.db"), timeout=15, isolation_level=None
+        )
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS assets (seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,"
             " original_filename TEXT NOT NULL, date_added REAL NOT NULL, path TEXT NOT NULL)"
         )
-        self._conn.execute("CREATE INDEX IF NOT EXISTS assets_name ON assets (original_filename, date_added)")
+        self._conn.execute(
+            "CREATE INDEX IF NOT EXISTS assets_name ON assets (original_filename, date_added)"
+        )
         self._conn.execute("CREATE INDEX IF NOT EXISTS assets_added ON assets (date_added, seq)")
 
     def import_file(self, path: Path) -> Asset:

@@ -1,0 +1,115 @@
+"""`moonshot doctor`: checks every configured part and says what to fix. Each check
+is independent; a failing one never hides the others. Reads only, prints no secret."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from moonshot import adapters, config
+from moonshot.errors import MoonshotError
+from moonshot.ports import Check
+from moonshot.store import SCHEMA_VERSION, Store
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def _adapter_checks(name: str, build) -> list[Check]:
+    try:
+        port = build()
+    except MoonshotError as exc:
+        return [
+            Check(name, "fail", str(exc), "fix the configuration, or choose the embedded adapter")
+        ]
+    if port is None:
+        return [Check(name, "ok", "off (sync-only: coins stop at confirmed)")]
+    out = [Check(name, "ok", f"{getattr(port, 'kind', type(port).__name__)} adapter ready")]
+    checks = getattr(port, "checks", None)
+    if checks is not None:
+        try:
+            out.extend(checks())
+        except MoonshotError as exc:
+            out.append(Check(name, "fail", str(exc)))
+    return out
+
+
+def run_checks(home: str | None) -> list[Check]:
+    try:
+        cfg = config.load(home)
+    except MoonshotError as exc:
+        return [
+            Check(
+                "config", "fail", str(exc), "edit moonshot.toml or the MOONSHOT_* variable it names"
+            )
+        ]
+    out = [
+        Check(
+            "config",
+            "ok",
+            f"home {cfg.home}"
+            + (" with moonshot.toml" if (cfg.home / "moonshot.toml").exists() else " (defaults)"),
+        )
+    ]
+    for label, path in (("home", cfg.home), ("spool", cfg.spool_dir), ("logs", cfg.logs_dir)):
+        if _writable(path):
+            out.append(Check(label, "ok", f"{path} is writable"))
+        else:
+            out.append(Check(label, "fail", f"{path} is not writable", f"chown or chmod {path}"))
+    try:
+        store = Store(cfg.db_path)
+        version = store.db.execute("PRAGMA user_version").fetchone()[0]
+        ok = store.integrity_ok()
+        out.append(
+            Check(
+                "database",
+                "ok" if ok else "fail",
+                f"{cfg.db_path.name} schema {version}/{SCHEMA_VERSION}, integrity {'ok' if ok else 'FAILED'}",
+                "" if ok else "stop the service and restore moonshot.db from a backup",
+            )
+        )
+    except (MoonshotError, OSError, Exception) as exc:  # noqa: BLE001 - report, don't crash
+        out.append(
+            Check("database", "fail", f"{cfg.db_path}: {exc}", "check the file's permissions")
+        )
+    if cfg.source.kind == "supabase":
+        for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"):
+            present = config.secret(name) is not None
+            out.append(
+                Check(
+                    f"secret {name}",
+                    "ok" if present else "fail",
+                    "set" if present else "not set",
+                    "" if present else f"export {name}=... (never in moonshot.toml)",
+                )
+            )
+    out.extend(_adapter_checks("source", lambda: adapters.build_source(cfg)))
+    library_holder: dict = {}
+
+    def build_library():
+        library_holder["lib"] = adapters.build_library(cfg)
+        return library_holder["lib"]
+
+    out.extend(_adapter_checks("photos", build_library))
+    if "lib" in library_holder:
+        out.extend(
+            _adapter_checks("launcher", lambda: adapters.build_launcher(cfg, library_holder["lib"]))
+        )
+    if os.name == "posix" and os.geteuid() == 0 and cfg.photos_kind == "macos":
+        out.append(
+            Check(
+                "user",
+                "warn",
+                "running as root",
+                "run as the logged-in user (Photos and the GUI need it)",
+            )
+        )
+    return out

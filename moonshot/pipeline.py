@@ -1,0 +1,447 @@
+"""One step per coin: count the attempt (commit), do the side effect, commit the
+outcome. The machine says which transitions exist; the store commits them; the ports
+do the side effects. Every point between a commit and a side effect is a named crash
+point (moonshot.crash.CRASH_POINTS) that the crash tests stop at."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from moonshot import crash, images, logs
+from moonshot import machine as m
+from moonshot.adapters import Ports
+from moonshot.config import Config
+from moonshot.errors import MoonshotError, NeedsReview, Rejected, StaleState, TransientError
+from moonshot.fsutil import write_atomic
+from moonshot.naming import format_name, parse_name
+from moonshot.ports import Coin, IncomingCoin
+from moonshot.store import LOCAL_SOURCES, Store, iso
+
+CONFIRM_POLL = 1.0
+DROP_GRACE = 3.0  # a dropped file that does not decode is given this long to finish copying
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, store: Store, ports: Ports):
+        self.cfg = cfg
+        self.store = store
+        self.ports = ports
+        self.log = logs.get()
+
+    # -- helpers -----------------------------------------------------------------------
+    @property
+    def launching_enabled(self) -> bool:
+        return self.ports.launcher is not None
+
+    def _fire(
+        self, coin: Coin, trigger: str, now: float, detail: dict | None = None, **changes
+    ) -> Coin:
+        self.store.fire(coin, trigger, detail=detail, **changes)  # audit stamps: the real clock
+        fresh = self.store.get(coin.id)
+        assert fresh is not None
+        if trigger not in ("attempt",):
+            self.log.info(
+                "%s: %s -> %s %s",
+                trigger,
+                coin.state,
+                fresh.state,
+                detail or "",
+                extra={"coin": coin.id},
+            )
+        return fresh
+
+    def _attempt(self, coin: Coin, now: float, **changes) -> Coin:
+        """Count the attempt in the commit that starts it (a killed attempt still counts)."""
+        coin = self._fire(
+            coin,
+            "attempt",
+            now,
+            {"attempt": coin.attempts + 1},
+            attempts=coin.attempts + 1,
+            **changes,
+        )
+        crash.point("after_attempt_commit")
+        return coin
+
+    def _transient(self, coin: Coin, err: Exception, limit: int, base: float, now: float) -> None:
+        reason = str(err) or type(err).__name__
+        if coin.attempts >= limit:
+            self._fire(
+                coin,
+                "fail",
+                now,
+                {"reason": reason, "attempts": coin.attempts},
+                last_error=reason,
+                failed_from=coin.state,
+                not_before=0.0,
+            )
+            return
+        delay = min(base * 2 ** max(coin.attempts - 1, 0), self.cfg.spool.backoff_max)
+        self._fire(
+            coin,
+            "defer",
+            now,
+            {"error": reason, "retry_in_s": round(delay, 3)},
+            last_error=reason,
+            not_before=now + delay,
+        )
+
+    def spool_path(self, coin: Coin) -> Path:
+        assert coin.image_filename
+        return self.cfg.spool_dir / coin.image_filename
+
+    def _new_name(self, coin: Coin, now: float) -> str:
+        ts = max(int(now), 1)
+        while True:
+            name = format_name(coin.twitter_user, coin.ticker, ts)
+            if (
+                self.store.find_by_filename(name) is None
+                and not (self.cfg.spool_dir / name).exists()
+            ):
+                return name
+            ts += 1
+
+    def image_hosts(self) -> list[str]:
+        return self.cfg.spool.allowed_hosts or list(
+            getattr(self.ports.source, "image_hosts", []) or []
+        )
+
+    def _image_bytes(self, coin: Coin) -> bytes:
+        url = coin.image_url or ""
+        if coin.source in LOCAL_SOURCES and url.startswith("/"):
+            return images.read_local(Path(url), max_bytes=self.cfg.spool.max_bytes)
+        return images.download(
+            url,
+            timeout=self.cfg.spool.download_timeout,
+            max_bytes=self.cfg.spool.max_bytes,
+            allowed_hosts=self.image_hosts(),
+        )
+
+    def _reencode(self, data: bytes) -> bytes:
+        s = self.cfg.spool
+        return images.reencode(
+            data, max_pixels=s.max_pixels, max_side=s.max_side, quality=s.jpeg_quality
+        )
+
+    # -- fetched -> spooled --------------------------------------------------------------
+    def spool(self, coin: Coin, now: float) -> None:
+        try:
+            name = coin.image_filename or self._new_name(coin, now)
+        except Rejected as exc:
+            self._fire(coin, "reject", now, {"reason": exc.reason}, last_error=exc.reason)
+            return
+        coin = self._attempt(coin, now, image_filename=name)
+        try:
+            jpeg = self._reencode(self._image_bytes(coin))
+            write_atomic(self.spool_path(coin), jpeg)
+            crash.point("after_spool_rename")
+        except Rejected as exc:
+            self._fire(coin, "reject", now, {"reason": exc.reason}, last_error=exc.reason)
+            return
+        except (TransientError, OSError) as exc:
+            self._transient(
+                coin, exc, self.cfg.spool.download_attempts, self.cfg.spool.backoff_base, now
+            )
+            return
+        self._fire(
+            coin,
+            "spool",
+            now,
+            {"file": name, "bytes": len(jpeg)},
+            attempts=0,
+            not_before=0.0,
+            last_error=None,
+        )
+        crash.point("after_spool_commit")
+
+    # -- spooled -> imported ---------------------------------------------------------------
+    def import_gate_open(self, coin: Coin) -> bool:
+        """Invariant 2: while launching is enabled, import only when no other coin is
+        imported, confirmed or launching, so the newest photo is the coin's own."""
+        return (
+            not self.launching_enabled
+            or self.store.count_in(m.ACTIVE_PHOTO, exclude_id=coin.id) == 0
+        )
+
+    def import_(self, coin: Coin, now: float) -> None:
+        started = coin.import_started or now
+        coin = self._attempt(coin, now, import_started=started)
+        path = self.spool_path(coin)
+        if not path.exists():
+            reason = f"spooled file {path.name} is missing; `moonshot retry {coin.id}` downloads it again"
+            self._fire(
+                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.FETCHED
+            )
+            return
+        try:
+            # A crash after the import and before its commit left the asset in the
+            # library: find it instead of importing a second copy (invariant 4). The
+            # asset a `superseded` coin had before is not taken again.
+            found = [
+                a
+                for a in self.ports.library.find(path.name, added_after=started)
+                if a.id != coin.photos_asset_id
+            ]
+            reused = bool(found)
+            asset = found[0] if found else self.ports.library.import_file(path)
+            crash.point("after_import")
+        except (TransientError, OSError) as exc:
+            p = self.cfg.photos
+            self._transient(coin, exc, p.import_attempts, self.cfg.spool.backoff_base, now)
+            return
+        self._fire(
+            coin,
+            "import_photo",
+            now,
+            {"asset": asset.id, "reused": reused},
+            photos_asset_id=asset.id,
+            attempts=0,
+            not_before=0.0,
+            last_error=None,
+        )
+        crash.point("after_import_commit")
+
+    # -- imported -> confirmed ---------------------------------------------------------------
+    def confirm(self, coin: Coin, now: float) -> None:
+        since = coin.import_started or 0.0
+        try:
+            found = self.ports.library.confirm(
+                coin.photos_asset_id, coin.image_filename or "", since
+            )
+        except TransientError as exc:
+            found = None
+            detail = str(exc)
+        if found is not None and found.present and found.ready:
+            asset = found.asset
+            self._fire(
+                coin,
+                "confirm",
+                now,
+                {"asset": asset.id if asset else coin.photos_asset_id},
+                photos_asset_id=asset.id if asset else coin.photos_asset_id,
+                attempts=0,
+                not_before=0.0,
+                last_error=None,
+            )
+            crash.point("after_confirm_commit")
+            return
+        if found is not None:
+            detail = found.detail
+        p = self.cfg.photos
+        limit = p.icloud_timeout if (found is not None and found.present) else p.confirm_timeout
+        if now - since > limit:
+            reason = f"{detail} after {limit:.0f} s"
+            self._fire(
+                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.IMPORTED
+            )
+            return
+        self.store.set_fields(coin.id, not_before=now + CONFIRM_POLL, last_error=detail)
+
+    # -- confirmed -> launching -> launched --------------------------------------------------
+    def launch_blocker(self, coin: Coin, now: float) -> str | None:
+        """Why this confirmed coin must wait for something other than time, or None."""
+        if self.ports.launcher is None:
+            return "launch.mode is off (sync-only)"
+        needs = self.cfg.launch.require_approval or coin.source == "manual"
+        if needs and not coin.approved:
+            return f"awaits approval: moonshot approve {coin.id}"
+        wait = self.rate_wait(now)
+        if wait > 0:
+            return f"launch limits: next launch allowed in {wait:.0f} s"
+        return None
+
+    def rate_wait(self, now: float) -> float:
+        lc = self.cfg.launch
+        waits = [0.0]
+        if lc.min_gap_seconds > 0:
+            last = self.store.last_transition_at(m.LAUNCHING)
+            if last:
+                last_ts = (
+                    datetime.strptime(last, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+                )
+                waits.append(last_ts + lc.min_gap_seconds - now)
+        for limit, window in ((lc.max_per_hour, 3600.0), (lc.max_per_day, 86400.0)):
+            if limit > 0 and self.store.transitions_since(m.LAUNCHING, iso(now - window)) >= limit:
+                waits.append(60.0)
+        return max(waits)
+
+    def user_refused(self, coin: Coin) -> str | None:
+        lc = self.cfg.launch
+        user = coin.twitter_user.lower()
+        if user in {u.lower() for u in lc.deny_users}:
+            return f"twitter user {coin.twitter_user} is on launch.deny_users"
+        if lc.allow_users and user not in {u.lower() for u in lc.allow_users}:
+            return f"twitter user {coin.twitter_user} is not on launch.allow_users"
+        return None
+
+    def _newest_is_coin(self, coin: Coin) -> tuple[bool, str]:
+        newest = self.ports.library.newest()
+        if newest is not None and newest.id == coin.photos_asset_id:
+            return True, ""
+        seen = f"{newest.original_filename} ({newest.id})" if newest else "nothing"
+        return False, f"the newest photo in the library is {seen}, not {coin.image_filename}"
+
+    def _supersede(self, coin: Coin, why: str, now: float) -> None:
+        if coin.supersede_count >= self.cfg.launch.superseded_max:
+            reason = f"superseded {coin.supersede_count} times; {why}"
+            self._fire(
+                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.CONFIRMED
+            )
+            return
+        self._fire(
+            coin,
+            "supersede",
+            now,
+            {"reason": "superseded", "why": why, "previous_asset": coin.photos_asset_id},
+            supersede_count=coin.supersede_count + 1,
+            import_started=None,
+            attempts=0,
+            not_before=0.0,
+            last_error=why,
+        )
+
+    def launch(self, coin: Coin, now: float) -> None:
+        launcher = self.ports.launcher
+        assert launcher is not None
+        refused = self.user_refused(coin)
+        if refused:
+            self._fire(
+                coin, "fail", now, {"reason": refused}, last_error=refused, failed_from=m.CONFIRMED
+            )
+            return
+        ok, why = self._newest_is_coin(coin)
+        if not ok:
+            self._supersede(coin, why, now)
+            return
+        coin = self._attempt(coin, now)
+        try:
+            launcher.prepare(coin, self.spool_path(coin))
+        except (TransientError, OSError, MoonshotError) as exc:
+            self._transient(coin, exc, 3, self.cfg.launch.retry_backoff, now)
+            return
+        ok, why = self._newest_is_coin(coin)  # again: a photo may have arrived meanwhile
+        if not ok:
+            self._supersede(coin, why, now)
+            return
+        coin = self._fire(
+            coin, "start_launch", now, {"launcher": launcher.kind, "asset": coin.photos_asset_id}
+        )
+        crash.point("after_launching_commit")
+        try:
+            result = launcher.launch(coin)
+        except Exception as exc:  # noqa: BLE001 - any doubt after the irreversible step is for a person
+            reason = (
+                str(exc)
+                if isinstance(exc, NeedsReview)
+                else f"launch outcome unknown: {type(exc).__name__}: {exc}"
+            )
+            self._fire(coin, "review", now, {"reason": reason}, last_error=reason)
+            return
+        crash.point("after_irreversible")
+        self._fire(
+            coin,
+            "finish_launch",
+            now,
+            {"token_address": result.token_address, **result.detail},
+            token_address=result.token_address,
+            attempts=0,
+            last_error=None,
+        )
+        crash.point("after_launched_commit")
+
+    # -- recovery and manual drops ---------------------------------------------------------
+    def recover(self, now: float) -> int:
+        """Invariant 1: a coin found in `launching` at start-up may have been launched;
+        it goes to needs_review, never back to confirmed on its own."""
+        n = 0
+        for coin in self.store.coins_in([m.LAUNCHING]):
+            reason = "found in launching at start-up: the launch may or may not have happened"
+            self._fire(coin, "review", now, {"reason": reason}, last_error=reason)
+            n += 1
+        return n
+
+    def adopt_drop(self, path: Path, now: float, first_seen: float) -> str:
+        """A file with a canonical name appeared in spool/ (design.md, "Manual drop").
+        Returns ignored | wait | dropped | created | rejected."""
+        parsed = parse_name(path.name)
+        if parsed is None or not path.is_file():
+            return "ignored"
+        coin = self.store.find_by_filename(path.name)
+        if coin is not None and coin.state not in (m.FETCHED, m.FAILED):
+            return "ignored"  # our own file, or the coin is past this point
+        if coin is None:
+            matches = [
+                c
+                for c in self.store.coins_in([m.FETCHED, m.FAILED], order="id")
+                if c.twitter_user == parsed.twitter_user and c.ticker == parsed.ticker
+            ]
+            coin = matches[0] if matches else None
+        try:
+            jpeg = self._reencode(images.read_local(path, max_bytes=self.cfg.spool.max_bytes))
+        except Rejected as exc:
+            if now - first_seen < DROP_GRACE:
+                return "wait"  # maybe still being copied in
+            if coin is None:
+                coin = self._manual_coin(parsed, path.name, now)
+                self._fire(
+                    coin,
+                    "reject",
+                    now,
+                    {"reason": exc.reason, "file": path.name},
+                    last_error=exc.reason,
+                    image_filename=path.name,
+                )
+                return "rejected"
+            self.log.warning(
+                "dropped file %s refused: %s", path.name, exc.reason, extra={"coin": coin.id}
+            )
+            return "rejected"
+        except TransientError:
+            return "wait"
+        created = coin is None
+        if coin is None:
+            coin = self._manual_coin(parsed, path.name, now)
+        write_atomic(
+            path, jpeg
+        )  # the import takes only decoded and re-encoded images (invariant 5)
+        try:
+            self._fire(
+                coin,
+                "drop",
+                now,
+                {"file": path.name, "manual": True},
+                image_filename=path.name,
+                attempts=0,
+                not_before=0.0,
+                last_error=None,
+                import_started=None,
+            )
+        except StaleState:
+            return "ignored"
+        return "created" if created else "dropped"
+
+    def _manual_coin(self, parsed, filename: str, now: float) -> Coin:
+        incoming = IncomingCoin(
+            source="manual",
+            source_ref=filename,
+            ticker=parsed.ticker,
+            name=parsed.ticker,
+            image_url=f"spool/{filename}",
+            twitter_user=parsed.twitter_user,
+        )
+        coin_id, _ = self.store.add_coin(
+            incoming,
+            twitter_user=parsed.twitter_user,
+            now=now,
+            trigger="manual_drop",
+            detail={"file": filename},
+        )
+        coin = self.store.get(coin_id)
+        assert coin is not None
+        return coin
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,320 @@
+"""The service loop: `tick(now)` does one unit of work and says whether it did any;
+`run` ticks, sleeps when idle (capped backoff, woken at once by the spool watcher or
+an adapter's watch), writes a heartbeat, and stops gracefully. Signal handlers only
+set flags (huey's consumer explains why); the first TERM or INT finishes the step in
+hand and exits 0, a second one exits at once: every state is already committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from moonshot import adapters, logs
+from moonshot import machine as m
+from moonshot.adapters import Ports
+from moonshot.config import Config
+from moonshot.errors import MoonshotError, TransientError
+from moonshot.pipeline import Pipeline
+from moonshot.spool_watch import SpoolWatcher
+from moonshot.store import Store
+
+# Exit codes, named (dramatiq's RET_*). launchd's KeepAlive {SuccessfulExit: false}
+# restarts the service after anything but RET_OK.
+RET_OK = 0
+RET_ERROR = 1
+RET_CONFIG = 2
+RET_HARD_STOP = 3
+
+HEARTBEAT_EVERY = 1.0
+OUTBOX_BATCH = 20
+OUTBOX_ONCE_ATTEMPTS = 5  # `run --once` stops waiting for an unreachable source after this
+
+
+class Service:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store | None = None,
+        ports: Ports | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        cfg.ensure_dirs()
+        self.cfg = cfg
+        self.store = store or Store(cfg.db_path)
+        self.ports = ports or adapters.build(cfg)
+        self.pipeline = Pipeline(cfg, self.store, self.ports)
+        self.clock = clock
+        self.log = logs.get()
+        self.stopping = False
+        self._signals = 0
+        self._wake = threading.Event()
+        self.watcher = SpoolWatcher(cfg.spool_dir, cfg.spool.settle_seconds, self._wake.set)
+        self._started = False
+        self._stops: list[Callable[[], None]] = []
+        self._next_poll = 0.0
+        self._next_keepalive = 0.0
+        self._last_heartbeat = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, now: float | None = None, watch: bool = True) -> None:
+        if self._started:
+            return
+        now = self.clock() if now is None else now
+        self._started = True
+        recovered = self.pipeline.recover(now)
+        found = self.watcher.rescan()
+        self.log.info(
+            "started: %d coin(s) to review from a crash, %d file(s) in spool/", recovered, found
+        )
+        if watch:
+            self.watcher.start()
+            self._stops.append(self.watcher.stop)
+            for port in (self.ports.source, self.ports.library):
+                watch_fn = getattr(port, "watch", None)
+                if watch_fn is not None:
+                    self._stops.append(watch_fn(self._wake.set))
+
+    def close(self) -> None:
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - closing must go on
+                self.log.exception("while stopping a watcher")
+        self._stops.clear()
+        for port in (self.ports.source, self.ports.library, self.ports.launcher):
+            close = getattr(port, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    self.log.exception("while closing %s", type(port).__name__)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- signals: flags only ----------------------------------------------------------------
+    def install_signals(self) -> None:
+        def handler(signum, frame):
+            self._signals += 1
+            if self._signals >= 2:
+                # Every transition is committed before its side effect: nothing to save.
+                os._exit(RET_HARD_STOP)
+            self.stopping = True
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- one iteration -------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> bool:
+        """Do at most one step of work; True if something was done."""
+        now = self.clock() if now is None else now
+        if not self._started:
+            self.start(now, watch=False)
+        self._heartbeat(now)
+        if self.stopping:
+            return False
+        did = self._drops(now)
+        did = self._poll_source(now) or did
+        did = self._drain_outbox(now) or did
+        self._keepalive(now)
+        if self._step(now):
+            self.store.meta_set("last_progress_at", repr(now))
+            return True
+        return did
+
+    def _step(self, now: float) -> bool:
+        p = self.pipeline
+        s = self.store
+        for coin in s.coins_in([m.CONFIRMED], ready_by=now, limit=10):
+            if p.launch_blocker(coin, now) is None:
+                return self._guard(coin, p.launch, now)
+        for coin in s.coins_in([m.IMPORTED], ready_by=now, limit=1):
+            return self._guard(coin, p.confirm, now)
+        for coin in s.coins_in([m.SPOOLED], ready_by=now, limit=1, order="id"):
+            if p.import_gate_open(coin):
+                return self._guard(coin, p.import_, now)
+            break
+        for coin in s.coins_in([m.FETCHED], ready_by=now, limit=1, order="not_before, id"):
+            return self._guard(coin, p.spool, now)
+        return False
+
+    def _guard(self, coin, step, now: float) -> bool:
+        """Run one step; an unexpected error counts as a failed attempt of that step,
+        so a coin can never loop forever on a bug and ends visible in `failed`."""
+        limits = {
+            m.FETCHED: self.cfg.spool.download_attempts,
+            m.SPOOLED: self.cfg.photos.import_attempts,
+            m.CONFIRMED: 3,
+        }
+        limit = limits.get(coin.state)
+        if limit is not None and coin.attempts >= limit:
+            reason = f"{coin.attempts} attempt(s) started and none finished (last error: {coin.last_error or 'none'})"
+            self.pipeline._fire(
+                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=coin.state
+            )
+            return True
+        try:
+            step(coin, now)
+        except MoonshotError as exc:
+            self.log.warning("%s: %s", step.__name__, exc, extra={"coin": coin.id})
+            fresh = self.store.get(coin.id)
+            if fresh is not None and fresh.state in m.RETRYABLE and fresh.state == coin.state:
+                self.pipeline._transient(fresh, exc, limit or 3, self.cfg.spool.backoff_base, now)
+        except Exception as exc:  # noqa: BLE001
+            self.log.exception("%s failed unexpectedly", step.__name__, extra={"coin": coin.id})
+            fresh = self.store.get(coin.id)
+            if fresh is not None and fresh.state in m.RETRYABLE and fresh.state == coin.state:
+                err = TransientError(f"unexpected {type(exc).__name__}: {exc}")
+                self.pipeline._transient(fresh, err, limit or 3, self.cfg.spool.backoff_base, now)
+        return True
+
+    def _drops(self, now: float) -> bool:
+        did = False
+        for path, first_seen in self.watcher.ready(now):
+            try:
+                outcome = self.pipeline.adopt_drop(path, now, first_seen)
+            except Exception:  # noqa: BLE001 - a bad file must not stop the service
+                self.log.exception("dropped file %s could not be handled", path.name)
+                outcome = "error"
+            if outcome != "wait":
+                self.watcher.done(path)
+            if outcome in ("dropped", "created", "rejected"):
+                self.log.info("spool/%s: %s", path.name, outcome)
+                did = True
+        return did
+
+    def _poll_source(self, now: float, force: bool = False) -> bool:
+        source = self.ports.source
+        if source.kind == "local" or (now < self._next_poll and not force):
+            return False
+        self._next_poll = now + self.cfg.source.poll_interval
+        try:
+            incoming = source.poll(now, self.cfg.source.batch)
+        except MoonshotError as exc:
+            self.log.warning("source poll failed: %s", exc)
+            return False
+        for coin in incoming:
+            user = coin.twitter_user or self.cfg.source.default_twitter_user
+            coin_id, created = self.store.add_coin(
+                coin,
+                twitter_user=user,
+                now=now,
+                trigger="fetch",
+                detail={"source": coin.source, "ref": coin.source_ref},
+            )
+            if created:
+                self.log.info(
+                    "fetched %s from %s", coin.ticker, coin.source, extra={"coin": coin_id}
+                )
+        if len(incoming) >= self.cfg.source.batch:
+            self._next_poll = now  # more may be waiting
+        return bool(incoming)
+
+    def _drain_outbox(self, now: float) -> bool:
+        source = self.ports.source
+        if source.kind == "local":
+            return False
+        did = False
+        for entry in self.store.outbox_due(now, OUTBOX_BATCH):
+            try:
+                source.report(entry["source_ref"], entry["event"], entry["fields"])
+            except MoonshotError as exc:
+                delay = min(
+                    self.cfg.spool.backoff_base * 2 ** entry["attempts"], self.cfg.spool.backoff_max
+                )
+                self.store.outbox_retry(entry["id"], str(exc), now + delay)
+                self.log.warning(
+                    "report %s failed: %s", entry["event"], exc, extra={"coin": entry["coin_id"]}
+                )
+                continue
+            self.store.outbox_done(entry["id"], now)
+            did = True
+        return did
+
+    def _keepalive(self, now: float) -> None:
+        source = self.ports.source
+        if source.kind == "local" or now < self._next_keepalive:
+            return
+        self._next_keepalive = now + max(self.cfg.source.poll_interval / 2, 1.0)
+        refs = [
+            c.source_ref
+            for c in self.store.coins_in(
+                [m.FETCHED, m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHING]
+            )
+            if c.source == source.kind and c.source_ref
+        ]
+        if refs:
+            try:
+                source.keepalive(refs, now)
+            except MoonshotError as exc:
+                self.log.warning("keepalive failed: %s", exc)
+
+    def _heartbeat(self, now: float) -> None:
+        if now - self._last_heartbeat < HEARTBEAT_EVERY:
+            return
+        self._last_heartbeat = now
+        self.store.meta_set("heartbeat_at", repr(now))
+        self.store.meta_set("heartbeat_pid", str(os.getpid()))
+
+    # -- waiting ------------------------------------------------------------------------------
+    def next_due(self, now: float) -> float | None:
+        """When timed work is due next, or None when nothing will move without a person
+        or a new coin (coins waiting for approval, limits or a blocked import don't count)."""
+        dues: list[float] = []
+        rows = self.store.db.execute(
+            "SELECT min(not_before) FROM coins WHERE state IN (?, ?, ?) AND not_before > ?",
+            (m.FETCHED, m.SPOOLED, m.IMPORTED, now),
+        ).fetchone()
+        if rows[0] is not None:
+            dues.append(rows[0])
+        if self.ports.launcher is not None:
+            for coin in self.store.coins_in([m.CONFIRMED]):
+                if (
+                    coin.not_before > now
+                    and self.pipeline.launch_blocker(coin, coin.not_before) is None
+                ):
+                    dues.append(coin.not_before)
+        watch_next = self.watcher.next_check(now)
+        if watch_next is not None:
+            dues.append(watch_next)
+        if self.ports.source.kind != "local":
+            row = self.store.db.execute(
+                "SELECT min(next_try) FROM outbox WHERE delivered_at IS NULL AND attempts < ?",
+                (OUTBOX_ONCE_ATTEMPTS,),
+            ).fetchone()
+            if row[0] is not None:
+                dues.append(max(row[0], now))
+        return min(dues) if dues else None
+
+    def run(self, once: bool = False) -> int:
+        """The service until stopped (or, with `once`, until nothing is left)."""
+        self.start()
+        idle = 0
+        try:
+            while not self.stopping:
+                now = self.clock()
+                if self.tick(now):
+                    idle = 0
+                    continue
+                due = self.next_due(now)
+                if once and due is None:
+                    # One more look at the source before leaving: coins may have arrived.
+                    if self._poll_source(now, force=True):
+                        continue
+                    break
+                idle += 1
+                cap = self.cfg.service.idle_sleep_max
+                sleep = min(self.cfg.service.idle_sleep_min * 2 ** min(idle, 16), cap)
+                if due is not None:
+                    sleep = min(sleep, max(due - now, 0.0))
+                self._wake.wait(sleep)
+                self._wake.clear()
+        finally:
+            self.close()
+            self.store.meta_set("heartbeat_at", "0")
+        self.log.info("stopped%s", " (signal)" if self.stopping else "")
+        return RET_OK

@@ -1,0 +1,153 @@
+"""What `moonshot status` reports: counts per state, the oldest waiting coin, the last
+success of each stage, whether the service is alive (its heartbeat), what waits for a
+person, and files in spool/ that are not the service's. Reads only."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from moonshot import machine as m
+from moonshot.config import Config
+from moonshot.fsutil import PART
+from moonshot.naming import parse_name
+from moonshot.store import Store
+
+HEARTBEAT_STALE = 15.0  # seconds without a heartbeat before the service counts as dead
+
+
+def _age(stamp: str | None, now: float) -> float | None:
+    if not stamp:
+        return None
+    ts = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    return round(now - ts, 1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def service_state(store: Store, now: float) -> dict[str, Any]:
+    beat = float(store.meta_get("heartbeat_at") or 0)
+    pid = int(store.meta_get("heartbeat_pid") or 0)
+    progress = float(store.meta_get("last_progress_at") or 0)
+    age = now - beat if beat else None
+    alive = (
+        bool(beat) and age is not None and age <= HEARTBEAT_STALE and pid > 0 and _pid_alive(pid)
+    )
+    return {
+        "alive": alive,
+        "pid": pid or None,
+        "heartbeat_age_s": round(age, 1) if age is not None else None,
+        "last_progress_age_s": round(now - progress, 1) if progress else None,
+    }
+
+
+def unknown_spool_files(cfg: Config) -> list[str]:
+    if not cfg.spool_dir.exists():
+        return []
+    return sorted(
+        e.name
+        for e in os.scandir(cfg.spool_dir)
+        if e.is_file()
+        and not e.name.startswith(".")
+        and not e.name.endswith(PART)
+        and parse_name(e.name) is None
+    )
+
+
+def collect(cfg: Config, store: Store, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    counts = store.counts()
+    waiting = [s for s in m.STATES if s not in m.TERMINAL and s not in m.VISIBLE]
+    oldest = store.coins_in(waiting, order="created_at, id", limit=1)
+    last = {
+        s: store.last_transition_at(s) for s in (m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHED)
+    }
+    attention = [
+        {"id": c.id, "state": c.state, "ticker": c.ticker, "reason": c.last_error}
+        for c in store.coins_in([m.NEEDS_REVIEW, m.FAILED], order="id", limit=50)
+    ]
+    service = service_state(store, now)
+    problems = []
+    if not service["alive"]:
+        problems.append("service is not running (no fresh heartbeat)")
+    report: dict[str, Any] = {
+        "home": str(cfg.home),
+        "counts": counts,
+        "total": sum(counts.values()),
+        "oldest_waiting": (
+            {
+                "id": oldest[0].id,
+                "state": oldest[0].state,
+                "ticker": oldest[0].ticker,
+                "created_at": oldest[0].created_at,
+                "age_s": _age(oldest[0].created_at, now),
+            }
+            if oldest
+            else None
+        ),
+        "last_success": {s: {"at": at, "age_s": _age(at, now)} for s, at in last.items()},
+        "service": service,
+        "attention": attention,
+        "outbox_pending": store.outbox_pending(),
+        "unknown_spool_files": unknown_spool_files(cfg),
+        "launch_mode": cfg.launch.mode,
+        "problems": problems,
+    }
+    report["healthy"] = not problems
+    return report
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"home: {r['home']}"]
+    svc = r["service"]
+    if svc["alive"]:
+        lines.append(
+            f"service: alive (pid {svc['pid']}, heartbeat {svc['heartbeat_age_s']} s ago"
+            + (
+                f", last progress {svc['last_progress_age_s']} s ago)"
+                if svc["last_progress_age_s"] is not None
+                else ")"
+            )
+        )
+    else:
+        lines.append(
+            "service: NOT RUNNING"
+            + (
+                f" (last heartbeat {svc['heartbeat_age_s']} s ago)"
+                if svc["heartbeat_age_s"]
+                else ""
+            )
+        )
+    lines.append(
+        "coins: " + ", ".join(f"{s} {n}" for s, n in r["counts"].items()) + f" (total {r['total']})"
+    )
+    if r["oldest_waiting"]:
+        o = r["oldest_waiting"]
+        lines.append(
+            f"oldest waiting: coin {o['id']} {o['ticker']} in {o['state']} for {o['age_s']} s"
+        )
+    for state, info in r["last_success"].items():
+        if info["at"]:
+            lines.append(f"last {state}: {info['at']} ({info['age_s']} s ago)")
+    for a in r["attention"]:
+        lines.append(f"attention: coin {a['id']} {a['ticker']} {a['state']}: {a['reason']}")
+    if r["outbox_pending"]:
+        lines.append(f"reports waiting for the source: {r['outbox_pending']}")
+    for name in r["unknown_spool_files"]:
+        lines.append(
+            f"spool/{name}: not a canonical name ({{twitter_user}}_{{TICKER}}_{{unix_ts}}.jpg), left alone"
+        )
+    for p in r["problems"]:
+        lines.append(f"PROBLEM: {p}")
+    lines.append("healthy" if r["healthy"] else "UNHEALTHY")
+    return "\n".join(lines)
