@@ -20,7 +20,9 @@ from moonshot.errors import ConfigError, MoonshotError, Rejected, StaleState
 from moonshot.ports import IncomingCoin
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "moonshot.cli_ingest",
+)
 
 
 def load_config(ctx: click.Context) -> config_mod.Config:

@@ -225,3 +225,25 @@ def _check_pattern(cfg: Config, key: str) -> None:
         raise ConfigError(
             f"ingest.{key} needs one capturing group (...) around the {key.split('_')[0]}"
         )
+
+
+def poll_x(ingestor: Ingestor, api: Any, now: float | None = None) -> tuple[list[Outcome], Any]:
+    """One X API poll: finish pending coins, fetch what is newer than the cursor,
+    ingest it oldest first. The cursor moves past a tweet once its decision is
+    committed, and only when the poll saw every newer tweet (no gap behind it)."""
+    outcomes = ingestor.complete_pending()
+    poll = api.fetch(now)
+    seen: dict[str, tweets.TweetIn] = {}
+    for page in poll.pages:
+        if "data" not in page:  # an empty page: {"meta": {"result_count": 0}}
+            continue
+        for item in tweets.split_payload(page):
+            if item.tweet_id is not None:
+                seen.setdefault(item.tweet_id, item)
+            else:
+                outcomes.append(Outcome(None, "invalid", "tweet has no numeric id"))
+    for tweet_id in sorted(seen, key=int):
+        outcomes.append(ingestor.ingest_one(seen[tweet_id], "x-api", now=now))
+        if poll.complete:
+            api.advance(tweet_id)
+    return outcomes, poll
