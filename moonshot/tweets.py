@@ -122,15 +122,16 @@ def _check_token(token: str, shown: str) -> str | None:
     return naming.valid_ticker(token)
 
 
-def find_ticker(text: str, rules: ParseRules) -> str:
-    """The ticker: the configured pattern's group if it matches, else the one cashtag."""
+def find_ticker(text: str, rules: ParseRules) -> tuple[str, int, int]:
+    """(ticker, start, end of where it was written): the configured pattern's group if
+    the pattern matches, else the one cashtag of the text."""
     if rules.ticker_pattern:
         m = re.search(rules.ticker_pattern, text)
-        if m and m.lastindex:
-            start = m.start(1)
-            ticker = _check_token(_token_at(text, start), repr(_token_at(text, start)))
+        if m and m.lastindex and m.start(1) >= 0:
+            token = _token_at(text, m.start(1))
+            ticker = _check_token(token, repr(token))
             if ticker:
-                return ticker
+                return ticker, m.start(), max(m.end(), m.start(1) + len(token))
     for ch in DOLLAR_LOOKALIKES:
         for m in re.finditer(re.escape(ch), text):
             token = _token_at(text, m.end())
@@ -138,22 +139,23 @@ def find_ticker(text: str, rules: ParseRules) -> str:
                 raise Rejected(
                     f"cashtag {(ch + token)[:16]!r} uses {_char_name(ch)}, not $: refused as a look-alike"
                 )
-    tickers: list[str] = []
+    found: dict[str, tuple[int, int]] = {}
     for m in CASHTAG_LEAD.finditer(text):
         token = _token_at(text, m.end())
         ticker = _check_token(token, repr("$" + token))
-        if ticker and ticker not in tickers:
-            tickers.append(ticker)
-    if not tickers:
+        if ticker:
+            found.setdefault(ticker, (m.start(), m.end() + len(token)))
+    if not found:
         raise Rejected(
             "no ticker: no $CASHTAG"
             + (" and no match for ingest.ticker_pattern" if rules.ticker_pattern else "")
         )
-    if len(tickers) > 1:
+    if len(found) > 1:
         raise Rejected(
-            f"several cashtags ({', '.join('$' + t for t in tickers)}): say which one with a single cashtag"
+            f"several cashtags ({', '.join('$' + t for t in found)}): say which one with a single cashtag"
         )
-    return tickers[0]
+    ticker, (start, end) = next(iter(found.items()))
+    return ticker, start, end
 
 
 def clean_text(text: str) -> str:
@@ -179,26 +181,39 @@ def trim_bytes(text: str, max_bytes: int) -> str:
     return data[:max_bytes].decode("utf-8", errors="ignore").rstrip()
 
 
-def find_name(text: str, ticker: str, rules: ParseRules) -> str:
-    """The configured pattern's group, else the default rule of the README: the first
-    line left once URLs, @mentions, #hashtags and cashtags are removed; else the ticker."""
+NAME_STRIP = " -–—:|,.;()[]{}<>\"'"
+
+
+def _name_part(part: str) -> str:
+    part = URL_RE.sub(" ", part)
+    part = MENTION_RE.sub(" ", part)
+    part = HASHTAG_RE.sub(" ", part)
+    part = re.sub(r"(?:^|(?<=[\s(\[{<'\"]))\$\S+", " ", part)
+    return clean_text(part).strip(NAME_STRIP)
+
+
+def find_name(text: str, span: tuple[int, int], ticker: str, rules: ParseRules) -> str:
+    """The configured pattern's group; else the README's rule: the rest of the ticker's
+    line after it, else the part of that line before it (URLs, @mentions, #hashtags and
+    other cashtags removed); else the ticker. Cleaned and cut to name_max_bytes."""
     raw = ""
     if rules.name_pattern:
         m = re.search(rules.name_pattern, text)
-        if m and m.lastindex:
-            raw = m.group(1)
+        if m and m.lastindex and m.group(1):
+            raw = clean_text(m.group(1))
     if not raw:
-        for line in text.splitlines():
-            line = URL_RE.sub(" ", line)
-            line = MENTION_RE.sub(" ", line)
-            line = HASHTAG_RE.sub(" ", line)
-            line = re.sub(r"(?:^|(?<=[\s(\[{<'\"]))\$\S+", " ", line)
-            line = clean_text(line).strip(" -–—:|,.;")
-            if line:
-                raw = line
-                break
-    name = trim_bytes(clean_text(raw), rules.name_max_bytes)
+        start, end = span
+        line_start = max(text.rfind("\n", 0, start), text.rfind("\r", 0, start)) + 1
+        line_end = min(
+            (i for i in (text.find("\n", end), text.find("\r", end)) if i >= 0), default=len(text)
+        )
+        raw = _name_part(text[end:line_end]) or _name_part(text[line_start:start])
+    name = trim_bytes(clean_text(raw), rules.name_max_bytes).strip()
     return name or ticker
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _media_by_key(includes: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -224,25 +239,24 @@ def _check_url(url: Any, what: str) -> str:
 def find_image(
     tweet: dict[str, Any], includes: dict[str, Any], user: dict[str, Any] | None, rules: ParseRules
 ) -> tuple[str, str]:
-    """(image URL, kind): the first attached photo, or the preview of the first video or
-    GIF, in attachment order; else the author's profile image when configured."""
-    keys = (tweet.get("attachments") or {}).get("media_keys") or []
+    """(image URL, kind): the first attached photo; without a photo, the preview image
+    of the first video or GIF; without media, the author's profile image if configured."""
+    keys = _dict(tweet.get("attachments")).get("media_keys") or []
     media = _media_by_key(includes)
-    missing = []
-    for key in keys if isinstance(keys, list) else []:
-        item = media.get(key)
-        if item is None:
-            missing.append(key)
-            continue
-        kind = item.get("type")
-        if kind == "photo":
-            return _check_url(item.get("url"), "photo"), "photo"
-        if kind in ("video", "animated_gif"):
-            return _check_url(item.get("preview_image_url"), f"{kind} preview"), kind
-    if missing:
+    keys = keys if isinstance(keys, list) else []
+    missing = [k for k in keys if not isinstance(k, str) or k not in media]
+    if missing:  # we cannot tell whether the missing one was the first photo
         raise Rejected(
-            f"media {missing[0]} is not in includes.media: request expansions=attachments.media_keys"
+            f"media {str(missing[0])[:40]!r} is not in includes.media: request expansions=attachments.media_keys"
         )
+    found = [media[k] for k in keys]
+    for item in found:
+        if item.get("type") == "photo":
+            return _check_url(item.get("url"), "photo"), "photo"
+    for item in found:
+        if item.get("type") in ("video", "animated_gif"):
+            kind = item["type"]
+            return _check_url(item.get("preview_image_url"), f"{kind} preview"), kind
     if rules.profile_image_fallback and user and user.get("profile_image_url"):
         # X serves a 48x48 `_normal` variant by default; `_400x400` is the same image larger.
         url = re.sub(r"_normal(\.\w+)$", r"_400x400\1", str(user["profile_image_url"]))
@@ -283,7 +297,8 @@ def parse(item: TweetIn, rules: ParseRules) -> ParsedTweet:
     text = tweet.get("text")
     if not isinstance(text, str):
         raise Rejected("tweet has no text")
-    for ref in tweet.get("referenced_tweets") or []:
+    refs = tweet.get("referenced_tweets")
+    for ref in refs if isinstance(refs, list) else []:
         if isinstance(ref, dict) and ref.get("type") == "retweeted":
             raise Rejected("a retweet: only original tweets, replies and quotes make coins")
     user = author_of(tweet, includes)
@@ -292,9 +307,9 @@ def parse(item: TweetIn, rules: ParseRules) -> ParsedTweet:
             "author unknown: request expansions=author_id so includes.users has the author"
         )
     twitter_user = naming.valid_user(user.get("username"))
-    followers = (user.get("public_metrics") or {}).get("followers_count")
-    ticker = find_ticker(text, rules)
-    name = find_name(text, ticker, rules)
+    followers = _dict(user.get("public_metrics")).get("followers_count")
+    ticker, start, end = find_ticker(text, rules)
+    name = find_name(text, (start, end), ticker, rules)
     image_url, kind = find_image(tweet, includes, user, rules)
     ts = tweet_time(tweet, tweet_id)
     naming.format_name(twitter_user, ticker, ts)  # the spool name must be valid now, not later
