@@ -17,6 +17,9 @@ from moonshot.errors import Rejected
 
 # Characters that read as a dollar sign but are not U+0024 (a person sees "$MOON").
 DOLLAR_LOOKALIKES = "\uff04\ufe69\U0001f4b2"  # fullwidth, small, heavy dollar sign
+# A token starting with one of these is a ticker attempt, even if the character is
+# invisible (a zero-width space after the `$`) or a mark: it is checked, not skipped.
+LEADS = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Cf"})
 TICKER_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]{0,9}")
 TRAILING_PUNCT = ".,!?;:)]}>'\"…"
 # A `$` starts a cashtag only at the start of the text, after whitespace or after an
@@ -106,7 +109,7 @@ def _check_token(token: str, shown: str) -> str | None:
     """The ticker in `token`; None when the token is not meant as one (a price such as
     $100, an emoji); Rejected when what we would launch could differ from what a person
     reads (a Cyrillic or fullwidth letter, a zero-width space inside)."""
-    if not token or not (token[0].isalnum() or unicodedata.category(token[0])[0] in "LM"):
+    if not token or not (token[0].isalnum() or unicodedata.category(token[0]) in LEADS):
         return None
     for ch in token:
         if not ch.isascii():
@@ -135,7 +138,7 @@ def find_ticker(text: str, rules: ParseRules) -> tuple[str, int, int]:
     for ch in DOLLAR_LOOKALIKES:
         for m in re.finditer(re.escape(ch), text):
             token = _token_at(text, m.end())
-            if token and (token[0].isalpha() or unicodedata.category(token[0])[0] in "LM"):
+            if token and unicodedata.category(token[0]) in LEADS:
                 raise Rejected(
                     f"cashtag {(ch + token)[:16]!r} uses {_char_name(ch)}, not $: refused as a look-alike"
                 )
