@@ -37,6 +37,18 @@ def check_url(url: str, allowed_hosts: list[str]) -> str:
     return host
 
 
+def _storage_status(resp: requests.Response) -> int:
+    """Supabase Storage answers errors with HTTP 400 and the real status in the JSON
+    body's `statusCode` (a 503 or 429 there is worth retrying); 0 when absent."""
+    if resp.status_code != 400 or "json" not in resp.headers.get("content-type", ""):
+        return 0
+    try:
+        status = int(resp.json().get("statusCode"))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+    return status
+
+
 def download(
     url: str,
     *,
@@ -64,6 +76,9 @@ def download(
                 continue
             if resp.status_code in TRANSIENT_STATUS or resp.status_code >= 500:
                 raise TransientError(f"HTTP {resp.status_code} from {host}")
+            real = _storage_status(resp)
+            if real in TRANSIENT_STATUS or real >= 500:
+                raise TransientError(f"HTTP 400 from {host}: storage status {real}")
             if resp.status_code != 200:
                 raise Rejected(f"HTTP {resp.status_code} from {host}")
             declared = resp.headers.get("content-length")

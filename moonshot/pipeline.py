@@ -302,6 +302,26 @@ class Pipeline:
             last_error=why,
         )
 
+    def _source_holds(self, coin: Coin, now: float) -> bool:
+        """A source shared by several services (Supabase) must still give this one the
+        coin's claim: if another service took it, it must not be launched here too."""
+        holds = getattr(self.ports.source, "holds", None)
+        if holds is None or coin.source != self.ports.source.kind or not coin.source_ref:
+            return True
+        try:
+            if holds(coin.source_ref, now):
+                return True
+        except MoonshotError as exc:  # cannot tell: wait, without spending an attempt
+            self.store.set_fields(
+                coin.id, not_before=now + self.cfg.launch.retry_backoff, last_error=str(exc)
+            )
+            return False
+        reason = "another moonshot service holds this coin's claim in the source"
+        self._fire(
+            coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.CONFIRMED
+        )
+        return False
+
     def launch(self, coin: Coin, now: float) -> None:
         launcher = self.ports.launcher
         assert launcher is not None
@@ -314,6 +334,8 @@ class Pipeline:
         ok, why = self._newest_is_coin(coin)
         if not ok:
             self._supersede(coin, why, now)
+            return
+        if not self._source_holds(coin, now):
             return
         coin = self._attempt(coin, now)
         try:
