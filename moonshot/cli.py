@@ -21,10 +21,8 @@ from moonshot.ports import IncomingCoin
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
 COMMAND_MODULES: tuple[str, ...] = (
-COMMAND_MODULES: tuple[str, ...] = (
     "moonshot.cli_supabase",
     "moonshot.cli_ingest",
-)
 )
 
 
