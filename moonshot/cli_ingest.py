@@ -47,17 +47,21 @@ def _show(outcomes, as_json: bool) -> None:
 @click.option(
     "--reconsider", is_flag=True, help="Decide refused tweets again (e.g. after a policy change)."
 )
+@click.option("--sql", "print_sql", is_flag=True, help="Print the SQL Supabase ingest needs; exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
 @click.pass_context
-def ingest(
-    ctx: click.Context, files, x_api: bool, follow: bool, reconsider: bool, as_json: bool
-) -> None:
+def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: bool, as_json: bool):
     """Turn tweets into coins: FILES are X API v2 JSON (one tweet, a list, or a
     response with data/includes; - reads stdin). Each tweet is parsed, judged by
     [policy] and recorded once; the same tweet twice makes one coin."""
     from moonshot.cli import load_config, open_store
     from moonshot.ingest import Ingestor, poll_x
 
+    if print_sql:
+        from moonshot.ingest_supabase import sql_text
+
+        click.echo(sql_text(), nl=False)
+        return
     if not files and not x_api:
         raise click.UsageError("give FILE.json (or -) or --x-api")
     if follow and not x_api:

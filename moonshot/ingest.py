@@ -5,12 +5,13 @@ coin is created, and an accepted tweet without its coin is finished on the next 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from moonshot import tweets
+from moonshot import crash, tweets
 from moonshot.config import Config
 from moonshot.errors import ConfigError, Rejected, TransientError
 from moonshot.policy import Policy
@@ -18,6 +19,25 @@ from moonshot.ports import IncomingCoin
 from moonshot.store import Store
 
 log = logging.getLogger("moonshot.ingest")
+
+# Crash points of ingest (design.md, "Proving crash safety"), with the same switch as
+# moonshot.crash: MOONSHOT_CRASH_AT=ingest_<point>[:<n>] ends the process there.
+INGEST_CRASH_POINTS = ("after_decision_commit", "after_upload", "after_insert")
+
+
+def crash_point(name: str) -> None:
+    if name not in INGEST_CRASH_POINTS:
+        raise ValueError(f"unknown ingest crash point {name}")
+    spec = os.environ.get("MOONSHOT_CRASH_AT", "")
+    target, _, count = spec.partition(":")
+    if target != f"ingest_{name}":
+        return
+    _crash_hits[name] = _crash_hits.get(name, 0) + 1
+    if _crash_hits[name] >= int(count or 1):
+        os._exit(crash.CRASH_EXIT)
+
+
+_crash_hits: dict[str, int] = {}
 
 
 class Target(Protocol):
@@ -94,7 +114,7 @@ def build_target(cfg: Config, store: Store) -> Target:
     if kind == "supabase":
         from moonshot.ingest_supabase import SupabaseTarget
 
-        return SupabaseTarget.from_config(cfg)
+        return SupabaseTarget.from_config(cfg, crash=crash_point)
     raise ConfigError(f"ingest.target = {kind!r}: expected auto, local or supabase")
 
 
@@ -175,6 +195,7 @@ class Ingestor:
         log.info("tweet %s %s: %s", tweet_id, decision["decision"], decision["reason"])
         if decision["decision"] != "accepted":
             return _outcome(decision, "refused", decision["reason"])
+        crash_point("after_decision_commit")
         return self._complete(decision)
 
     def complete_pending(self) -> list[Outcome]:
