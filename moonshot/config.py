@@ -55,6 +55,7 @@ class LaunchConfig:
     superseded_max: int = 3
     require_approval: bool = False
     retry_backoff: float = 30.0
+    prepare_attempts: int = 3  # reversible launcher preparations before `failed`
     max_per_hour: int = 0  # 0: no limit
     max_per_day: int = 0
     min_gap_seconds: float = 0.0

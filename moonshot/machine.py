@@ -154,4 +154,12 @@ def mermaid() -> str:
 
     model = _M()
     graph.add_model(model)
-    return model.get_graph().draw(None)
+    source = model.get_graph().draw(None)
+    # Drop the styling of the "current state" (meaningless here, and `Class` lines
+    # don't render on every Mermaid viewer) and trailing blanks.
+    keep = [
+        ln.rstrip()
+        for ln in source.splitlines()
+        if not ln.strip().startswith(("classDef ", "Class "))
+    ]
+    return "\n".join(ln for ln in keep if ln) + "\n"

@@ -341,7 +341,9 @@ class Pipeline:
         try:
             launcher.prepare(coin, self.spool_path(coin))
         except (TransientError, OSError, MoonshotError) as exc:
-            self._transient(coin, exc, 3, self.cfg.launch.retry_backoff, now)
+            self._transient(
+                coin, exc, self.cfg.launch.prepare_attempts, self.cfg.launch.retry_backoff, now
+            )
             return
         ok, why = self._newest_is_coin(coin)  # again: a photo may have arrived meanwhile
         if not ok:

@@ -57,6 +57,7 @@ class Service:
         self._next_poll = 0.0
         self._next_keepalive = 0.0
         self._last_heartbeat = 0.0
+        self._last_progress: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, now: float | None = None, watch: bool = True) -> None:
@@ -122,14 +123,14 @@ class Service:
         did = self._drain_outbox(now) or did
         self._keepalive(now)
         if self._step(now):
-            self.store.meta_set("last_progress_at", repr(now))
+            self._last_progress = now
             return True
         return did
 
     def _step(self, now: float) -> bool:
         p = self.pipeline
         s = self.store
-        for coin in s.coins_in([m.CONFIRMED], ready_by=now, limit=10):
+        for coin in s.coins_in([m.CONFIRMED], ready_by=now):
             if p.launch_blocker(coin, now) is None:
                 return self._guard(coin, p.launch, now)
         for coin in s.coins_in([m.IMPORTED], ready_by=now, limit=1):
@@ -257,8 +258,10 @@ class Service:
         if now - self._last_heartbeat < HEARTBEAT_EVERY:
             return
         self._last_heartbeat = now
-        self.store.meta_set("heartbeat_at", repr(now))
-        self.store.meta_set("heartbeat_pid", str(os.getpid()))
+        beat = {"heartbeat_at": repr(now), "heartbeat_pid": str(os.getpid())}
+        if self._last_progress is not None:
+            beat["last_progress_at"] = repr(self._last_progress)
+        self.store.meta_set_many(beat)
 
     # -- waiting ------------------------------------------------------------------------------
     def next_due(self, now: float) -> float | None:
@@ -315,6 +318,9 @@ class Service:
                 self._wake.clear()
         finally:
             self.close()
-            self.store.meta_set("heartbeat_at", "0")
+            beat = {"heartbeat_at": "0"}
+            if self._last_progress is not None:
+                beat["last_progress_at"] = repr(self._last_progress)
+            self.store.meta_set_many(beat)
         self.log.info("stopped%s", " (signal)" if self.stopping else "")
         return RET_OK

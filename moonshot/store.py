@@ -464,10 +464,13 @@ class Store:
         return row[0] if row else None
 
     def meta_set(self, key: str, value: str) -> None:
+        self.meta_set_many({key: value})
+
+    def meta_set_many(self, values: dict[str, str]) -> None:
         with self.write() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
+                list(values.items()),
             )
 
     def integrity_ok(self) -> bool:

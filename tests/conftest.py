@@ -1,0 +1,187 @@
+"""Shared fixtures: a `home` folder per test, images made with Pillow, a real HTTP
+image server on 127.0.0.1, the real CLI in a subprocess, and the marker policy
+(macos skipped off macOS; a missing service skips locally and fails in CI)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from moonshot import config as config_mod
+from moonshot.adapters import Ports
+from moonshot.adapters.launcher_ledger import LedgerLauncher
+from moonshot.adapters.photos_folder import FolderLibrary
+from moonshot.adapters.source_local import LocalSource
+from moonshot.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    if sys.platform != "darwin":
+        skip = pytest.mark.skip(reason="needs macOS")
+        for item in items:
+            if "macos" in item.keywords:
+                item.add_marker(skip)
+
+
+def missing_service(reason: str) -> None:
+    """Skip locally, fail in CI (dramatiq's conftest): CI must run every test."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
+def make_image(
+    path: Path, size=(64, 48), color=(200, 30, 30), fmt=None, exif: bytes | None = None
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.new("RGB", size, color)
+    kwargs = {"exif": exif} if exif else {}
+    im.save(path, fmt, **kwargs)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def cfg_factory(home):
+    def make(env: dict | None = None, toml: str | None = None):
+        if toml is not None:
+            (home / "moonshot.toml").write_text(toml)
+        base = {"MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01", "MOONSHOT_SPOOL_BACKOFF_BASE": "0.01"}
+        base.update(env or {})
+        cfg = config_mod.load(home, env=base)
+        cfg.ensure_dirs()
+        return cfg
+
+    return make
+
+
+@pytest.fixture
+def cfg(cfg_factory):
+    return cfg_factory()
+
+
+@pytest.fixture
+def service_factory(cfg_factory):
+    """An in-process Service on the embedded adapters; pass env overrides or ports."""
+    from moonshot.service import Service
+
+    made = []
+
+    def make(env: dict | None = None, library=None, launcher="ledger", cfg=None):
+        cfg = cfg or cfg_factory(env)
+        store = Store(cfg.db_path)
+        library = library or FolderLibrary(cfg.library_path)
+        if launcher == "ledger":
+            launcher = LedgerLauncher(cfg.ledger_path) if cfg.launch.mode != "off" else None
+        svc = Service(cfg, store=store, ports=Ports(LocalSource(), library, launcher))
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.close()
+
+
+def drain(svc, limit: int = 2000, now=None) -> int:
+    """Tick until nothing is done (ignoring timed waits); returns the number of steps."""
+    import time
+
+    n = 0
+    while n < limit:
+        t = now() if now else time.time()
+        if svc.tick(t):
+            n += 1
+            continue
+        due = svc.next_due(t)
+        if due is None:
+            return n
+        time.sleep(max(0.0, min(due - t, 0.05)))
+    raise AssertionError("the service did not settle")
+
+
+class ImageServer:
+    """A real HTTP server on 127.0.0.1: routes map a path to (status, headers, body)."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, dict, bytes]] = {}
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                status, headers, body = server.routes.get(self.path, (404, {}, b"not found"))
+                if callable(body):
+                    body = body(self)
+                    if body is None:
+                        return
+                self.send_response(status)
+                headers = {"Content-Length": str(len(body)), **headers}
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def add(self, path: str, body: bytes, status: int = 200, headers: dict | None = None) -> str:
+        self.routes[path] = (status, headers or {"Content-Type": "image/jpeg"}, body)
+        return self.base + path
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def image_server():
+    srv = ImageServer()
+    yield srv
+    srv.close()
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONSHOT_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    home: Path, *args: str, env: dict | None = None, timeout: float = 60, check: bool = False
+):
+    proc = subprocess.run(
+        [sys.executable, "-m", "moonshot", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(env),
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"moonshot {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc

@@ -1,0 +1,164 @@
+"""The real CLI in a subprocess: the issue's done-when, one-line errors, --json."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from tests.conftest import make_image, run_cli
+
+
+def test_three_local_coins_reach_launched(home, tmp_path):
+    for i in range(3):
+        img = make_image(tmp_path / f"c{i}.png", color=(i * 90, 50, 50), fmt="PNG")
+        proc = run_cli(
+            home,
+            "add",
+            "--ticker",
+            f"cli{i}",
+            "--name",
+            f"Coin {i}",
+            "--image",
+            str(img),
+            check=True,
+        )
+        assert proc.stdout.strip() == str(i + 1)
+    run_cli(home, "run", "--once", check=True)
+    lines = [json.loads(x) for x in (home / "launches.jsonl").read_text().splitlines()]
+    assert sorted(e["coin_id"] for e in lines) == [1, 2, 3]
+    status = json.loads(run_cli(home, "status", "--json").stdout)
+    assert status["counts"]["launched"] == 3
+    assert set(status["counts"]) == {
+        "fetched",
+        "spooled",
+        "imported",
+        "confirmed",
+        "launching",
+        "launched",
+        "failed",
+        "rejected",
+        "needs_review",
+    }
+    rows = (
+        sqlite3.connect(home / "moonshot.db")
+        .execute("select state, count(*) from coins group by state")
+        .fetchall()
+    )
+    assert rows == [("launched", 3)]
+    hist = json.loads(run_cli(home, "history", "1", "--json").stdout)
+    assert [t["to_state"] for t in hist["transitions"] if t["from_state"] != t["to_state"]] == [
+        "fetched",
+        "spooled",
+        "imported",
+        "confirmed",
+        "launching",
+        "launched",
+    ]
+    assert (home / "logs" / "moonshot.log").read_text().count("coin=1 ") >= 5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ticker", "../x", "--name", "x"], "invalid ticker"),
+        (["--ticker", "OK", "--name", "x", "--twitter-user", "a/b"], "invalid twitter user"),
+        (["--ticker", "OK", "--name", "line\nbreak"], "control character"),
+        (["--ticker", "OK", "--name", "x", "--tweet-id", "12; rm"], "invalid tweet id"),
+    ],
+)
+def test_bad_add_exits_nonzero_and_queues_nothing(home, tmp_path, args, message):
+    img = make_image(tmp_path / "a.png")
+    proc = run_cli(home, "add", *args, "--image", str(img))
+    assert proc.returncode != 0
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    status = json.loads(run_cli(home, "status", "--json").stdout)
+    assert status["total"] == 0
+
+
+def test_add_missing_image_and_bad_scheme(home):
+    proc = run_cli(home, "add", "--ticker", "A", "--name", "a", "--image", "/nope/missing.png")
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+    proc = run_cli(home, "add", "--ticker", "A", "--name", "a", "--image", "file:///etc/passwd")
+    assert proc.returncode == 1 and "scheme 'file'" in proc.stderr
+
+
+def test_same_tweet_is_queued_once(home, tmp_path):
+    img = make_image(tmp_path / "a.png")
+    first = run_cli(
+        home,
+        "add",
+        "--ticker",
+        "T",
+        "--name",
+        "t",
+        "--image",
+        str(img),
+        "--tweet-id",
+        "42",
+        check=True,
+    )
+    again = run_cli(
+        home,
+        "add",
+        "--ticker",
+        "T",
+        "--name",
+        "t",
+        "--image",
+        str(img),
+        "--tweet-id",
+        "42",
+        check=True,
+    )
+    assert first.stdout == again.stdout and "already queued" in again.stderr
+
+
+def test_retry_resolve_approve_refuse_wrong_states(home, tmp_path):
+    img = make_image(tmp_path / "a.png")
+    run_cli(home, "add", "--ticker", "T", "--name", "t", "--image", str(img), check=True)
+    assert "not failed" in run_cli(home, "retry", "1").stderr
+    assert "not needs_review" in run_cli(home, "resolve", "1", "--launched").stderr
+    assert "no coin with id 9" in run_cli(home, "history", "9").stderr
+    assert run_cli(home, "approve", "1").returncode == 0
+    assert "already approved" in run_cli(home, "approve", "1").stdout
+
+
+def test_resolve_needs_review(home, tmp_path):
+    from moonshot.store import Store
+
+    img = make_image(tmp_path / "a.png")
+    run_cli(home, "add", "--ticker", "T", "--name", "t", "--image", str(img), check=True)
+    store = Store(home / "moonshot.db")
+    for trig in ("spool", "import_photo", "confirm", "start_launch", "review"):
+        store.fire(store.get(1), trig)
+    proc = run_cli(home, "resolve", "1", "--launched", "--token-address", "So1111", check=True)
+    assert "needs_review -> launched" in proc.stdout
+    assert store.get(1).token_address == "So1111"
+
+
+def test_bad_config_is_one_line(home):
+    (home / "moonshot.toml").write_text("[launch]\nmode = 'yolo'\n")
+    proc = run_cli(home, "status")
+    assert proc.returncode == 1 and "launch.mode" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_doctor_on_a_fresh_home(home):
+    proc = run_cli(home, "doctor", "--json")
+    checks = json.loads(proc.stdout)
+    assert proc.returncode == 0, checks
+    assert {c["name"] for c in checks} >= {
+        "config",
+        "database",
+        "spool",
+        "photos",
+        "launcher",
+        "source",
+    }
+
+
+def test_status_says_not_running_and_exits_nonzero(home):
+    proc = run_cli(home, "status")
+    assert proc.returncode == 1 and "NOT RUNNING" in proc.stdout

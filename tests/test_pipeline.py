@@ -1,0 +1,464 @@
+"""The pipeline in process, on the embedded adapters: every invariant of design.md
+that does not need a crash (those are in test_crash.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from PIL import Image
+
+from moonshot import machine as m
+from moonshot.adapters.photos_folder import FolderLibrary
+from moonshot.errors import NeedsReview, TransientError
+from moonshot.ports import IncomingCoin
+from tests.conftest import drain, make_image
+
+
+def add(svc, ticker="MOON", image=None, user="bob", ref=None, **kw):
+    ref = ref or f"t:{ticker}:{time.monotonic_ns()}"
+    coin_id, _ = svc.store.add_coin(
+        IncomingCoin("local", ref, ticker, kw.get("name", ticker.title()), str(image), user),
+        twitter_user=user,
+    )
+    return coin_id
+
+
+def wait_for(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def ledger(svc):
+    path = svc.cfg.ledger_path
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def states(svc):
+    return {c.id: c.state for c in svc.store.coins_in(m.STATES)}
+
+
+def test_three_coins_reach_launched_with_one_ledger_line_each(service_factory, tmp_path):
+    svc = service_factory()
+    ids = [
+        add(svc, f"COIN{i}", make_image(tmp_path / f"{i}.png", color=(i * 80, 10, 10)))
+        for i in range(3)
+    ]
+    drain(svc)
+    assert states(svc) == dict.fromkeys(ids, m.LAUNCHED)
+    lines = ledger(svc)
+    assert sorted(e["coin_id"] for e in lines) == ids
+    lib = svc.ports.library
+    assert lib.count() == 3
+    for coin_id in ids:
+        coin = svc.store.get(coin_id)
+        entry = next(e for e in lines if e["coin_id"] == coin_id)
+        assert entry["ticker"] == coin.ticker and entry["photos_asset_id"] == coin.photos_asset_id
+        assert lib.get(coin.photos_asset_id).original_filename == coin.image_filename
+
+
+def test_spooled_file_is_reencoded_without_metadata(service_factory, tmp_path):
+    exif = Image.Exif()
+    exif[0x9003] = "2001:01:01 00:00:00"  # DateTimeOriginal: a capture date that must not survive
+    exif[0x010F] = "SecretCam"
+    src = make_image(tmp_path / "in.jpg", size=(300, 200), fmt="JPEG", exif=exif.tobytes())
+    svc = service_factory({"MOONSHOT_SPOOL_MAX_SIDE": "100"})
+    coin_id = add(svc, "META", src)
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    with Image.open(svc.cfg.spool_dir / coin.image_filename) as im:
+        assert im.format == "JPEG"
+        assert max(im.size) == 100
+        assert not im.getexif()
+        assert "icc_profile" not in im.info and "exif" not in im.info
+
+
+def test_spool_writes_only_canonical_names_atomically(service_factory, tmp_path):
+    svc = service_factory({"MOONSHOT_LAUNCH_MODE": "off"})
+    coin_id = add(svc, "moon", make_image(tmp_path / "a.png"), user="Some_User")
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.CONFIRMED  # sync-only: stops at confirmed
+    assert coin.image_filename.startswith("Some_User_MOON_") and coin.image_filename.endswith(
+        ".jpg"
+    )
+    assert [p.name for p in svc.cfg.spool_dir.iterdir()] == [coin.image_filename]
+    assert not svc.cfg.ledger_path.exists()
+
+
+def test_same_second_same_ticker_gets_distinct_names(service_factory, tmp_path):
+    svc = service_factory({"MOONSHOT_LAUNCH_MODE": "off"})
+    img = make_image(tmp_path / "a.png")
+    ids = [add(svc, "TWIN", img) for _ in range(3)]
+    drain(svc)
+    names = {svc.store.get(i).image_filename for i in ids}
+    assert len(names) == 3
+
+
+def test_invalid_input_is_rejected_with_reason(service_factory, tmp_path, image_server):
+    svc = service_factory()
+    html = image_server.add(
+        "/page", b"<!doctype html><html>oops</html>", headers={"Content-Type": "image/jpeg"}
+    )
+    missing = image_server.base + "/nothing"
+    bad_user = add(svc, "OK", make_image(tmp_path / "a.png"), user="bad user")
+    not_image = add(svc, "HTML", html)
+    gone = add(svc, "GONE", missing)
+    ftp = add(svc, "FTP", "ftp://127.0.0.1/x.jpg")
+    drain(svc)
+    reasons = {i: svc.store.get(i) for i in (bad_user, not_image, gone, ftp)}
+    assert all(c.state == m.REJECTED for c in reasons.values())
+    assert "twitter user" in reasons[bad_user].last_error
+    assert "not an image (an HTML page)" in reasons[not_image].last_error
+    assert "HTTP 404" in reasons[gone].last_error
+    assert "scheme 'ftp'" in reasons[ftp].last_error
+    assert ledger(svc) == []
+    assert list(svc.cfg.spool_dir.iterdir()) == []
+
+
+def test_transient_errors_back_off_then_succeed(service_factory, tmp_path, image_server):
+    body = tmp_path / "x.jpg"
+    make_image(body, fmt="JPEG")
+    calls = {"n": 0}
+
+    def flaky(handler):
+        calls["n"] += 1
+        if calls["n"] < 3:
+            handler.send_response(503)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
+        data = body.read_bytes()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        return None
+
+    image_server.routes["/flaky.jpg"] = (200, {}, flaky)
+    svc = service_factory({"MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "3"})
+    coin_id = add(svc, "FLAKY", image_server.base + "/flaky.jpg")
+    drain(svc)
+    assert svc.store.get(coin_id).state == m.LAUNCHED
+    hist = svc.store.history(coin_id)
+    defers = [h for h in hist if h["trigger"] == "defer"]
+    assert len(defers) == 2 and "HTTP 503" in defers[0]["detail"]["error"]
+    assert defers[1]["detail"]["retry_in_s"] > defers[0]["detail"]["retry_in_s"]  # exponential
+
+
+def test_attempts_run_out_into_failed_and_retry_brings_it_back(
+    service_factory, tmp_path, image_server
+):
+    image_server.routes["/down.jpg"] = (500, {}, b"")
+    svc = service_factory({"MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "2"})
+    coin_id = add(svc, "DOWN", image_server.base + "/down.jpg")
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert (
+        coin.state == m.FAILED and coin.failed_from == m.FETCHED and "HTTP 500" in coin.last_error
+    )
+    assert image_server.hits["/down.jpg"] == 2
+    image_server.add("/down.jpg", make_image(tmp_path / "ok.jpg", fmt="JPEG").read_bytes())
+    svc.store.fire(coin, "retry", attempts=0, not_before=0.0, last_error=None)
+    drain(svc)
+    assert svc.store.get(coin_id).state == m.LAUNCHED
+
+
+class RecordingLibrary(FolderLibrary):
+    """The folder library, recording how many coins were past `spooled` at each import."""
+
+    def __init__(self, root, store):
+        super().__init__(root)
+        self.store = store
+        self.busy_at_import: list[int] = []
+
+    def import_file(self, path):
+        self.busy_at_import.append(self.store.count_in(m.ACTIVE_PHOTO))
+        return super().import_file(path)
+
+
+def test_import_gate_keeps_one_coin_between_import_and_launch(service_factory, cfg, tmp_path):
+    from moonshot.store import Store
+
+    lib = RecordingLibrary(cfg.library_path, Store(cfg.db_path))
+    svc = service_factory(library=lib, cfg=cfg)
+    for i in range(5):
+        add(svc, f"G{i}", make_image(tmp_path / f"{i}.png", color=(10, i * 40, 10)))
+    drain(svc)
+    assert lib.busy_at_import == [0] * 5
+    assert len(ledger(svc)) == 5
+
+
+def test_import_gate_is_off_in_sync_only_mode(service_factory, cfg_factory, tmp_path):
+    from moonshot.store import Store
+
+    cfg = cfg_factory({"MOONSHOT_LAUNCH_MODE": "off"})
+    lib = RecordingLibrary(cfg.library_path, Store(cfg.db_path))
+    svc = service_factory(library=lib, cfg=cfg)
+    for i in range(3):
+        add(svc, f"S{i}", make_image(tmp_path / f"{i}.png"))
+    drain(svc)
+    assert max(lib.busy_at_import) > 0  # imports went ahead while others were confirmed
+    assert set(states(svc).values()) == {m.CONFIRMED}
+
+
+class IntrudingLibrary(FolderLibrary):
+    """A person takes a photo right after each of the first `times` confirms."""
+
+    def __init__(self, root, intruder, times):
+        super().__init__(root)
+        self.intruder, self.times = intruder, times
+
+    def confirm(self, asset_id, name, since):
+        result = super().confirm(asset_id, name, since)
+        if result.ready and self.times > 0:
+            self.times -= 1
+            super().import_file(self.intruder)
+        return result
+
+
+def test_newer_foreign_photo_supersedes_then_launches_own_image(service_factory, cfg, tmp_path):
+    lib = IntrudingLibrary(
+        cfg.library_path, make_image(tmp_path / "IMG_0001.JPG", fmt="JPEG"), times=1
+    )
+    svc = service_factory(library=lib, cfg=cfg)
+    coin_id = add(svc, "SUPER", make_image(tmp_path / "a.png"))
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.LAUNCHED and coin.supersede_count == 1
+    hist = svc.store.history(coin_id)
+    sup = [h for h in hist if h["trigger"] == "supersede"]
+    assert len(sup) == 1 and sup[0]["detail"]["reason"] == "superseded"
+    assert sup[0]["from_state"] == m.CONFIRMED and sup[0]["to_state"] == m.SPOOLED
+    # the launch used the second asset, which is the newest, and both are the coin's file
+    (entry,) = ledger(svc)
+    assert entry["photos_asset_id"] == coin.photos_asset_id == lib.newest().id
+    assert len(lib.find(coin.image_filename)) == 2
+
+
+def test_superseded_too_often_fails_without_launching(service_factory, cfg_factory, tmp_path):
+    cfg = cfg_factory({"MOONSHOT_LAUNCH_SUPERSEDED_MAX": "2"})
+    lib = IntrudingLibrary(
+        cfg.library_path, make_image(tmp_path / "IMG_0002.JPG", fmt="JPEG"), times=99
+    )
+    svc = service_factory(library=lib, cfg=cfg)
+    coin_id = add(svc, "NEVER", make_image(tmp_path / "a.png"))
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.FAILED and "superseded 2 times" in coin.last_error
+    assert ledger(svc) == []
+
+
+class ScriptedLauncher:
+    kind = "scripted"
+
+    def __init__(self, prepare_errors=0, launch_error=None):
+        self.prepare_errors = prepare_errors
+        self.launch_error = launch_error
+        self.launched: list[int] = []
+        self.prepared = 0
+
+    def prepare(self, coin, image):
+        self.prepared += 1
+        if self.prepare_errors:
+            self.prepare_errors -= 1
+            raise TransientError("app window not found")
+
+    def launch(self, coin):
+        self.launched.append(coin.id)
+        if self.launch_error:
+            raise self.launch_error
+        from moonshot.ports import LaunchResult
+
+        return LaunchResult("So11111111111111111111111111111111111111112")
+
+
+def test_failure_before_irreversible_step_returns_to_confirmed_with_backoff(
+    service_factory, tmp_path
+):
+    launcher = ScriptedLauncher(prepare_errors=1)
+    svc = service_factory({"MOONSHOT_LAUNCH_RETRY_BACKOFF": "0.01"}, launcher=launcher)
+    coin_id = add(svc, "PREP", make_image(tmp_path / "a.png"))
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.LAUNCHED and coin.token_address.startswith("So1")
+    assert launcher.prepared == 2 and launcher.launched == [coin_id]
+    assert any(
+        h["trigger"] == "defer" and h["to_state"] == m.CONFIRMED for h in svc.store.history(coin_id)
+    )
+
+
+@pytest.mark.parametrize(
+    "error", [NeedsReview("screen not recognised"), RuntimeError("window vanished")]
+)
+def test_failure_after_irreversible_step_needs_review_never_relaunch(
+    service_factory, tmp_path, error
+):
+    launcher = ScriptedLauncher(launch_error=error)
+    svc = service_factory(launcher=launcher)
+    coin_id = add(svc, "RISK", make_image(tmp_path / "a.png"))
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.NEEDS_REVIEW and str(error) in coin.last_error
+    drain(svc)  # nothing moves it on its own
+    svc.pipeline.recover(time.time())
+    assert launcher.launched == [coin_id]
+    assert svc.store.get(coin_id).state == m.NEEDS_REVIEW
+
+
+def test_coin_found_launching_at_startup_goes_to_needs_review(service_factory, tmp_path):
+    svc = service_factory()
+    coin_id = add(svc, "HALF", make_image(tmp_path / "a.png"))
+    coin = svc.store.get(coin_id)
+    for trig in ("spool", "import_photo", "confirm", "start_launch"):
+        svc.store.fire(coin, trig)
+        coin = svc.store.get(coin_id)
+    assert coin.state == m.LAUNCHING
+    drain(svc)  # the first tick starts the service, which recovers
+    assert svc.store.get(coin_id).state == m.NEEDS_REVIEW
+    assert ledger(svc) == []
+    assert not m.allowed(m.LAUNCHING, "resolve_not_launched")
+    assert m.triggers_from(m.LAUNCHING) == ["finish_launch", "review"]
+
+
+def test_manual_coin_waits_for_approval(service_factory, tmp_path):
+    svc = service_factory()
+    make_image(svc.cfg.spool_dir / "alice_DROP_1700000000.jpg", fmt="JPEG")
+    drain(svc)
+    (coin,) = svc.store.coins_in(m.STATES)
+    assert coin.source == "manual" and coin.state == m.CONFIRMED and coin.twitter_user == "alice"
+    assert svc.pipeline.launch_blocker(coin, time.time()).startswith("awaits approval")
+    svc.store.fire(coin, "approve", approved=1)
+    drain(svc)
+    assert svc.store.get(coin.id).state == m.LAUNCHED and len(ledger(svc)) == 1
+
+
+def test_drop_matching_a_failed_coin_moves_it_to_spooled(service_factory, tmp_path, image_server):
+    image_server.routes["/x.jpg"] = (500, {}, b"")
+    svc = service_factory({"MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "1"})
+    svc.start(watch=True)  # the real watchdog observer
+    coin_id = add(svc, "RESCUE", image_server.base + "/x.jpg", user="carol")
+    drain(svc)
+    assert svc.store.get(coin_id).state == m.FAILED
+    make_image(
+        svc.cfg.spool_dir / "carol_RESCUE_1700000001.jpg", fmt="PNG"
+    )  # a PNG under a .jpg name
+    wait_for(lambda: svc.watcher.pending() > 0)
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.LAUNCHED and coin.image_filename == "carol_RESCUE_1700000001.jpg"
+    with Image.open(svc.cfg.spool_dir / coin.image_filename) as im:
+        assert im.format == "JPEG"  # re-encoded before import
+    assert len(svc.store.coins_in(m.STATES)) == 1
+
+
+def test_file_still_being_copied_is_not_taken_half_written(service_factory, tmp_path):
+    svc = service_factory({"MOONSHOT_SPOOL_SETTLE_SECONDS": "0.3", "MOONSHOT_LAUNCH_MODE": "off"})
+    svc.start(watch=True)
+    data = make_image(tmp_path / "big.jpg", size=(800, 600), fmt="JPEG").read_bytes()
+    target = svc.cfg.spool_dir / "dave_SLOW_1700000002.jpg"
+    with open(target, "wb") as f:
+        for i in range(0, len(data), max(len(data) // 5, 1)):
+            f.write(data[i : i + max(len(data) // 5, 1)])
+            f.flush()
+            svc.tick()
+            assert svc.store.coins_in(m.STATES) == []  # still changing: not taken
+            time.sleep(0.1)
+    drain(svc)
+    (coin,) = svc.store.coins_in(m.STATES)
+    assert coin.state == m.CONFIRMED
+
+
+def test_other_files_are_left_alone_and_parts_cleaned(service_factory, tmp_path):
+    from moonshot.status import collect
+
+    svc = service_factory()
+    (svc.cfg.spool_dir / "holiday.jpg").write_bytes(b"x")
+    (svc.cfg.spool_dir / "bob_X_1.jpg.part").write_bytes(b"half")
+    drain(svc)
+    assert (svc.cfg.spool_dir / "holiday.jpg").read_bytes() == b"x"
+    assert not (svc.cfg.spool_dir / "bob_X_1.jpg.part").exists()
+    assert svc.store.coins_in(m.STATES) == []
+    assert collect(svc.cfg, svc.store)["unknown_spool_files"] == ["holiday.jpg"]
+
+
+def test_undecodable_drop_of_unknown_coin_is_rejected_after_grace(service_factory, monkeypatch):
+    from moonshot import pipeline
+
+    monkeypatch.setattr(pipeline, "DROP_GRACE", 0.05)
+    svc = service_factory()
+    (svc.cfg.spool_dir / "eve_JUNK_1700000003.jpg").write_bytes(
+        b"<svg xmlns='http://www.w3.org/2000/svg'/>"
+    )
+    drain(svc)
+    (coin,) = svc.store.coins_in(m.STATES)
+    assert coin.state == m.REJECTED and "SVG" in coin.last_error
+
+
+def test_import_after_crash_reuses_the_asset(service_factory, tmp_path):
+    svc = service_factory()
+    coin_id = add(svc, "ONCE", make_image(tmp_path / "a.png"))
+    svc.tick()  # fetched -> spooled
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.SPOOLED
+    # the previous run imported, then died before committing `imported`
+    coin = svc.store.get(coin_id)
+    svc.store.fire(coin, "attempt", attempts=1, import_started=time.time() - 1)
+    svc.ports.library.import_file(svc.cfg.spool_dir / coin.image_filename)
+    drain(svc)
+    assert svc.store.get(coin_id).state == m.LAUNCHED
+    assert len(svc.ports.library.find(coin.image_filename)) == 1
+    hist = [h for h in svc.store.history(coin_id) if h["trigger"] == "import_photo"]
+    assert hist[0]["detail"]["reused"] is True
+
+
+def test_deny_and_allow_lists(service_factory, tmp_path):
+    svc = service_factory(
+        {"MOONSHOT_LAUNCH_DENY_USERS": "mallory", "MOONSHOT_LAUNCH_ALLOW_USERS": "bob,mallory"}
+    )
+    denied = add(svc, "D", make_image(tmp_path / "a.png"), user="Mallory")
+    unlisted = add(svc, "U", make_image(tmp_path / "b.png"), user="trent")
+    ok = add(svc, "OK", make_image(tmp_path / "c.png"), user="bob")
+    drain(svc)
+    assert "deny_users" in svc.store.get(denied).last_error
+    assert "allow_users" in svc.store.get(unlisted).last_error
+    assert svc.store.get(ok).state == m.LAUNCHED
+    assert [e["coin_id"] for e in ledger(svc)] == [ok]
+
+
+def test_launch_limits_hold(service_factory, tmp_path):
+    svc = service_factory({"MOONSHOT_LAUNCH_MAX_PER_HOUR": "2"})
+    ids = [add(svc, f"L{i}", make_image(tmp_path / f"{i}.png")) for i in range(3)]
+    drain(svc)
+    assert [svc.store.get(i).state for i in ids] == [m.LAUNCHED, m.LAUNCHED, m.CONFIRMED]
+    assert "launch limits" in svc.pipeline.launch_blocker(svc.store.get(ids[2]), time.time())
+
+
+def test_min_gap_between_launches(service_factory, tmp_path):
+    svc = service_factory({"MOONSHOT_LAUNCH_MIN_GAP_SECONDS": "3600"})
+    ids = [add(svc, f"M{i}", make_image(tmp_path / f"{i}.png")) for i in range(2)]
+    drain(svc)
+    assert [svc.store.get(i).state for i in ids] == [m.LAUNCHED, m.CONFIRMED]
+
+
+def test_confirm_times_out_into_failed(service_factory, cfg_factory, tmp_path):
+    cfg = cfg_factory({"MOONSHOT_PHOTOS_CONFIRM_TIMEOUT": "0"})
+
+    class Forgetful(FolderLibrary):
+        def confirm(self, asset_id, name, since):
+            from moonshot.ports import Confirmation
+
+            return Confirmation(False, False, None, f"{name} is not in the library")
+
+    svc = service_factory(library=Forgetful(cfg.library_path), cfg=cfg)
+    coin_id = add(svc, "LOST", make_image(tmp_path / "a.png"))
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    assert (
+        coin.state == m.FAILED
+        and coin.failed_from == m.IMPORTED
+        and "not in the library" in coin.last_error
+    )
