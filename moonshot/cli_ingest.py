@@ -36,7 +36,7 @@ def _show(outcomes, as_json: bool) -> None:
             click.echo(o.line())
 
 
-@click.command()
+@click.command(short_help="Turn tweets (JSON files or X API v2) into coins.")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--x-api", "x_api", is_flag=True, help="Poll X API v2 (ingest.x_mode) with X_BEARER_TOKEN."
@@ -104,7 +104,7 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
         raise click.ClickException(str(exc)) from None
 
 
-@click.command()
+@click.command(short_help="What the tweet policy decided, with reasons.")
 @click.option("--refused", "which", flag_value="refused", help="Only refusals.")
 @click.option("--accepted", "which", flag_value="accepted", help="Only acceptances.")
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
