@@ -226,6 +226,9 @@ class IngestConfig:
     ticker_pattern: str = ""  # regex with one group; else the one $CASHTAG
     name_pattern: str = ""  # regex with one group; else the README's name rule
     profile_image_fallback: bool = False
+    # Hosts a tweet's image may come from (suffix match); empty: any host. X serves
+    # media and profile images from pbs.twimg.com.
+    image_hosts: list[str] = field(default_factory=lambda: ["twimg.com"])
     bucket: str = "coin-images"  # Supabase Storage bucket for uploaded images
     x_api_base: str = "https://api.x.com"
     x_mode: str = "search"  # search (recent search of x_query) | mentions (of x_user_id)

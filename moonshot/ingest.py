@@ -124,6 +124,7 @@ def parse_rules(cfg: Config) -> tweets.ParseRules:
         name_pattern=cfg.ingest.name_pattern,
         profile_image_fallback=cfg.ingest.profile_image_fallback,
         name_max_bytes=cfg.launch.name_max_bytes,
+        image_hosts=tuple(cfg.ingest.image_hosts),
     )
 
 

@@ -55,7 +55,7 @@ class SupabaseTarget:
             decision["image_url"],
             timeout=spool.download_timeout,
             max_bytes=spool.max_bytes,
-            allowed_hosts=spool.allowed_hosts,
+            allowed_hosts=self.cfg.ingest.image_hosts,  # redirects are checked too
         )
         jpeg = images.reencode(data, max_pixels=spool.max_pixels, quality=spool.jpeg_quality)
         url = self._upload(filename, jpeg)

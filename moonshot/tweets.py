@@ -39,6 +39,7 @@ class ParseRules:
     name_pattern: str = ""  # a regex with one group, e.g. r"(?im)^name:\s*(.+)$"
     profile_image_fallback: bool = False
     name_max_bytes: int = 32
+    image_hosts: tuple[str, ...] = ()  # empty: any host
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def _media_by_key(includes: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _check_url(url: Any, what: str) -> str:
+def _check_url(url: Any, what: str, hosts: tuple[str, ...] = ()) -> str:
     if not isinstance(url, str) or any(
         ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in url
     ):
@@ -236,6 +237,9 @@ def _check_url(url: Any, what: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Rejected(f"{what} URL is not http(s): {url[:60]!r}")
+    host = parts.hostname.lower()
+    if hosts and not any(host == h.lower() or host.endswith("." + h.lower()) for h in hosts):
+        raise Rejected(f"{what} host {host} is not allowed (ingest.image_hosts)")
     return url
 
 
@@ -255,15 +259,17 @@ def find_image(
     found = [media[k] for k in keys]
     for item in found:
         if item.get("type") == "photo":
-            return _check_url(item.get("url"), "photo"), "photo"
+            return _check_url(item.get("url"), "photo", rules.image_hosts), "photo"
     for item in found:
         if item.get("type") in ("video", "animated_gif"):
             kind = item["type"]
-            return _check_url(item.get("preview_image_url"), f"{kind} preview"), kind
+            return _check_url(
+                item.get("preview_image_url"), f"{kind} preview", rules.image_hosts
+            ), kind
     if rules.profile_image_fallback and user and user.get("profile_image_url"):
         # X serves a 48x48 `_normal` variant by default; `_400x400` is the same image larger.
         url = re.sub(r"_normal(\.\w+)$", r"_400x400\1", str(user["profile_image_url"]))
-        return _check_url(url, "profile image"), "profile"
+        return _check_url(url, "profile image", rules.image_hosts), "profile"
     if rules.profile_image_fallback:
         raise Rejected("no image: no media and no profile_image_url for the author")
     raise Rejected(

@@ -54,6 +54,7 @@ def photo_fixture(tmp_path: Path, base: str) -> Path:
 def test_a_tweet_reaches_launched_with_its_own_image_ticker_and_name(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
+    (home / "moonshot.toml").write_text('[ingest]\nimage_hosts = ["127.0.0.1"]\n')
     with ImageServer({"/media/GcMoonCat01.jpg": jpeg(MOON_COLOR)}) as images:
         tweet_file = photo_fixture(tmp_path, images.base)
         r = moonshot(home, "ingest", str(tweet_file), "--json")

@@ -53,6 +53,7 @@ def sb(standin, tmp_path):
             "SUPABASE_URL": standin.url,
             "SUPABASE_SERVICE_ROLE_KEY": standin.key,
             "MOONSHOT_SOURCE_KIND": "supabase",
+            "MOONSHOT_INGEST_IMAGE_HOSTS": "127.0.0.1",
         }
         yield standin, images, home, tweet, env
 

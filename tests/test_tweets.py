@@ -156,6 +156,23 @@ def test_refusals_name_the_missing_part():
         tweets.parse(tweets.TweetIn({**item.tweet, "id": "12ab"}, item.includes), RULES)
 
 
+def test_image_hosts_are_checked():
+    (item,) = load("photo")
+    assert tweets.parse(item, tweets.ParseRules(image_hosts=("twimg.com",))).image_url.startswith(
+        "https://pbs.twimg.com/"
+    )
+    with pytest.raises(
+        Rejected, match=r"photo host pbs.twimg.com is not allowed \(ingest.image_hosts\)"
+    ):
+        tweets.parse(item, tweets.ParseRules(image_hosts=("127.0.0.1",)))
+    local = json.loads(json.dumps(item.includes))
+    local["media"][0]["url"] = "http://169.254.169.254/latest/meta-data"
+    with pytest.raises(Rejected, match="169.254.169.254 is not allowed"):
+        tweets.parse(
+            tweets.TweetIn(item.tweet, local), tweets.ParseRules(image_hosts=("twimg.com",))
+        )
+
+
 def test_time_falls_back_to_the_snowflake_id():
     (item,) = load("photo")
     snowflake = ((1731918600_123 - tweets.TWITTER_EPOCH_MS) << 22) | 0b1011  # ms, then worker bits
