@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -181,3 +187,46 @@ def test_config_errors_name_the_key(home):
     cfg = cfg_for(home, "http://127.0.0.1:9", x_mode="mentions", x_user_id="bob")
     with pytest.raises(ConfigError, match="ingest.x_user_id"):
         XApi(cfg, Store(cfg.db_path), "t")
+
+
+def test_follow_polls_until_term(home):
+    """The real CLI in a subprocess: it polls, picks up a tweet that arrives later, and
+    a TERM ends it between polls with exit 0."""
+    state = XState(tweets=[tweet(1)])
+    with XServer(state) as server:
+        cfg_for(home, server.base, x_poll_interval=0.2)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "moonshot",
+                "--home",
+                str(home),
+                "ingest",
+                "--x-api",
+                "--follow",
+            ],
+            env={**os.environ, "X_BEARER_TOKEN": state.token},
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.time() + 20
+            while len(state.requests) < 1 and time.time() < deadline:
+                time.sleep(0.05)
+            state.tweets.append(tweet(2))
+            polls = len(state.requests)
+            while len(state.requests) < polls + 2 and time.time() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert "accepted $T1" in out and "accepted $T2" in out
+    assert len(state.requests) >= 3
+    assert all(r["params"].get("since_id") for r in state.requests[1:])  # restarts from the cursor
+    assert state.token not in out + err
