@@ -26,6 +26,10 @@ def _read_json(path: str):
         raise click.ClickException(f"{path}: not valid JSON ({exc})") from None
 
 
+def _wait_line(until: float) -> str:
+    return f"no request before {time.strftime('%H:%M:%S', time.gmtime(until))} UTC"
+
+
 def _show(outcomes, as_json: bool) -> None:
     from moonshot.cli import output
 
@@ -55,7 +59,7 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
     response with data/includes; - reads stdin). Each tweet is parsed, judged by
     [policy] and recorded once; the same tweet twice makes one coin."""
     from moonshot.cli import load_config, open_store
-    from moonshot.ingest import Ingestor, poll_x
+    from moonshot.ingest import Ingestor, follow_x, poll_x
 
     if print_sql:
         from moonshot.ingest_supabase import sql_text
@@ -79,27 +83,23 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
         from moonshot.xapi import XApi
 
         api = XApi.from_config(cfg, store)
-        stop = []
-        if follow:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: stop.append(True))  # only a flag (style.md)
-        while True:
+        if not follow:
             outcomes, poll = poll_x(ingestor, api)
             _show(outcomes, as_json)
-            if poll.rate_limited_until and not as_json:
-                click.echo(
-                    f"X API rate limit: waiting until {time.strftime('%H:%M:%S', time.gmtime(poll.rate_limited_until))} UTC",
-                    err=True,
-                )
-            if not follow:
-                return
-            wake = time.time() + cfg.ingest.x_poll_interval
             if poll.rate_limited_until:
-                wake = max(wake, poll.rate_limited_until)
-            while not stop and time.time() < wake:
-                time.sleep(min(0.5, max(0.0, wake - time.time())))
-            if stop:
-                return
+                click.echo(f"X API rate limit: {_wait_line(poll.rate_limited_until)}", err=True)
+            return
+        stop: list[bool] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.append(True))  # only a flag (style.md)
+        follow_x(
+            ingestor,
+            api,
+            cfg.ingest.x_poll_interval,
+            stopped=lambda: bool(stop),
+            report=lambda outcomes: _show(outcomes, as_json),
+            warn=lambda line: click.echo(line, err=True),
+        )
     except MoonshotError as exc:
         raise click.ClickException(str(exc)) from None
 

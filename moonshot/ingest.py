@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -269,3 +270,31 @@ def poll_x(ingestor: Ingestor, api: Any, now: float | None = None) -> tuple[list
         if poll.complete:
             api.advance(tweet_id)
     return outcomes, poll
+
+
+def follow_x(
+    ingestor: Ingestor,
+    api: Any,
+    interval: float,
+    *,
+    stopped: Callable[[], bool],
+    report: Callable[[list[Outcome]], None],
+    warn: Callable[[str], None],
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll until `stopped()`: every `interval` seconds, or when the rate-limit window
+    opens again. A transient error (network, X 5xx) waits for the next poll; a
+    configuration error (bad token) ends the loop by raising."""
+    while not stopped():
+        wake = clock() + interval
+        try:
+            outcomes, poll = poll_x(ingestor, api)
+        except TransientError as exc:
+            warn(f"X API poll failed, trying again in {interval:.0f}s: {exc}")
+        else:
+            report(outcomes)
+            if poll.rate_limited_until:
+                wake = max(wake, poll.rate_limited_until)
+        while not stopped() and clock() < wake:
+            sleep(min(0.5, max(0.0, wake - clock())))

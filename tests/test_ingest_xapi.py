@@ -230,3 +230,48 @@ def test_follow_polls_until_term(home):
     assert len(state.requests) >= 3
     assert all(r["params"].get("since_id") for r in state.requests[1:])  # restarts from the cursor
     assert state.token not in out + err
+
+
+def test_follow_rides_out_a_transient_error_and_honours_the_window(home):
+    """follow_x with a fake clock: an X 503 waits one interval, a closed window waits for
+    its reset, and the loop stops when told."""
+    from moonshot.ingest import follow_x
+
+    state = XState(tweets=[tweet(1)])
+    server, store, ingestor, api = start(home, state)
+    clock = [NOW]
+    answers = iter(["503", "closed", "ok", "ok"])
+    real_fetch = api.fetch
+
+    def fetch(now=None):
+        what = next(answers)
+        if what == "503":
+            from moonshot.errors import TransientError
+
+            raise TransientError("X API answered HTTP 503")
+        if what == "closed":
+            store.meta_set("x_api.blocked_until", repr(clock[0] + 100))
+        return real_fetch(clock[0])
+
+    api.fetch = fetch
+    wakes, warnings, reports = [], [], []
+
+    def sleep(seconds):
+        clock[0] += seconds
+        wakes.append(round(clock[0] - NOW, 1))
+
+    follow_x(
+        ingestor,
+        api,
+        10.0,
+        stopped=lambda: len(reports) >= 2,
+        report=reports.append,
+        warn=warnings.append,
+        clock=lambda: clock[0],
+        sleep=sleep,
+    )
+    assert len(warnings) == 1 and "503" in warnings[0]
+    assert reports[0] == []  # the window was closed: nothing fetched
+    assert [o.ticker for o in reports[1]] == ["T1"]
+    assert 10.0 in wakes and max(wakes) >= 110.0  # one interval, then the reset
+    server.__exit__()
