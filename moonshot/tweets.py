@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +28,9 @@ CASHTAG_LEAD = re.compile(r"(?:^|(?<=[\s(\[{<'\"]))\$")
 URL_RE = re.compile(r"https?://\S+", re.IGNORECASE)
 MENTION_RE = re.compile(r"(?<![\w@])@\w{1,15}")
 HASHTAG_RE = re.compile(r"(?<![\w#])#\w+")
+RUN_RE = re.compile(r"\S*")
+TOKEN_WINDOW = 64
+MAX_TEXT = 25_000  # X's longest post; longer input is not a tweet
 TWITTER_EPOCH_MS = 1288834974657  # snowflake ids: (id >> 22) + epoch = creation ms
 
 
@@ -53,7 +56,6 @@ class ParsedTweet:
     unix_ts: int
     author_id: str | None = None
     followers: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,15 @@ def _char_name(ch: str) -> str:
 def _token_at(text: str, start: int) -> str:
     """The whole run of non-space characters from `start`, trailing punctuation
     removed: what a person reads as one word, whatever a regex matched inside it."""
-    end = start
-    while end < len(text) and not text[end].isspace():
-        end += 1
-    return text[start:end].rstrip(TRAILING_PUNCT)
+    # Only a short window is read: a word longer than that is no ticker whatever it
+    # holds, and scanning every `$` to the end of a 25,000-character run is quadratic.
+    window = min(len(text), start + TOKEN_WINDOW)
+    token = RUN_RE.match(text, start, window).group()
+    return token if len(token) == TOKEN_WINDOW else token.rstrip(TRAILING_PUNCT)
+
+
+def _shown(token: str) -> str:
+    return repr(token if len(token) <= 20 else token[:20] + "…")
 
 
 def _check_token(token: str, shown: str) -> str | None:
@@ -112,7 +119,7 @@ def _check_token(token: str, shown: str) -> str | None:
     reads (a Cyrillic or fullwidth letter, a zero-width space inside)."""
     if not token or not (token[0].isalnum() or unicodedata.category(token[0]) in LEADS):
         return None
-    for ch in token:
+    for ch in "" if token.isascii() else token:
         if not ch.isascii():
             look = unicodedata.category(ch)[0] in "LMN" or unicodedata.category(ch) == "Cf"
             why = "refused as a look-alike" if look else "not a plain ticker"
@@ -133,7 +140,7 @@ def find_ticker(text: str, rules: ParseRules) -> tuple[str, int, int]:
         m = re.search(rules.ticker_pattern, text)
         if m and m.lastindex and m.start(1) >= 0:
             token = _token_at(text, m.start(1))
-            ticker = _check_token(token, repr(token))
+            ticker = _check_token(token, _shown(token))
             if ticker:
                 return ticker, m.start(), max(m.end(), m.start(1) + len(token))
     for ch in DOLLAR_LOOKALIKES:
@@ -141,12 +148,12 @@ def find_ticker(text: str, rules: ParseRules) -> tuple[str, int, int]:
             token = _token_at(text, m.end())
             if token and unicodedata.category(token[0]) in LEADS:
                 raise Rejected(
-                    f"cashtag {(ch + token)[:16]!r} uses {_char_name(ch)}, not $: refused as a look-alike"
+                    f"cashtag {_shown(ch + token)} uses {_char_name(ch)}, not $: refused as a look-alike"
                 )
     found: dict[str, tuple[int, int]] = {}
     for m in CASHTAG_LEAD.finditer(text):
         token = _token_at(text, m.end())
-        ticker = _check_token(token, repr("$" + token))
+        ticker = _check_token(token, _shown("$" + token))
         if ticker:
             found.setdefault(ticker, (m.start(), m.end() + len(token)))
     if not found:
@@ -306,6 +313,8 @@ def parse(item: TweetIn, rules: ParseRules) -> ParsedTweet:
     text = tweet.get("text")
     if not isinstance(text, str):
         raise Rejected("tweet has no text")
+    if len(text) > MAX_TEXT:
+        raise Rejected(f"text is {len(text)} characters, longer than any post ({MAX_TEXT})")
     refs = tweet.get("referenced_tweets")
     for ref in refs if isinstance(refs, list) else []:
         if isinstance(ref, dict) and ref.get("type") == "retweeted":

@@ -4,8 +4,10 @@ ticker is always what a person reads in the tweet."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 import unicodedata
 from pathlib import Path
 
@@ -188,6 +190,17 @@ def test_name_is_cleaned_and_cut_on_a_character_boundary():
     assert len(name.encode("utf-8")) <= 32
     assert all(unicodedata.category(ch)[0] != "C" for ch in name)
     name.encode("utf-8").decode("utf-8")  # no split character
+
+
+@pytest.mark.parametrize("unit", ["($", "(\uff04", " $A", "$\u041c(", "$"])
+def test_hostile_long_texts_are_parsed_in_linear_time(unit):
+    text = (unit * (tweets.MAX_TEXT // len(unit) + 1))[: tweets.MAX_TEXT]
+    started = time.perf_counter()
+    with contextlib.suppress(Rejected):
+        tweets.parse(_item(text, "alice"), RULES)
+    assert time.perf_counter() - started < 0.4  # 0.05 s linear; the quadratic scan took 0.5-1 s
+    with pytest.raises(Rejected, match="longer than any post"):
+        tweets.parse(_item(text + "x", "alice"), RULES)
 
 
 def test_split_payload_shapes():
