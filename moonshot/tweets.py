@@ -8,7 +8,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -195,7 +195,13 @@ def trim_bytes(text: str, max_bytes: int) -> str:
 NAME_STRIP = " -–—:|,.;()[]{}<>\"'"
 
 
+def _unescape(text: str) -> str:
+    """X API v2 sends `&`, `<` and `>` in a tweet's text as HTML entities."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def _name_part(part: str) -> str:
+    part = _unescape(part)
     part = URL_RE.sub(" ", part)
     part = MENTION_RE.sub(" ", part)
     part = HASHTAG_RE.sub(" ", part)
@@ -211,7 +217,7 @@ def find_name(text: str, span: tuple[int, int], ticker: str, rules: ParseRules) 
     if rules.name_pattern:
         m = re.search(rules.name_pattern, text)
         if m and m.lastindex and m.group(1):
-            raw = clean_text(m.group(1))
+            raw = clean_text(_unescape(m.group(1)))
     if not raw:
         start, end = span
         line_start = max(text.rfind("\n", 0, start), text.rfind("\r", 0, start)) + 1
@@ -289,8 +295,11 @@ def tweet_time(tweet: dict[str, Any], tweet_id: str) -> int:
     created = tweet.get("created_at")
     if isinstance(created, str):
         try:
-            return max(1, int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()))
-        except ValueError:
+            when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            if when.tzinfo is None:  # X sends UTC; a bare time is read as UTC, not local
+                when = when.replace(tzinfo=UTC)
+            return max(1, int(when.timestamp()))
+        except (ValueError, OverflowError, OSError):
             raise Rejected(f"created_at {created[:40]!r} is not an ISO 8601 time") from None
     return max(1, ((int(tweet_id) >> 22) + TWITTER_EPOCH_MS) // 1000)
 

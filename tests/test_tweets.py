@@ -203,6 +203,16 @@ def test_hostile_long_texts_are_parsed_in_linear_time(unit):
         tweets.parse(_item(text + "x", "alice"), RULES)
 
 
+def test_name_entities_and_naive_times():
+    assert tweets.find_name("$CND Cats &amp; Dogs &lt;3", (0, 4), "CND", RULES) == "Cats & Dogs <3"
+    (item,) = load("photo")
+    naive = tweets.TweetIn({**item.tweet, "created_at": "2024-11-18T08:30:00"}, item.includes)
+    assert tweets.parse(naive, RULES).unix_ts == 1731918600  # read as UTC
+    bad = tweets.TweetIn({**item.tweet, "created_at": "yesterday"}, item.includes)
+    with pytest.raises(Rejected, match="not an ISO 8601 time"):
+        tweets.parse(bad, RULES)
+
+
 def test_split_payload_shapes():
     (photo,) = load("photo")
     assert [i.tweet_id for i in tweets.split_payload([photo.tweet, photo.tweet])] == [
