@@ -74,7 +74,8 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
     store = open_store(cfg)
     try:
         ingestor = Ingestor.from_config(cfg, store)
-        outcomes = ingestor.complete_pending()
+        # pending coins first (poll_x does this itself before each poll)
+        outcomes = [] if x_api else ingestor.complete_pending()
         for path in files:
             outcomes += ingestor.ingest(_read_json(path), f"file:{path}", reconsider=reconsider)
         _show(outcomes, as_json)

@@ -193,7 +193,13 @@ class Ingestor:
             )
             if verdict.accepted:
                 limit = self.policy.limit(parsed, now)
-        decision, _ = self.store.decide(row, limit, now=now)
+        decision, new = self.store.decide(row, limit, now=now)
+        if not new:  # another ingest decided it meanwhile: theirs stands
+            if decision["decision"] == "accepted" and decision["completed_at"] is None:
+                return self._complete(decision)
+            return _outcome(
+                decision, "duplicate", f"already {decision['decision']}: {decision['reason']}"
+            )
         log.info("tweet %s %s: %s", tweet_id, decision["decision"], decision["reason"])
         if decision["decision"] != "accepted":
             return _outcome(decision, "refused", decision["reason"])

@@ -226,3 +226,28 @@ def test_stdin_and_a_list_of_tweets(tmp_path):
     )
     assert [o["ticker"] for o in json.loads(r.output)] == ["RDOG", "GIFY", "MIXD"]
     assert Store(tmp_path / "moonshot.db").counts()["fetched"] == 3
+
+
+def test_two_ingests_of_the_same_tweet_at_once_make_one_coin(tmp_path):
+    import threading
+
+    Store(tmp_path / "moonshot.db").close()
+    payload = json.loads((FIXTURES / "photo.json").read_text())
+    barrier, statuses = threading.Barrier(4), []
+
+    def worker():
+        store = Store(tmp_path / "moonshot.db")
+        ingestor = Ingestor(store, LocalTarget(store), Policy(config.PolicyConfig()), ParseRules())
+        barrier.wait()
+        statuses.extend(o.status for o in ingestor.ingest(payload, "race"))
+        store.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store = Store(tmp_path / "moonshot.db")
+    assert len(statuses) == 4 and set(statuses) <= {"accepted", "duplicate"}
+    assert store.counts()["fetched"] == 1 and len(store.decisions()) == 1
+    assert len(store.history(1)) == 1
