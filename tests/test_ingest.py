@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -229,8 +230,6 @@ def test_stdin_and_a_list_of_tweets(tmp_path):
 
 
 def test_two_ingests_of_the_same_tweet_at_once_make_one_coin(tmp_path):
-    import threading
-
     Store(tmp_path / "moonshot.db").close()
     payload = json.loads((FIXTURES / "photo.json").read_text())
     barrier, statuses = threading.Barrier(4), []
