@@ -21,6 +21,7 @@ from moonshot.ports import IncomingCoin
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "moonshot.cli_photos",
     "moonshot.cli_supabase",
     "moonshot.cli_ingest",
 )

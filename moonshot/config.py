@@ -111,7 +111,8 @@ class Config:
 
     @property
     def library_path(self) -> Path:
-        return (self.home / self.photos.library).expanduser()
+        path = Path(self.photos.library).expanduser()  # "~/..." and absolute paths stand as given
+        return path if path.is_absolute() else self.home / path
 
     @property
     def photos_kind(self) -> str:
