@@ -73,10 +73,13 @@ class Service:
         if watch:
             self.watcher.start()
             self._stops.append(self.watcher.stop)
-            for port in (self.ports.source, self.ports.library):
+            for port, wake in (
+                (self.ports.source, self.wake_source),
+                (self.ports.library, self.wake),
+            ):
                 watch_fn = getattr(port, "watch", None)
                 if watch_fn is not None:
-                    self._stops.append(watch_fn(self._wake.set))
+                    self._stops.append(watch_fn(wake))
 
     def close(self) -> None:
         for stop in reversed(self._stops):
@@ -94,6 +97,11 @@ class Service:
                     self.log.exception("while closing %s", type(port).__name__)
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def wake_source(self) -> None:
+        """The source says new coins are waiting (NOTIFY): poll now, not at the next interval."""
+        self._next_poll = 0.0
         self._wake.set()
 
     # -- signals: flags only ----------------------------------------------------------------

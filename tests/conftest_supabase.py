@@ -11,13 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.supabase_standin import (
-    BASE_COINS_SQL,
-    PG_ADMIN_DSN,
-    Standin,
-    apply_migration,
-    missing_service,
-)
+from tests.conftest import missing_service
+from tests.supabase_standin import BASE_COINS_SQL, PG_ADMIN_DSN, Standin, apply_migration
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
-import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -66,13 +65,6 @@ CREATE TABLE public.coins (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 """
-
-
-def missing_service(reason: str) -> None:
-    """Skip locally, fail in CI (dramatiq's conftest): CI must not pass by skipping."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a missing service is a failure)")
-    pytest.skip(reason)
 
 
 def apply_migration(dsn: str) -> None:
@@ -161,7 +153,7 @@ class Recorded:
 
 @dataclass
 class Fault:
-    kind: str  # status | drop | drop_reply | delay
+    kind: str  # status | drop | drop_reply | delay | slow_reply
     times: int = 1
     path: str = ""  # prefix of the request path, e.g. "/rest/v1/rpc/moonshot_claim"
     method: str | None = None
@@ -179,22 +171,23 @@ class Faults:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, kind: str, **kw: Any) -> Fault:
-        if kind not in ("status", "drop", "drop_reply", "delay"):
+        if kind not in ("status", "drop", "drop_reply", "delay", "slow_reply"):
             raise ValueError(f"unknown fault {kind!r}")
         rule = Fault(kind, **kw)
         with self.lock:
             self.rules.append(rule)
         return rule
 
-    def outage(self, status: int = 503) -> Fault:
-        """Every request fails as an unreachable database does behind PostgREST."""
+    def outage(self, status: int = 503, path: str = "") -> Fault:
+        """Every request (under `path`) fails as an unreachable database does behind
+        PostgREST, until the rule's `times` is set to 0 or the faults are cleared."""
         body = {
             "code": "PGRST001",
             "details": "connection refused",
             "hint": None,
             "message": "Database client error. Retrying the connection.",
         }
-        return self.add("status", times=-1, status=status, body=body)
+        return self.add("status", times=-1, status=status, body=body, path=path)
 
     def take(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -764,6 +757,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet in tests
         return
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            self.close_connection = True  # the client went away (fault and timeout tests)
+
     def _reply(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
         extra = dict(extra or {})
         if isinstance(payload, bytes):
@@ -780,7 +779,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up (timeout test)
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -836,6 +838,8 @@ class _Handler(BaseHTTPRequestHandler):
             result = (err.status, err.body, {})
         if fault and fault.kind == "drop_reply":
             return self._drop()  # the work is committed, the reply is lost
+        if fault and fault.kind == "slow_reply":
+            time.sleep(fault.delay)  # committed; the reply comes after the client gave up
         status, payload, extra = result
         self._reply(status, payload, extra)
 

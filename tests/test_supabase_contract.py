@@ -221,7 +221,9 @@ def test_transient_failure_backs_off_exponentially():
 
 
 def test_a_coin_problem_does_not_block_the_outbox():
-    fake = Fake((400, {"code": "22001", "message": "value too long for type character varying(255)"}))
+    fake = Fake(
+        (400, {"code": "22001", "message": "value too long for type character varying(255)"})
+    )
     src = make(fake)
     src.report("7", "spooled", {"image_filename": "x" * 300})  # no raise: later reports go on
     assert "22001" in src.health()["report_errors"]["7"]
