@@ -8,6 +8,8 @@ import logging
 from importlib import resources
 from typing import Any
 
+import httpx
+
 from moonshot import images, naming
 from moonshot.config import Config
 from moonshot.errors import ConfigError, Rejected, TransientError
@@ -134,13 +136,10 @@ class SupabaseTarget:
                 raise ConfigError(
                     f"Supabase Storage refused the upload (HTTP {status}): use the service_role key"
                 ) from None
-            raise TransientError(f"Supabase Storage upload: HTTP {status} {message}") from None
-        except Exception as exc:  # httpx transport errors surface here
-            import httpx
-
-            if isinstance(exc, httpx.HTTPError):
-                raise TransientError(
-                    f"Supabase Storage upload failed: {type(exc).__name__}; will retry"
-                ) from None
-            raise
+            # any other 4xx is this image's problem (too large, a bad name): no coin
+            raise Rejected(f"Supabase Storage refused the image: HTTP {status} {message}") from None
+        except httpx.HTTPError as exc:  # transport errors surface as they are
+            raise TransientError(
+                f"Supabase Storage upload failed: {type(exc).__name__}; will retry"
+            ) from None
         return store.get_public_url(filename)

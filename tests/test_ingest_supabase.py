@@ -212,3 +212,25 @@ def test_the_service_takes_the_ingested_coin_to_launched(sb):
     assert (launch["ticker"], launch["name"]) == ("MOON", "Moon Cat")
     (row,) = fetch_coins(standin.dsn)
     assert row["launch_state"] == "launched"
+
+
+def test_storage_errors_are_classed(sb):
+    """Storage answers errors as HTTP 400 with the real status in the body: a 503 there
+    leaves the coin pending, a 413 refuses it (the decision says why)."""
+    standin, images, home, tweet, env = sb
+    busy = {"statusCode": "503", "error": "ServiceUnavailable", "message": "try later"}
+    standin.faults.add("status", path=f"/storage/v1/object/{BUCKET}", status=400, body=busy)
+    r = ingest(home, tweet, env)
+    assert json.loads(r.output)[0]["status"] == "pending"
+    big = {
+        "statusCode": "413",
+        "error": "Payload too large",
+        "message": "The object exceeded the maximum allowed size",
+    }
+    standin.faults.add("status", path=f"/storage/v1/object/{BUCKET}", status=400, body=big)
+    r = ingest(home, tweet, env)
+    pending, again = json.loads(r.output)  # the pending coin is retried first, then the file
+    assert pending["status"] == "refused" and "HTTP 413" in pending["reason"]
+    assert again["status"] == "duplicate" and "already refused" in again["reason"]
+    assert fetch_coins(standin.dsn) == [] and objects(standin) == {}
+    assert "HTTP 413" in Store(home / "moonshot.db").decision(TWEET_ID)["reason"]
