@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moonshot.cli_launchd",
     "moonshot.cli_cleanup",
     "moonshot.cli_flow",
+    "moonshot.cli_ingest",
 )
 
 

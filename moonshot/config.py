@@ -103,6 +103,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    ingest: IngestConfig = field(default_factory=lambda: IngestConfig())
+    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig())
 
     @property
     def db_path(self) -> Path:
@@ -236,3 +238,38 @@ def as_dict(cfg: Config) -> dict[str, Any]:
     for section in SECTIONS:
         out[section] = dataclasses.asdict(getattr(cfg, section))
     return out
+
+
+# -- issue 8: tweets to coins ([ingest] and [policy]; README "Tweets to coins") ---------
+@dataclass
+class IngestConfig:
+    target: str = "auto"  # auto (supabase when source.kind is) | local | supabase
+    ticker_pattern: str = ""  # regex with one group; else the one $CASHTAG
+    name_pattern: str = ""  # regex with one group; else the README's name rule
+    profile_image_fallback: bool = False
+    # Hosts a tweet's image may come from (suffix match); empty: any host. X serves
+    # media and profile images from pbs.twimg.com.
+    image_hosts: list[str] = field(default_factory=lambda: ["twimg.com"])
+    bucket: str = "coin-images"  # Supabase Storage bucket for uploaded images
+    x_api_base: str = "https://api.x.com"
+    x_mode: str = "search"  # search (recent search of x_query) | mentions (of x_user_id)
+    x_query: str = ""
+    x_user_id: str = ""
+    x_max_results: int = 100
+    x_first_lookback: float = 3600.0  # first poll without a cursor: this far back
+    x_poll_interval: float = 60.0  # --follow: seconds between polls
+    x_timeout: float = 20.0
+
+
+@dataclass
+class PolicyConfig:
+    allow_authors: list[str] = field(default_factory=list)  # empty: everyone not denied
+    deny_authors: list[str] = field(default_factory=list)
+    min_followers: int = 0
+    deny_words: list[str] = field(default_factory=list)  # in tickers and names
+    per_author_per_hour: int = 0  # 0: no limit
+    global_per_hour: int = 0
+
+
+CHOICES[("ingest", "target")] = ("auto", "local", "supabase")
+CHOICES[("ingest", "x_mode")] = ("search", "mentions")

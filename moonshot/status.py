@@ -87,6 +87,7 @@ def collect(
         "outbox_pending": store.outbox_pending(),
         "unknown_spool_files": unknown_spool_files(cfg),
         "launch_mode": cfg.launch.mode,
+        "tweets": tweet_decisions(store, now),
         "problems": problems,
     }
     report["healthy"] = not problems
@@ -135,7 +136,24 @@ def render(r: dict[str, Any]) -> str:
         lines.append(
             f"spool/{name}: not a canonical name ({{twitter_user}}_{{TICKER}}_{{unix_ts}}.jpg), left alone"
         )
+    t = r.get("tweets") or {}
+    if t.get("accepted") or t.get("refused") or t.get("pending"):
+        lines.append(
+            f"tweets (24 h): accepted {t['accepted']}, refused {t['refused']}; coins pending {t['pending']}"
+        )
+        for d in t["last_refused"]:
+            lines.append(f"refused: tweet {d['tweet_id']} at {d['at']}: {d['reason']}")
     for p in r["problems"]:
         lines.append(f"PROBLEM: {p}")
     lines.append("healthy" if r["healthy"] else "UNHEALTHY")
     return "\n".join(lines)
+
+
+def tweet_decisions(store: Store, now: float) -> dict[str, Any]:
+    """Issue 8: what the tweet policy decided in the last 24 hours, and the last refusals."""
+    counts = store.decision_counts(since=now - 86400)
+    last = [
+        {"tweet_id": d["tweet_id"], "at": d["at"], "reason": d["reason"]}
+        for d in store.decisions(decision="refused", limit=3)
+    ]
+    return {**counts, "last_refused": last}

@@ -11,7 +11,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,8 +120,36 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # Issue 8: every policy decision on a tweet, with its reason; one row per tweet.
+    # `completed_at` is set once an accepted tweet's coin exists (intent first, #8).
+    db["decisions"].create(
+        {
+            "id": int,
+            "tweet_id": str,
+            "at": str,
+            "ts": float,
+            "origin": str,
+            "twitter_user": str,
+            "ticker": str,
+            "name": str,
+            "image_url": str,
+            "decision": str,
+            "reason": str,
+            "coin_ref": str,
+            "completed_at": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"tweet_id", "at", "ts", "decision", "reason"},
+    )
+    db["decisions"].create_index(["tweet_id"], unique=True)
+    db["decisions"].create_index(["decision", "ts"])
+    db["decisions"].create_index(["twitter_user", "decision", "ts"])
+
+
 # Schema version = PRAGMA user_version; MIGRATIONS[n-1] moves version n-1 to n.
-MIGRATIONS = [_migration_1]
+MIGRATIONS = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -452,3 +480,105 @@ class Store:
         for row in self.db.query(sql, params):
             return row
         return None
+
+    # -- decisions (issue 8: tweets to coins) ------------------------------------------
+    def decide(
+        self,
+        row: dict[str, Any],
+        limit: Callable[[Callable[..., int]], str | None] | None = None,
+        now: float | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Record the decision on one tweet unless it has one: (decision row, new).
+        For an accepted tweet `limit(count)` runs inside the same write transaction, with
+        count(since_ts, twitter_user=None) -> accepted decisions since then; a reason it
+        returns turns the decision into a refusal, so two ingests cannot both pass a limit."""
+        now = time.time() if now is None else now
+        with self.write() as conn:
+            old = self._decision(conn, row["tweet_id"])
+            if old is not None:
+                return old, False
+            row = {**row, "at": iso(now), "ts": now}
+            if row["decision"] == "accepted" and limit is not None:
+
+                def count(since: float, twitter_user: str | None = None) -> int:
+                    sql = "SELECT count(*) FROM decisions WHERE decision = 'accepted' AND ts >= ?"
+                    params: list[Any] = [since]
+                    if twitter_user is not None:
+                        sql += " AND twitter_user = ? COLLATE NOCASE"
+                        params.append(twitter_user)
+                    return conn.execute(sql, params).fetchone()[0]
+
+                reason = limit(count)
+                if reason:
+                    row.update(decision="refused", reason=reason)
+            row["detail"] = json.dumps(row.get("detail") or {}, sort_keys=True, default=str)
+            cols = ", ".join(row)
+            conn.execute(
+                f"INSERT INTO decisions ({cols}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()),
+            )
+            return self._decision(conn, row["tweet_id"]), True
+
+    def forget_refusal(self, tweet_id: str) -> bool:
+        """Drop a refusal so the tweet is decided afresh (`moonshot ingest --reconsider`)."""
+        with self.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM decisions WHERE tweet_id = ? AND decision = 'refused'", (tweet_id,)
+            )
+            return cur.rowcount == 1
+
+    def complete_decision(self, tweet_id: str, coin_ref: str, now: float | None = None) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE decisions SET coin_ref = ?, completed_at = ? WHERE tweet_id = ?",
+                (coin_ref, iso(now), tweet_id),
+            )
+
+    def overturn_decision(self, tweet_id: str, reason: str, now: float | None = None) -> None:
+        """An accepted tweet whose coin the target refused (e.g. an undecodable image)."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE decisions SET decision = 'refused', reason = ?, completed_at = ? WHERE tweet_id = ?",
+                (reason, iso(now), tweet_id),
+            )
+
+    def decision(self, tweet_id: str) -> dict[str, Any] | None:
+        return self._decision(self.db.conn, tweet_id)
+
+    def pending_decisions(self) -> list[dict[str, Any]]:
+        """Accepted tweets whose coin was not confirmed created (a crash or an outage)."""
+        rows = self.db.query(
+            "SELECT * FROM decisions WHERE decision = 'accepted' AND completed_at IS NULL ORDER BY id"
+        )
+        return [self._decoded(r) for r in rows]
+
+    def decisions(self, *, decision: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM decisions", []
+        if decision:
+            sql += " WHERE decision = ?"
+            params.append(decision)
+        sql += f" ORDER BY id DESC LIMIT {int(limit)}"
+        return [self._decoded(r) for r in self.db.query(sql, params)]
+
+    def decision_counts(self, since: float = 0.0) -> dict[str, int]:
+        out = {"accepted": 0, "refused": 0, "pending": 0}
+        for decision, n in self.db.execute(
+            "SELECT decision, count(*) FROM decisions WHERE ts >= ? GROUP BY decision", (since,)
+        ):
+            out[decision] = n
+        out["pending"] = self.db.execute(
+            "SELECT count(*) FROM decisions WHERE decision = 'accepted' AND completed_at IS NULL"
+        ).fetchone()[0]
+        return out
+
+    def _decision(self, conn: sqlite3.Connection, tweet_id: str) -> dict[str, Any] | None:
+        cur = conn.execute("SELECT * FROM decisions WHERE tweet_id = ?", (tweet_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return self._decoded(dict(zip([c[0] for c in cur.description], row, strict=True)))
+
+    @staticmethod
+    def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+        row["detail"] = json.loads(row.get("detail") or "{}")
+        return row
