@@ -180,7 +180,7 @@ class Service:
         limits = {
             m.FETCHED: self.cfg.spool.download_attempts,
             m.SPOOLED: self.cfg.photos.import_attempts,
-            m.CONFIRMED: 3,
+            m.CONFIRMED: self.cfg.launch.prepare_attempts,
         }
         limit = limits.get(coin.state)
         if limit is not None and coin.attempts >= limit:
