@@ -21,9 +21,8 @@ def folder(tmp_path):
 def macos(tmp_path):
     if sys.platform != "darwin":
         pytest.skip("the macOS Photos adapter imports into the real library: macOS only")
-    from moonshot.adapters.photos_macos import MacPhotosLibrary
-
     from moonshot import config
+    from moonshot.adapters.photos_macos import MacPhotosLibrary
 
     return MacPhotosLibrary.from_config(config.load(tmp_path, env={}))
 
