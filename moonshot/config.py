@@ -21,6 +21,7 @@ class SourceConfig:
     default_twitter_user: str = "moonshot"
     poll_interval: float = 30.0
     batch: int = 20
+    lease_seconds: int = 600  # a Supabase claim lasts this long unless renewed
 
 
 @dataclass

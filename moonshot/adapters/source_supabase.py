@@ -184,7 +184,15 @@ class SupabaseSource:
                 f"the Supabase source needs {' and '.join(missing)}: set it in the environment,"
                 f" the login Keychain (service 'moonshot') or {cfg.home / 'moonshot.env'}"
             )
-        return cls(url, key, worker=worker_id(cfg.home), db_url=cfg.secret("SUPABASE_DB_URL"))
+        if cfg.source.lease_seconds < 60:
+            raise ConfigError(f"source.lease_seconds = {cfg.source.lease_seconds}: at least 60")
+        return cls(
+            url,
+            key,
+            worker=worker_id(cfg.home),
+            db_url=cfg.secret("SUPABASE_DB_URL"),
+            lease_seconds=cfg.source.lease_seconds,
+        )
 
     def __repr__(self) -> str:
         return f"SupabaseSource(url={self.url!r}, worker={self.worker!r})"
