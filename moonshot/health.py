@@ -113,6 +113,26 @@ def _close(port: Any) -> None:
         close()
 
 
+def _probe(
+    out: dict[str, Any], build, label: str, unavailable: str, check_failed: str
+) -> dict[str, Any]:
+    """Build a port, collect its checks() failures and health() into `out`, close it."""
+    try:
+        port = build()
+    except Exception as exc:  # noqa: BLE001 - any failure to open it is the finding
+        out["problems"].append(f"{unavailable}: {exc}")
+        return out
+    try:
+        fails, info = _port_checks(port)
+        out["problems"].extend(f"{label}: {f}" for f in fails)
+        out.update({k: v for k, v in info.items() if k not in out})
+    except Exception as exc:  # noqa: BLE001
+        out["problems"].append(f"{check_failed}: {exc}")
+    finally:
+        _close(port)
+    return out
+
+
 def library_state(cfg: Config, store: Store) -> dict[str, Any]:
     kind = cfg.photos_kind
     out: dict[str, Any] = {"kind": kind, "ok": True, "problems": []}
@@ -147,20 +167,13 @@ def library_state(cfg: Config, store: Store) -> dict[str, Any]:
                 f"Photos library unreadable: {db} ({exc}); check its permissions"
             )
         return out
-    try:
-        library = adapters.build_library(cfg)
-    except Exception as exc:  # noqa: BLE001 - any failure to open it is the finding
-        out["problems"].append(f"Photos library unavailable: {exc}")
-        return out
-    try:
-        fails, info = _port_checks(library)
-        out["problems"].extend(f"Photos library: {f}" for f in fails)
-        out.update({k: v for k, v in info.items() if k not in out})
-    except Exception as exc:  # noqa: BLE001
-        out["problems"].append(f"Photos library check failed: {exc}")
-    finally:
-        _close(library)
-    return out
+    return _probe(
+        out,
+        lambda: adapters.build_library(cfg),
+        "Photos library",
+        "Photos library unavailable",
+        "Photos library check failed",
+    )
 
 
 def source_state(cfg: Config) -> dict[str, Any]:
@@ -168,20 +181,8 @@ def source_state(cfg: Config) -> dict[str, Any]:
     if cfg.source.kind == "local":
         out["detail"] = "embedded queue in moonshot.db"
         return out
-    try:
-        source = adapters.build_source(cfg)
-    except Exception as exc:  # noqa: BLE001 - missing key, bad URL, missing package
-        out["problems"].append(f"source {cfg.source.kind}: {exc}")
-        return out
-    try:
-        fails, info = _port_checks(source)
-        out["problems"].extend(f"source {cfg.source.kind}: {f}" for f in fails)
-        out.update({k: v for k, v in info.items() if k not in out})
-    except Exception as exc:  # noqa: BLE001
-        out["problems"].append(f"source {cfg.source.kind}: check failed: {exc}")
-    finally:
-        _close(source)
-    return out
+    label = f"source {cfg.source.kind}"
+    return _probe(out, lambda: adapters.build_source(cfg), label, label, f"{label}: check failed")
 
 
 def assess(
