@@ -345,6 +345,11 @@ def _check_order(steps: tuple[Step, ...], where: str) -> None:
             raise FlowError(
                 f"{where}: {s.label}: {s.action} must come before the irreversible step {marked[0].name!r}"
             )
+    if not any(s.action in ("outcome", "read_address") for s in steps[cut + 1 :]):
+        raise FlowError(
+            f"{where}: no outcome or read_address step after the irreversible step"
+            f" {marked[0].name!r}; without one a failed launch would be recorded as launched"
+        )
     if not any(s.action == "check_photo" for s in steps[: cut - 1]):
         raise FlowError(
             f"{where}: no check_photo step before {marked[0].name!r}; the flow must prove the"

@@ -34,6 +34,7 @@ class Pipeline:
         self._http = requests.Session()  # one connection pool for every download
 
     # -- helpers -----------------------------------------------------------------------
+
     @property
     def launching_enabled(self) -> bool:
         return self.ports.launcher is not None
@@ -113,6 +114,8 @@ class Pipeline:
 
     def _image_bytes(self, coin: Coin) -> bytes:
         url = coin.image_url or ""
+        if coin.source == "manual" and coin.image_filename:  # the dropped file itself
+            return images.read_local(self.spool_path(coin), max_bytes=self.cfg.spool.max_bytes)
         if coin.source in LOCAL_SOURCES and url.startswith("/"):
             return images.read_local(Path(url), max_bytes=self.cfg.spool.max_bytes)
         return images.download(
@@ -363,6 +366,8 @@ class Pipeline:
         if not ok:
             self._supersede(coin, why, now)
             return
+        if not self._source_holds(coin, time.time()):  # prepare may have taken long
+            return
         coin = self._fire(
             coin, "start_launch", now, {"launcher": launcher.kind, "asset": coin.photos_asset_id}
         )
@@ -378,6 +383,8 @@ class Pipeline:
             self._fire(coin, "review", now, {"reason": reason}, last_error=reason)
             return
         crash.point("after_irreversible")
+        # In the log before the commit: if the commit fails, the address is not lost.
+        self.log.info("launch done: token %s", result.token_address, extra={"coin": coin.id})
         self._fire(
             coin,
             "finish_launch",
@@ -483,6 +490,9 @@ class Pipeline:
             now=now,
             trigger="manual_drop",
             detail={"file": filename},
+            # Known from the start: if the process dies before the `drop` commit, the
+            # rescan finds this coin by its file and adopts the file again.
+            image_filename=filename,
         )
         coin = self.store.get(coin_id)
         assert coin is not None

@@ -70,12 +70,39 @@ class Service:
         self._last_heartbeat = 0.0
         self._cleanup = cleanup.Schedule(cfg, self.store)
         self._last_progress: float | None = None
+        self._locks: list[int] = []
 
     # -- lifecycle -----------------------------------------------------------------------
+    def _lock_stages(self) -> None:
+        """One process per stage and home: a second `run` (or `run --once` beside the
+        launchd agent) would send the coin the first one is launching to needs_review
+        at its start-up, and the first one's outcome would be lost. flock is released
+        by the kernel when the process dies, even by kill -9."""
+        import fcntl
+
+        for stage in ("sync", "launch"):
+            if not (self.sync if stage == "sync" else self.launches):
+                continue
+            path = self.cfg.home / f".run-{stage}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise MoonshotError(
+                    f"another moonshot run (pid {holder}) already runs the {stage} stage in"
+                    f" {self.cfg.home}; stop it first (moonshot launchd status)"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._locks.append(fd)
+
     def start(self, now: float | None = None, watch: bool = True) -> None:
         if self._started:
             return
         now = self.clock() if now is None else now
+        self._lock_stages()
         self._started = True
         # A sync-only agent must not touch `launching`: the launcher agent may be mid-launch.
         recovered = self.pipeline.recover(now) if self.launches else 0
@@ -108,6 +135,8 @@ class Service:
                     close()
                 except Exception:  # noqa: BLE001
                     self.log.exception("while closing %s", type(port).__name__)
+        while self._locks:
+            os.close(self._locks.pop())  # releases the stage lock
 
     def wake(self) -> None:
         self._wake.set()
@@ -191,18 +220,45 @@ class Service:
             return True
         try:
             step(coin, now)
-        except MoonshotError as exc:
-            self.log.warning("%s: %s", step.__name__, exc, extra={"coin": coin.id})
-            fresh = self.store.get(coin.id)
-            if fresh is not None and fresh.state in m.RETRYABLE and fresh.state == coin.state:
-                self.pipeline._transient(fresh, exc, limit or 3, self.cfg.spool.backoff_base, now)
         except Exception as exc:  # noqa: BLE001
-            self.log.exception("%s failed unexpectedly", step.__name__, extra={"coin": coin.id})
             fresh = self.store.get(coin.id)
-            if fresh is not None and fresh.state in m.RETRYABLE and fresh.state == coin.state:
-                err = TransientError(f"unexpected {type(exc).__name__}: {exc}")
-                self.pipeline._transient(fresh, err, limit or 3, self.cfg.spool.backoff_base, now)
+            if fresh is not None and fresh.state == m.LAUNCHING:
+                self._review_stuck(fresh, exc)
+                return True
+            self._step_failed(coin, fresh, step, exc, limit, now)
         return True
+
+    def _step_failed(
+        self, coin, fresh, step, exc: Exception, limit: int | None, now: float
+    ) -> None:
+        if isinstance(exc, MoonshotError):
+            self.log.warning("%s: %s", step.__name__, exc, extra={"coin": coin.id})
+            err: Exception = exc
+        else:
+            self.log.error(
+                "%s failed unexpectedly", step.__name__, exc_info=exc, extra={"coin": coin.id}
+            )
+            err = TransientError(f"unexpected {type(exc).__name__}: {exc}")
+        if fresh is not None and fresh.state in m.RETRYABLE and fresh.state == coin.state:
+            self.pipeline._transient(fresh, err, limit or 3, self.cfg.spool.backoff_base, now)
+
+    def _review_stuck(self, coin, exc: Exception) -> None:
+        """A commit failed after `launching` (disk full, busy past the timeout): the
+        launch may have happened, so the coin must not wait for a restart in
+        `launching`, holding the import gate. Try to make it visible now."""
+        reason = f"launch outcome not recorded: {type(exc).__name__}: {exc}"
+        self.log.error("%s", reason, extra={"coin": coin.id})
+        for delay in (0.0, 0.5, 2.0):
+            time.sleep(delay)
+            try:
+                self.pipeline._fire(
+                    coin, "review", self.clock(), {"reason": reason}, last_error=reason
+                )
+                return
+            except Exception:  # noqa: BLE001 - the start-up recovery is the last resort
+                self.log.exception(
+                    "could not move the coin to needs_review", extra={"coin": coin.id}
+                )
 
     def _drops(self, now: float) -> bool:
         did = False

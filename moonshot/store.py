@@ -215,9 +215,11 @@ class Store:
         approved: bool = False,
         trigger: str = "add",
         detail: dict | None = None,
+        image_filename: str | None = None,
     ) -> tuple[int, bool]:
         """Insert a coin in `fetched` with its first transition, or return the existing
-        one with the same (source, source_ref): (coin id, created)."""
+        one with the same (source, source_ref): (coin id, created). `image_filename`:
+        the spool name is already known (a manual drop)."""
         now = time.time() if now is None else now
         with self.write() as conn:
             row = conn.execute(
@@ -229,8 +231,8 @@ class Store:
             stamp = iso(now)
             cur = conn.execute(
                 "INSERT INTO coins (state, source, source_ref, ticker, name, twitter_user, tweet_id, image_url,"
-                " attempts, created_at, updated_at, approved, not_before, supersede_count)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0)",
+                " image_filename, attempts, created_at, updated_at, approved, not_before, supersede_count)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0)",
                 (
                     machine.FETCHED,
                     incoming.source,
@@ -240,6 +242,7 @@ class Store:
                     twitter_user,
                     incoming.tweet_id,
                     incoming.image_url,
+                    image_filename,
                     stamp,
                     stamp,
                     int(approved),

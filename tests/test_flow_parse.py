@@ -41,7 +41,17 @@ def _break(mutate):
     return data
 
 
+def _drop_after_click(d):
+    cut = next(i for i, s in enumerate(d["step"]) if s.get("irreversible"))
+    d["step"] = d["step"][: cut + 1]
+
+
 CASES = [
+    (
+        "nothing after the click",
+        _drop_after_click,
+        "no outcome or read_address step after the irreversible step",
+    ),
     (
         "no irreversible",
         lambda d: step_named(d, "tap-create").pop("irreversible"),

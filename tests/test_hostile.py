@@ -34,7 +34,7 @@ from moonshot.service import Service
 from tests.conftest import ROOT, ImageServer, cli_env, drain, make_image, run_cli
 
 SERVICE_FILES = {"spool", "library", "logs", "moonshot.db", "moonshot.db-wal", "moonshot.db-shm"}
-SERVICE_FILES |= {"launches.jsonl", "moonshot.toml"}
+SERVICE_FILES |= {"launches.jsonl", "moonshot.toml", ".run-sync.lock", ".run-launch.lock"}
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -501,3 +501,63 @@ def test_denied_user_fails_even_while_launch_limits_block(service_factory, tmp_p
     drain(svc)
     assert svc.store.get(first).state == m.LAUNCHED
     assert svc.store.get(denied).state == m.FAILED
+
+
+def test_a_second_service_on_the_same_home_is_refused(service_factory, cfg):
+    """Review finding: a second `run` starting while the first is mid-launch would send
+    the coin in hand to needs_review and lose the first one's outcome."""
+    from moonshot.errors import MoonshotError
+
+    first = service_factory(cfg=cfg)
+    first.start(watch=False)
+    second = service_factory(cfg=cfg)
+    with pytest.raises(MoonshotError, match="already runs the sync stage"):
+        second.start(watch=False)
+    first.close()
+    second.start(watch=False)  # free again once the first one stopped
+
+
+def test_failed_commit_after_launch_makes_the_coin_visible_at_once(
+    service_factory, tmp_path, monkeypatch
+):
+    """Review finding: a failed `finish_launch` commit left the coin in `launching`
+    (holding the import gate) until the next restart."""
+    import sqlite3
+
+    svc = service_factory()
+    coin_id = add(svc, "STUCK", make_image(tmp_path / "a.png"))
+    real = svc.store.commit_transition
+
+    def disk_full_once(coin_id_, frm, to, trig, *a, **k):
+        if trig == "finish_launch":
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(coin_id_, frm, to, trig, *a, **k)
+
+    monkeypatch.setattr(svc.store, "commit_transition", disk_full_once)
+    drain(svc)
+    monkeypatch.setattr(svc.store, "commit_transition", real)
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.NEEDS_REVIEW and "launch outcome not recorded" in coin.last_error
+    assert len(ledger(svc)) == 1
+    other = add(svc, "NEXT", make_image(tmp_path / "b.png", color=(1, 2, 3)))
+    drain(svc)
+    assert svc.store.get(other).state == m.LAUNCHED  # the import gate is open again
+
+
+def test_crash_between_manual_coin_insert_and_drop_commit(service_factory, tmp_path):
+    """Review finding: the manual coin was inserted without its file name, so after a
+    crash here the spool step rejected it ("scheme '(none)'") and the drop was lost."""
+    from moonshot.naming import parse_name
+
+    svc = service_factory()
+    name = "alice_DROP_1700000000.jpg"
+    make_image(svc.cfg.spool_dir / name, fmt="PNG")
+    coin = svc.pipeline._manual_coin(parse_name(name), name, time.time())  # then the crash
+    svc.close()
+    again = service_factory(cfg=svc.cfg)
+    drain(again)
+    got = again.store.get(coin.id)
+    assert got.state == m.CONFIRMED and got.image_filename == name  # awaits approval
+    assert len(again.store.coins_in(m.STATES)) == 1
+    with Image.open(again.cfg.spool_dir / name) as im:
+        assert im.format == "JPEG"

@@ -348,3 +348,14 @@ def test_a_stuck_outbox_does_not_busy_loop_the_service(cfg_factory, home):
     assert source.reports == OUTBOX_ONCE_ATTEMPTS
     assert svc.next_due(now) is None  # settled: no busy loop behind the stuck entry
     svc.close()
+
+
+def test_holds_refuses_a_claim_keepalive_found_lost():
+    """Review finding: `holds` answered from the renewal cache for up to a lease after
+    keepalive had reported the claim lost; it is the last check before a launch."""
+    fake = Fake((200, []), (200, [ROW]), (200, []))
+    src = make(fake, lease_seconds=600, clock=lambda: 1000.0)
+    assert [c.source_ref for c in src.poll(1000.0, 5)] == ["7"]
+    assert src.keepalive(["7"], 1200.0) == ["7"]  # another service holds it now
+    assert src.health()["claims_lost"] == ["7"]
+    assert src.holds("7", 1250.0) is False

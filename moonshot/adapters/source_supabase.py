@@ -318,6 +318,7 @@ class SupabaseSource:
         with self._lock:
             for row in rows:
                 self._held_until[str(row["id"])] = sent + self.lease_seconds
+                self._lost.pop(str(row["id"]), None)  # ours again
         return rows
 
     def _held_rows(self) -> list[dict[str, Any]]:
@@ -379,7 +380,7 @@ class SupabaseSource:
             if not rows:
                 rows = self._patch(coin_ref, body, event, claimed_by=None)
             if not rows and self._exists(coin_ref):
-                self._lost[coin_ref] = f"claimed by another service (seen at {event})"
+                self._mark_lost(coin_ref, f"claimed by another service (seen at {event})")
                 log.error(
                     "coin %s: another service holds it in Supabase; %s not written there",
                     coin_ref,
@@ -432,8 +433,15 @@ class SupabaseSource:
         for ref in lost:
             if ref not in self._lost:
                 log.error("coin %s: claim lost (another service holds it, or the row is gone)", ref)
-            self._lost[ref] = "claim lost at renewal"
+            self._mark_lost(ref, "claim lost at renewal")
         return lost
+
+    def _mark_lost(self, ref: str, why: str) -> None:
+        """Another service holds the coin now: `holds` must never answer from the
+        renewal cache for it again (it is the last check before a launch)."""
+        with self._lock:
+            self._lost[str(ref)] = why
+            self._held_until.pop(str(ref), None)
 
     def _renew(self, refs: list[str]) -> set[str]:
         sent = self.clock()
@@ -452,6 +460,8 @@ class SupabaseSource:
         step: answered from the last renewal while its lease surely runs, otherwise by
         renewing it now. TransientError when Supabase cannot say."""
         with self._lock:
+            if str(coin_ref) in self._lost:
+                return False
             until = self._held_until.get(str(coin_ref), 0.0)
         if now < until - HOLD_MARGIN:
             return True
@@ -484,6 +494,8 @@ class SupabaseSource:
         ).data
         with self._lock:
             self._handed.difference_update(released or [])
+            for ref in released or []:
+                self._held_until.pop(str(ref), None)
         return list(released or [])
 
     def close(self) -> None:
