@@ -123,7 +123,8 @@ class SupabaseTarget:
             store.upload(filename, jpeg, {"content-type": "image/jpeg", "upsert": "true"})
         except StorageApiError as exc:
             status = int(exc.status) if str(exc.status).isdigit() else 0
-            message = " ".join(str(exc.message).split())[:120]
+            # A server may echo the request (its headers hold the key): scrub first.
+            message = " ".join(self.source.scrub(str(exc.message)).split())[:120]
             if status >= 500 or status in (408, 429):
                 raise TransientError(
                     f"Supabase Storage upload: HTTP {status} {message}; will retry"

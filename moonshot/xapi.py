@@ -158,7 +158,8 @@ class XApi:
             if resp.status_code >= 500:
                 raise TransientError(f"X API answered HTTP {resp.status_code}")
             if resp.status_code != 200:
-                raise ConfigError(f"X API answered HTTP {resp.status_code}: {_error_title(resp)}")
+                title = _error_title(resp, self._token)
+                raise ConfigError(f"X API answered HTTP {resp.status_code}: {title}")
             try:
                 page = resp.json()
             except ValueError:
@@ -177,7 +178,8 @@ class XApi:
         return poll
 
 
-def _error_title(resp: httpx.Response) -> str:
+def _error_title(resp: httpx.Response, secret: str) -> str:
+    """The error's title, one line; the token is blanked first (a server may echo it)."""
     try:
         body = resp.json()
     except ValueError:
@@ -189,5 +191,5 @@ def _error_title(resp: httpx.Response) -> str:
             or (body.get("errors") or [{}])[0].get("message")
         )
         if isinstance(title, str):
-            return " ".join(title.split())[:120]
+            return " ".join(title.replace(secret, "***").split())[:120]
     return "no error title"

@@ -74,6 +74,7 @@ class XState:
     remaining: list[int | None] = field(default_factory=list)  # x-rate-limit-remaining per request
     reset_at: int = 0
     fail_next: int = 0  # answer the next N requests with 429
+    echo_auth: int = 0  # answer with this status and a title echoing the Authorization header
 
 
 class _XHandler(BaseHTTPRequestHandler):
@@ -87,6 +88,10 @@ class _XHandler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {state.token}":
             return self._send(
                 401, {"title": "Unauthorized", "detail": "Unauthorized", "status": 401}
+            )
+        if state.echo_auth:
+            return self._send(
+                state.echo_auth, {"title": f"Bad {self.headers.get('Authorization')}"}
             )
         if state.fail_next:
             state.fail_next -= 1

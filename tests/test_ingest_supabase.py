@@ -234,3 +234,18 @@ def test_storage_errors_are_classed(sb):
     assert again["status"] == "duplicate" and "already refused" in again["reason"]
     assert fetch_coins(standin.dsn) == [] and objects(standin) == {}
     assert "HTTP 413" in Store(home / "moonshot.db").decision(TWEET_ID)["reason"]
+
+
+def test_a_storage_error_echoing_the_key_never_shows_it(sb):
+    """Review finding: a Storage error whose message echoes the request headers printed
+    the service-role key and stored it in the decision's reason."""
+    standin, images, home, tweet, env = sb
+    key = env["SUPABASE_SERVICE_ROLE_KEY"]
+    echo = {"statusCode": "413", "error": "Payload too large", "message": f"apikey={key} rejected"}
+    standin.faults.add("status", path=f"/storage/v1/object/{BUCKET}", status=400, body=echo)
+    r = ingest(home, tweet, env)
+    (outcome,) = json.loads(r.output)
+    assert outcome["status"] == "refused" and "HTTP 413" in outcome["reason"]
+    assert "***" in outcome["reason"]
+    assert key not in r.output
+    assert key not in Store(home / "moonshot.db").decision(TWEET_ID)["reason"]

@@ -180,6 +180,20 @@ def test_the_token_is_never_printed(home, caplog):
         assert secret not in text
 
 
+def test_an_error_title_echoing_the_token_never_shows_it(home):
+    """Review finding: an X API error whose title echoes the Authorization header
+    printed the bearer token."""
+    secret = "AAAA-echoed-bearer-9876543210"
+    state = XState(tweets=[tweet(1)], token=secret, echo_auth=400)
+    with XServer(state) as server:
+        cfg_for(home, server.base)
+        r = CliRunner().invoke(
+            cli, ["--home", str(home), "ingest", "--x-api"], env={"X_BEARER_TOKEN": secret}
+        )
+    assert r.exit_code == 1 and "HTTP 400" in r.output and "***" in r.output
+    assert secret not in r.output
+
+
 def test_config_errors_name_the_key(home):
     cfg = cfg_for(home, "http://127.0.0.1:9", x_query="")
     with pytest.raises(ConfigError, match="ingest.x_query"):

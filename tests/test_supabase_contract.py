@@ -283,8 +283,8 @@ def test_database_password_never_leaks(caplog):
     notify = {c.name: c for c in src.checks()}["supabase notify"]
     assert notify.status == "fail"
     assert "pw-S3CRET-42" not in notify.message + caplog.text + repr(src)
-    assert src._scrub(f"bad dsn {db_url}") == "bad dsn ***"
-    assert src._scrub("password pw-S3CRET-42 refused") == "password *** refused"
+    assert src.scrub(f"bad dsn {db_url}") == "bad dsn ***"
+    assert src.scrub("password pw-S3CRET-42 refused") == "password *** refused"
 
 
 def test_claims_and_release_requests():

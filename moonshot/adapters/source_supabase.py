@@ -201,7 +201,7 @@ class SupabaseSource:
     def _note_status(self, response: httpx.Response) -> None:
         self._tls.status = response.status_code
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         password = urlsplit(self._db_url).password if self._db_url else None
         for secret in (self._key, self._db_url, password):
             if secret:
@@ -220,14 +220,14 @@ class SupabaseSource:
                 f"Supabase {what}: timed out ({type(exc).__name__}); will retry"
             ) from None
         except httpx.TransportError as exc:
-            detail = self._scrub(str(exc) or type(exc).__name__)
+            detail = self.scrub(str(exc) or type(exc).__name__)
             raise TransientError(
                 f"Supabase {what}: {self.image_hosts[0]} unreachable ({detail}); will retry"
             ) from None
         except APIError as exc:
             status = self._tls.status
             code = exc.code or ""
-            message = self._scrub(" ".join(str(exc.message or "").split()))[:200]
+            message = self.scrub(" ".join(str(exc.message or "").split()))[:200]
             where = f"Supabase {what}: HTTP {status or '?'} {code} {message}".replace(
                 "  ", " "
             ).strip()
@@ -522,7 +522,7 @@ class SupabaseSource:
             )
             return lambda: None
         if self._listener is None:
-            self._listener = Listener(self._db_url, wake, self._scrub)
+            self._listener = Listener(self._db_url, wake, self.scrub)
             self._listener.start()
         listener = self._listener
         return listener.stop
@@ -579,7 +579,7 @@ class SupabaseSource:
             )
         else:
             out.append(Check("supabase migration", "ok", f"schema version {version}"))
-        out.append(notify_check(self._db_url, self._scrub, MIGRATION_FIX))
+        out.append(notify_check(self._db_url, self.scrub, MIGRATION_FIX))
         return out
 
     def health(self) -> dict[str, Any]:
