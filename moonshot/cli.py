@@ -13,11 +13,14 @@ from typing import Any
 
 import click
 
+from moonshot import __version__, logs, naming
 from moonshot import config as config_mod
-from moonshot import logs, naming
 from moonshot import machine as m
 from moonshot.errors import ConfigError, MoonshotError, Rejected, StaleState
 from moonshot.ports import IncomingCoin
+
+# A coin id: SQLite's integer range (a larger number is a clear error, not a traceback).
+COIN_ID = click.IntRange(1, 2**63 - 1)
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -69,7 +72,7 @@ def _coin_or_fail(store, coin_id: int):
     envvar="MOONSHOT_HOME",
     help="Home folder (moonshot.toml, moonshot.db, spool/, logs/). Default: the current folder.",
 )
-@click.version_option(package_name="moonshot")
+@click.version_option(version=__version__, prog_name="moonshot")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None) -> None:
     """moonshot: coins from a source to launched tokens, through spool/ and Photos."""
@@ -103,6 +106,9 @@ def run(ctx: click.Context, once: bool, log_format: str | None, stages: str) -> 
         service = Service(cfg, stages=stages)
     except MoonshotError as exc:
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(RET_CONFIG)
+    except OSError as exc:  # e.g. the library folder cannot be created
+        click.echo(f"Error: {exc}; check the path and its permissions", err=True)
         sys.exit(RET_CONFIG)
     service.install_signals()
     sys.exit(service.run(once=once))
@@ -185,7 +191,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("coin_id", type=int)
+@click.argument("coin_id", type=COIN_ID)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def history(ctx: click.Context, coin_id: int, as_json: bool) -> None:
@@ -209,7 +215,7 @@ def history(ctx: click.Context, coin_id: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("coin_id", type=int)
+@click.argument("coin_id", type=COIN_ID)
 @click.pass_context
 def retry(ctx: click.Context, coin_id: int) -> None:
     """Send a failed coin back to the state it failed from."""
@@ -233,7 +239,7 @@ def retry(ctx: click.Context, coin_id: int) -> None:
 
 
 @cli.command()
-@click.argument("coin_id", type=int)
+@click.argument("coin_id", type=COIN_ID)
 @click.option("--launched", "outcome", flag_value="launched", help="The token was created.")
 @click.option(
     "--not-launched",
@@ -269,7 +275,7 @@ def resolve(
 
 
 @cli.command()
-@click.argument("coin_id", type=int)
+@click.argument("coin_id", type=COIN_ID)
 @click.pass_context
 def approve(ctx: click.Context, coin_id: int) -> None:
     """Approve a coin for launch (manual drops, or launch.require_approval)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import click
 from moonshot import config as config_mod
 from moonshot import flow as flowmod
 from moonshot import imagematch
+from moonshot.cli import COIN_ID
 from moonshot.errors import MoonshotError
 
 
@@ -46,8 +48,10 @@ def _pair(text: str, n: int, what: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != n or min(values) < 0:
+    if len(values) != n or not all(math.isfinite(v) and v >= 0 for v in values):
         raise click.BadParameter(f"{what} must be {n} non-negative numbers separated by commas")
+    if what.startswith("--box") and (values[2] <= 0 or values[3] <= 0):
+        raise click.BadParameter(f"{what}: width and height must be more than 0")
     return values
 
 
@@ -333,7 +337,7 @@ def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> Non
 
 
 @flow.command("run")
-@click.argument("coin_id", type=int)
+@click.argument("coin_id", type=COIN_ID)
 @click.option(
     "--dry-run", is_flag=True, help="Run every step before the irreversible one (required)."
 )

@@ -108,7 +108,13 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
 @click.command(short_help="What the tweet policy decided, with reasons.")
 @click.option("--refused", "which", flag_value="refused", help="Only refusals.")
 @click.option("--accepted", "which", flag_value="accepted", help="Only acceptances.")
-@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="At most this many, newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def decisions(ctx: click.Context, which: str | None, limit: int, as_json: bool) -> None:

@@ -5,6 +5,7 @@ moonshot.toml (see `secret`: environment, Keychain, 0600 moonshot.env), and neve
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -140,7 +141,12 @@ class Config:
 
     def ensure_dirs(self) -> None:
         for d in (self.home, self.spool_dir, self.logs_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create {d}: {exc.strerror}; check --home and its permissions"
+                ) from None
 
 
 SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name != "home"]
@@ -150,6 +156,7 @@ CHOICES = {
     ("photos", "import_method"): ("photokit", "applescript"),
     ("launch", "mode"): ("off", "ledger", "app"),
     ("log", "format"): ("text", "json"),
+    ("log", "level"): ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
 }
 
 
@@ -210,17 +217,54 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
             setattr(obj, key, _coerce(section, key, getattr(obj, key), value, str(path)))
     for section in SECTIONS:
         obj = getattr(cfg, section)
+        prefix = f"MOONSHOT_{section.upper()}_"
+        known = {f"{prefix}{f.name.upper()}" for f in dataclasses.fields(obj)}
+        for name in sorted(n for n in env if n.startswith(prefix) and n not in known):
+            raise ConfigError(f"{name}: unknown key {section}.{name[len(prefix) :].lower()}")
         for f in dataclasses.fields(obj):
-            name = f"MOONSHOT_{section.upper()}_{f.name.upper()}"
+            name = f"{prefix}{f.name.upper()}"
             if name in env:
                 setattr(
                     obj, f.name, _coerce(section, f.name, getattr(obj, f.name), env[name], name)
                 )
+    cfg.log.level = cfg.log.level.upper()
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{section}.{key} = {value!r}: expected one of {', '.join(allowed)}")
+    _check_ranges(cfg)
     return cfg
+
+
+# Numbers below these make no sense (0 attempts, an empty batch); every other number
+# must be finite and not negative (0 means "off" or "none" where the key says so).
+MINIMUMS = {
+    ("source", "batch"): 1,
+    ("source", "poll_interval"): 0.1,
+    ("spool", "download_attempts"): 1,
+    ("spool", "download_timeout"): 0.1,
+    ("spool", "max_bytes"): 1,
+    ("spool", "max_pixels"): 1,
+    ("spool", "jpeg_quality"): 1,
+    ("photos", "import_attempts"): 1,
+    ("launch", "prepare_attempts"): 1,
+    ("service", "idle_sleep_max"): 0.01,
+}
+MAXIMUMS = {("spool", "jpeg_quality"): 95}
+
+
+def _check_ranges(cfg: Config) -> None:
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            low = MINIMUMS.get((section, f.name), 0)
+            high = MAXIMUMS.get((section, f.name))
+            if not math.isfinite(value) or value < low or (high is not None and value > high):
+                bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+                raise ConfigError(f"{section}.{f.name} = {value!r}: expected a number {bound}")
 
 
 def secret(

@@ -30,6 +30,12 @@ def _adapter_checks(name: str, build) -> list[Check]:
         return [
             Check(name, "fail", str(exc), "fix the configuration, or choose the embedded adapter")
         ]
+    except Exception as exc:  # noqa: BLE001 - e.g. an unwritable library folder: a finding
+        return [
+            Check(
+                name, "fail", f"{type(exc).__name__}: {exc}", "check the path and its permissions"
+            )
+        ]
     if port is None:
         return [Check(name, "ok", "off (sync-only: coins stop at confirmed)")]
     out = [Check(name, "ok", f"{getattr(port, 'kind', type(port).__name__)} adapter ready")]

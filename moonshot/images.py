@@ -26,7 +26,10 @@ def check_url(url: str, allowed_hosts: list[str]) -> str:
     """The URL's host, if the URL is http(s) and the host is allowed."""
     if any(ch < " " or ch == "\x7f" for ch in url):
         raise Rejected("image URL contains a control character or line break")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)  # raises on e.g. an unclosed IPv6 bracket
+    except ValueError:
+        raise Rejected("image URL cannot be parsed") from None
     if parts.scheme not in ("http", "https"):
         raise Rejected(
             f"image URL scheme {parts.scheme or '(none)'!r} is not allowed: only http and https"

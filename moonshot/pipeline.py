@@ -17,9 +17,10 @@ from moonshot.adapters import Ports
 from moonshot.config import Config
 from moonshot.errors import MoonshotError, NeedsReview, Rejected, StaleState, TransientError
 from moonshot.fsutil import write_atomic
+from moonshot.gate import LaunchGate
 from moonshot.naming import format_name, parse_name
 from moonshot.ports import Coin, IncomingCoin
-from moonshot.store import LOCAL_SOURCES, Store, iso
+from moonshot.store import LOCAL_SOURCES, Store
 
 CONFIRM_POLL = 1.0
 DROP_GRACE = 3.0  # a dropped file that does not decode is given this long to finish copying
@@ -32,6 +33,7 @@ class Pipeline:
         self.ports = ports
         self.log = logs.get()
         self._http = requests.Session()  # one connection pool for every download
+        self.gate = LaunchGate(cfg, store)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -257,41 +259,7 @@ class Pipeline:
     # -- confirmed -> launching -> launched --------------------------------------------------
     def launch_blocker(self, coin: Coin, now: float) -> str | None:
         """Why this confirmed coin must wait for something other than time, or None."""
-        if self.ports.launcher is None:
-            return "launch.mode is off (sync-only)"
-        if self.user_refused(coin):
-            return None  # no point waiting: launch() fails it at once
-        needs = self.cfg.launch.require_approval or coin.source == "manual"
-        if needs and not coin.approved:
-            return f"awaits approval: moonshot approve {coin.id}"
-        wait = self.rate_wait(now)
-        if wait > 0:
-            return f"launch limits: next launch allowed in {wait:.0f} s"
-        return None
-
-    def rate_wait(self, now: float) -> float:
-        lc = self.cfg.launch
-        waits = [0.0]
-        if lc.min_gap_seconds > 0:
-            last = self.store.last_transition_at(m.LAUNCHING)
-            if last:
-                last_ts = (
-                    datetime.strptime(last, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-                )
-                waits.append(last_ts + lc.min_gap_seconds - now)
-        for limit, window in ((lc.max_per_hour, 3600.0), (lc.max_per_day, 86400.0)):
-            if limit > 0 and self.store.transitions_since(m.LAUNCHING, iso(now - window)) >= limit:
-                waits.append(60.0)
-        return max(waits)
-
-    def user_refused(self, coin: Coin) -> str | None:
-        lc = self.cfg.launch
-        user = coin.twitter_user.lower()
-        if user in {u.lower() for u in lc.deny_users}:
-            return f"twitter user {coin.twitter_user} is on launch.deny_users"
-        if lc.allow_users and user not in {u.lower() for u in lc.allow_users}:
-            return f"twitter user {coin.twitter_user} is not on launch.allow_users"
-        return None
+        return self.gate.blocker(coin, now, self.launching_enabled)
 
     def _newest_is_coin(self, coin: Coin) -> tuple[bool, str]:
         newest = self.ports.library.newest()
@@ -342,7 +310,7 @@ class Pipeline:
     def launch(self, coin: Coin, now: float) -> None:
         launcher = self.ports.launcher
         assert launcher is not None
-        refused = self.user_refused(coin)
+        refused = self.gate.user_refused(coin)
         if refused:
             self._fire(
                 coin, "fail", now, {"reason": refused}, last_error=refused, failed_from=m.CONFIRMED

@@ -13,6 +13,7 @@ from moonshot import health
 from moonshot import machine as m
 from moonshot.config import Config
 from moonshot.fsutil import PART
+from moonshot.gate import LaunchGate
 from moonshot.naming import parse_name
 from moonshot.store import Store
 
@@ -56,6 +57,12 @@ def collect(
         {"id": c.id, "state": c.state, "ticker": c.ticker, "reason": c.last_error}
         for c in store.coins_in([m.NEEDS_REVIEW, m.FAILED], order="id", limit=50)
     ]
+    gate = LaunchGate(cfg, store)
+    held = [
+        {"id": c.id, "ticker": c.ticker, "reason": why}
+        for c in store.coins_in([m.CONFIRMED], order="id", limit=50)
+        if (why := gate.blocker(c, now, cfg.launch.mode != "off"))
+    ]
     # Service, source, library, queues (issue 6): `probe` reaches the source and Photos.
     h = health.assess(cfg, store, now=now, probe=probe)
     service = h["service"]
@@ -84,6 +91,7 @@ def collect(
         "last_sync_at": h["last_sync_at"],
         "last_launch_at": h["last_launch_at"],
         "attention": attention,
+        "held": held,
         "outbox_pending": store.outbox_pending(),
         "unknown_spool_files": unknown_spool_files(cfg),
         "launch_mode": cfg.launch.mode,
@@ -130,6 +138,8 @@ def render(r: dict[str, Any]) -> str:
             lines.append(f"last {state}: {info['at']} ({info['age_s']} s ago)")
     for a in r["attention"]:
         lines.append(f"attention: coin {a['id']} {a['ticker']} {a['state']}: {a['reason']}")
+    for h in r.get("held", []):
+        lines.append(f"held in confirmed: coin {h['id']} {h['ticker']}: {h['reason']}")
     if r["outbox_pending"]:
         lines.append(f"reports waiting for the source: {r['outbox_pending']}")
     for name in r["unknown_spool_files"]:

@@ -162,3 +162,48 @@ def test_doctor_on_a_fresh_home(home):
 def test_status_says_not_running_and_exits_nonzero(home):
     proc = run_cli(home, "status")
     assert proc.returncode == 1 and "NOT RUNNING" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["history", "99999999999999999999"], "COIN_ID"),
+        (["retry", "0"], "COIN_ID"),
+        (["add", "--ticker", "A", "--name", "n", "--image", "http://[::1"], "cannot be parsed"),
+        (["decisions", "--limit", "-5"], "--limit"),
+    ],
+)
+def test_bad_arguments_are_clear_errors_not_tracebacks(home, args, message):
+    proc = run_cli(home, *args)
+    assert proc.returncode in (1, 2), proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"MOONSHOT_LOG_LEVEL": "LOUD"}, "log.level"),
+        ({"MOONSHOT_SOURCE_BOGUS": "1"}, "unknown key source.bogus"),
+        ({"MOONSHOT_SOURCE_BATCH": "0"}, "source.batch = 0: expected a number at least 1"),
+        ({"MOONSHOT_SPOOL_JPEG_QUALITY": "500"}, "from 1 to 95"),
+        ({"MOONSHOT_SERVICE_IDLE_SLEEP_MIN": "nan"}, "service.idle_sleep_min"),
+        ({"MOONSHOT_CLEANUP_KEEP_DAYS": "-1"}, "cleanup.keep_days"),
+    ],
+)
+def test_bad_settings_stop_run_with_one_line(home, env, message):
+    proc = run_cli(home, "run", "--once", env=env)
+    assert proc.returncode != 0
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_home_that_cannot_be_created_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_cli(blocker / "home", "status")
+    assert proc.returncode == 1 and "cannot create" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_version_works_from_source(home):
+    proc = run_cli(home, "--version", check=True)
+    assert "moonshot" in proc.stdout

@@ -561,3 +561,16 @@ def test_crash_between_manual_coin_insert_and_drop_commit(service_factory, tmp_p
     assert len(again.store.coins_in(m.STATES)) == 1
     with Image.open(again.cfg.spool_dir / name) as im:
         assert im.format == "JPEG"
+
+
+def test_status_says_why_a_confirmed_coin_is_held(service_factory, tmp_path):
+    from moonshot.status import collect, render
+
+    svc = service_factory({"MOONSHOT_LAUNCH_REQUIRE_APPROVAL": "true"})
+    coin_id = add(svc, "HOLD", make_image(tmp_path / "a.png"))
+    drain(svc)
+    report = collect(svc.cfg, svc.store, probe=False)
+    assert report["held"] == [
+        {"id": coin_id, "ticker": "HOLD", "reason": f"awaits approval: moonshot approve {coin_id}"}
+    ]
+    assert f"held in confirmed: coin {coin_id} HOLD: awaits approval" in render(report)
