@@ -76,6 +76,13 @@ def cfg(cfg_factory):
 
 
 @pytest.fixture
+def store(cfg):
+    s = Store(cfg.db_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
 def service_factory(cfg_factory):
     """An in-process Service on the embedded adapters; pass env overrides or ports."""
     from moonshot.service import Service

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 from click.testing import CliRunner
 
-from moonshot import cleanup, config
+from moonshot import cleanup
 from moonshot import machine as m
 from moonshot.cli import cli
 from moonshot.ports import IncomingCoin
-from moonshot.store import Store
 
 NOW = 1_800_000_000.0
 DAY = 86_400.0
@@ -24,20 +22,6 @@ PATH_TO = {
     m.CONFIRMED: ["spool", "import_photo", "confirm"],
     m.LAUNCHED: ["spool", "import_photo", "confirm", "start_launch", "finish_launch"],
 }
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    c = config.load(tmp_path / "home", env={})
-    c.ensure_dirs()
-    return c
-
-
-@pytest.fixture
-def store(cfg):
-    s = Store(cfg.db_path)
-    yield s
-    s.close()
 
 
 def make_coin(cfg, store, ticker: str, state: str, ts: int) -> str:

@@ -10,28 +10,13 @@ import sys
 
 import pytest
 
-from moonshot import adapters, config, health
+from moonshot import adapters, health
 from moonshot import machine as m
 from moonshot.adapters.photos_folder import FolderLibrary
 from moonshot.errors import ConfigError
 from moonshot.ports import Check, IncomingCoin
-from moonshot.store import Store
 
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    c = config.load(tmp_path / "home", env={})
-    c.ensure_dirs()
-    return c
-
-
-@pytest.fixture
-def store(cfg):
-    s = Store(cfg.db_path)
-    yield s
-    s.close()
 
 
 def beat(store, at, pid):
