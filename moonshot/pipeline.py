@@ -23,6 +23,8 @@ from moonshot.ports import Coin, IncomingCoin
 from moonshot.store import LOCAL_SOURCES, Store
 
 CONFIRM_POLL = 1.0
+# A coin moving on to the next stage starts that stage's attempts afresh.
+NEW_STAGE = {"attempts": 0, "not_before": 0.0, "last_error": None}
 DROP_GRACE = 3.0  # a dropped file that does not decode is given this long to finish copying
 
 
@@ -159,9 +161,7 @@ class Pipeline:
             "spool",
             now,
             {"file": name, "bytes": len(jpeg)},
-            attempts=0,
-            not_before=0.0,
-            last_error=None,
+            **NEW_STAGE,
         )
         crash.point("after_spool_commit")
 
@@ -214,9 +214,7 @@ class Pipeline:
             now,
             {"asset": asset.id, "reused": reused},
             photos_asset_id=asset.id,
-            attempts=0,
-            not_before=0.0,
-            last_error=None,
+            **NEW_STAGE,
         )
         crash.point("after_import_commit")
 
@@ -238,9 +236,7 @@ class Pipeline:
                 now,
                 {"asset": asset.id if asset else coin.photos_asset_id},
                 photos_asset_id=asset.id if asset else coin.photos_asset_id,
-                attempts=0,
-                not_before=0.0,
-                last_error=None,
+                **NEW_STAGE,
             )
             crash.point("after_confirm_commit")
             return
@@ -424,9 +420,8 @@ class Pipeline:
         created = coin is None
         if coin is None:
             coin = self._manual_coin(parsed, path.name, now)
-        write_atomic(
-            path, jpeg
-        )  # the import takes only decoded and re-encoded images (invariant 5)
+        # The import takes only decoded and re-encoded images (invariant 5).
+        write_atomic(path, jpeg)
         try:
             self._fire(
                 coin,
@@ -434,9 +429,7 @@ class Pipeline:
                 now,
                 {"file": path.name, "manual": True},
                 image_filename=path.name,
-                attempts=0,
-                not_before=0.0,
-                last_error=None,
+                **NEW_STAGE,
                 import_started=None,
             )
         except StaleState:
