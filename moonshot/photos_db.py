@@ -5,6 +5,8 @@ name, get by id, iCloud state). It never writes to the library and never loads i
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import plistlib
 import shutil
@@ -15,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moonshot.errors import PortUnavailable, TransientError
+from moonshot.photos_index import NameIndex
 from moonshot.ports import Asset
+
+log = logging.getLogger(__name__)
 
 # Core Data stores dates as seconds since 2001-01-01 00:00:00 UTC.
 CORE_DATA_EPOCH = 978307200.0
@@ -72,10 +77,19 @@ def _stamp(path: Path) -> tuple:
 class PhotosDB:
     """A Photos library opened read-only. Opens `Photos.sqlite` with `mode=ro`; when that
     fails (library held or locked by Photos, no write access to the -shm) it reads a
-    temporary copy of the database with its -wal and -shm, refreshed when they change."""
+    temporary copy of the database with its -wal and -shm, refreshed when they change.
+    With a `name_index` (moonshot.photos_index), `find` without a date bound looks the
+    name up there instead of scanning, and checks each hit in Photos."""
 
-    def __init__(self, library: str | os.PathLike, *, copy_attempts: int = 3):
+    def __init__(
+        self,
+        library: str | os.PathLike,
+        *,
+        copy_attempts: int = 3,
+        name_index: NameIndex | None = None,
+    ):
         self.library = library_root(library)
+        self.name_index = name_index
         self.db_path = self.library / "database" / "Photos.sqlite"
         self.copy_attempts = copy_attempts
         self.mode: str | None = None  # "direct" or "copy" once opened
@@ -206,6 +220,8 @@ class PhotosDB:
         return self._conn
 
     def close(self) -> None:
+        if self.name_index is not None:
+            self.name_index.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -329,7 +345,11 @@ class PhotosDB:
     def find(self, original_filename: str, added_after: float | None = None) -> list[Asset]:
         """Assets with this original file name (added at or after the unix time), newest
         first. With `added_after` (how the service asks) the date index bounds the search;
-        without it the attributes table is scanned."""
+        without it the name index is asked, or, with none, the attributes table is scanned."""
+        if added_after is None and self.name_index is not None:
+            found = self._find_indexed(original_filename)
+            if found is not None:
+                return found
         params: list = [original_filename]
         if added_after is None:
             sql = self._select("name") + f"WHERE aa.ZORIGINALFILENAME = ? AND {self.PRESENT} "
@@ -341,6 +361,37 @@ class PhotosDB:
             params.insert(0, unix_to_core_data(added_after))
         sql += "ORDER BY a.ZADDEDDATE DESC, a.Z_PK DESC"
         return [self._asset(r) for r in self._run(sql, params)]
+
+    def _find_indexed(self, name: str) -> list[Asset] | None:
+        """`find` through the name index; None when the index cannot be used (a scan
+        follows). Each hit is checked here by primary key: name, and still present."""
+        conn = self.connect()
+        try:
+            st = os.stat(self.db_path)
+            pks = self.name_index.lookup(conn, name, source=f"{st.st_dev}:{st.st_ino}")
+        except (sqlite3.Error, OSError) as exc:
+            log.warning(
+                "Photos name index %s unusable (%s); scanning instead", self.name_index.path, exc
+            )
+            self.name_index.close()
+            self.name_index = None
+            return None
+        if not pks:
+            return []
+        # One parameter for any number of keys (json_each: SQLite's JSON1, built in
+        # since 3.38); a SQLite without it scans instead.
+        sql = (
+            self._select("name") + "WHERE aa.Z_PK IN (SELECT value FROM json_each(?)) "
+            f"AND aa.ZORIGINALFILENAME = ? AND {self.PRESENT} "
+            "ORDER BY a.ZADDEDDATE DESC, a.Z_PK DESC"
+        )
+        try:
+            rows = self._run(sql, (json.dumps(pks), name))
+        except sqlite3.OperationalError as exc:
+            if "json_each" not in str(exc):
+                raise
+            return None
+        return [self._asset(r) for r in rows]
 
     def get(self, asset_id: str) -> Asset | None:
         """The asset with this id (ZUUID; a PhotoKit local identifier `UUID/L0/001` works too)."""

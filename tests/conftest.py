@@ -49,6 +49,14 @@ def make_image(
     return path
 
 
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Caches (the Photos name index) go to a folder of the test's, never ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("MOONSHOT_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def home(tmp_path) -> Path:
     h = tmp_path / "home"

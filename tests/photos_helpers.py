@@ -87,7 +87,12 @@ class SimulatedPhotos:
         }
 
     def _next_pk(self, table: str, entity: str) -> int:
-        (pk,) = self.conn.execute(f"SELECT coalesce(max(Z_PK), 0) + 1 FROM {table}").fetchone()
+        """As Core Data does: past Z_PRIMARYKEY.Z_MAX, so a deleted row's key is never reused."""
+        (pk,) = self.conn.execute(
+            f"SELECT max(coalesce((SELECT Z_MAX FROM Z_PRIMARYKEY WHERE Z_NAME = ?), 0),"
+            f" (SELECT coalesce(max(Z_PK), 0) FROM {table})) + 1",
+            (entity,),
+        ).fetchone()
         self.conn.execute(
             "UPDATE Z_PRIMARYKEY SET Z_MAX = max(Z_MAX, ?) WHERE Z_NAME = ?", (pk, entity)
         )
