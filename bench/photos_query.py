@@ -3,10 +3,14 @@
 Builds a library of N assets (default 50,000) from a real fixture library: the fixture's
 database is copied to a temporary folder and its asset rows (ZASSET or ZGENERICASSET,
 ZADDITIONALASSETATTRIBUTES, ZCLOUDMASTER) are multiplied with SQL. It then times, in one
-run, `find` and `newest` (moonshot.photos_db) and osxphotos' `PhotosDB(dbfile=...)` load
-of the same file. Prints the figures, or JSON with --json. Never touches the fixture.
+run, `find` and `newest` (moonshot.photos_db), `find` without a date bound by scan (the
+baseline) and through the name index (moonshot.photos_index: its build, a call as
+`moonshot photos find` makes it, a call after an import), and osxphotos'
+`PhotosDB(dbfile=...)` load of the same file. With --cold (root on Linux) the scan and the
+index are also timed right after the OS page cache is dropped. Prints the figures, or JSON
+with --json. Never touches the fixture.
 
-    python bench/photos_query.py [--assets 50000] [--library Test-26.1.photoslibrary] [--json]
+    python bench/photos_query.py [--assets 50000] [--library Test-26.1.photoslibrary] [--cold] [--json]
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from moonshot.photos_db import PhotosDB  # noqa: E402
+from moonshot.photos_db import PhotosDB, unix_to_core_data  # noqa: E402
+from moonshot.photos_index import NameIndex  # noqa: E402
 
 NEW_UUID = (
     "upper(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-' || hex(randomblob(2)) || '-' "
@@ -113,6 +118,55 @@ def build_library(fixture: Path, target: Path, assets: int) -> tuple[str, int]:
     return name, count
 
 
+def import_one(lib: Path, name: str) -> None:
+    """What Photos writes for one import, roughly: a copy of the newest asset's rows with
+    new keys (past Z_MAX, as Core Data hands them out), a new UUID, the name, now."""
+    c = sqlite3.connect(lib / "database" / "Photos.sqlite", isolation_level=None)
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    asset = "ZASSET" if "ZASSET" in tables else "ZGENERICASSET"
+    c.execute("BEGIN IMMEDIATE")
+    (src, aa_src) = c.execute(
+        f"SELECT Z_PK, ZADDITIONALATTRIBUTES FROM {asset} ORDER BY ZADDEDDATE DESC LIMIT 1"
+    ).fetchone()
+    pk = 1 + c.execute(f"SELECT max(Z_PK) FROM {asset}").fetchone()[0]
+    aa = 1 + c.execute("SELECT max(Z_PK) FROM ZADDITIONALASSETATTRIBUTES").fetchone()[0]
+    for table, new_pk, old_pk, subs in (
+        (
+            asset,
+            pk,
+            src,
+            {"ZUUID": NEW_UUID, "ZADDEDDATE": "?", "ZADDITIONALATTRIBUTES": str(aa)},
+        ),
+        (
+            "ZADDITIONALASSETATTRIBUTES",
+            aa,
+            aa_src,
+            {"ZASSET": str(pk), "ZORIGINALFILENAME": "?"},
+        ),
+    ):
+        names = [r[1] for r in c.execute(f"PRAGMA table_info({table})")]
+        exprs = [str(new_pk) if n == "Z_PK" else subs.get(n, n) for n in names]
+        param = unix_to_core_data(time.time()) if table == asset else name
+        c.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(exprs)} FROM {table}"
+            f" WHERE Z_PK = {old_pk}",
+            (param,),
+        )
+    c.execute("COMMIT")
+    c.close()
+
+
+def drop_page_cache() -> bool:
+    """Empty the OS page cache (Linux, root), so the next read comes from the disk."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def timed(fn, repeat: int) -> dict:
     runs = []
     result = None
@@ -139,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--library", default="Test-26.1.photoslibrary", help="fixture library to grow")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--no-osxphotos", action="store_true", help="skip the osxphotos full load")
+    ap.add_argument("--cold", action="store_true", help="also time from a dropped page cache")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -171,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
             args.repeat,
         )
-        # How `moonshot photos find NAME` asks: no time bound, a scan of the attributes.
+        # `moonshot photos find NAME` without the name index (--no-index): a scan of the
+        # attributes table. The baseline of the index figures below.
         find = timed(lambda: [a.id for a in db.find(name)], args.repeat)
         db.close()
         out["moonshot_find"] = {k: v for k, v in find.items() if k != "result"}
@@ -179,6 +235,46 @@ def main(argv: list[str] | None = None) -> int:
         out["moonshot_newest"] = {k: v for k, v in newest.items() if k != "result"}
         out["newest"] = newest["result"]
         out["found"] = {"no_bound": len(find["result"]), "added_after": len(find_after["result"])}
+
+        # Through the name index: the first call builds it; each `moonshot photos find`
+        # then opens both files and refreshes the index before its lookup.
+        index_file = work / "names.sqlite"
+        db = PhotosDB(lib, name_index=NameIndex(index_file))
+        db.connect()
+        t = time.perf_counter()
+        built = [a.id for a in db.find(name)]
+        out["index_build_ms"] = round((time.perf_counter() - t) * 1000, 2)
+        out["index_kb"] = round(index_file.stat().st_size / 1024)
+        again = timed(lambda: [a.id for a in db.find(name)], args.repeat)
+        db.close()
+
+        def command() -> list[str]:
+            with PhotosDB(lib, name_index=NameIndex(index_file)) as fresh:
+                return [a.id for a in fresh.find(name)]
+
+        per_command = timed(command, args.repeat)
+        out["index_find"] = {k: v for k, v in again.items() if k != "result"}
+        out["index_find_per_command"] = {k: v for k, v in per_command.items() if k != "result"}
+        out["found"]["index"] = len(again["result"])
+        if built != find["result"] or again["result"] != find["result"]:
+            raise SystemExit("the name index answered differently from the scan")
+
+        if args.cold:
+            for key, fn in (
+                ("cold_scan_find_ms", lambda: PhotosDB(lib).find(name)),
+                (
+                    "cold_index_find_ms",
+                    lambda: PhotosDB(lib, name_index=NameIndex(index_file)).find(name),
+                ),
+            ):
+                runs = []
+                for _ in range(3):
+                    if not drop_page_cache():
+                        raise SystemExit("--cold needs root on Linux (/proc/sys/vm/drop_caches)")
+                    t = time.perf_counter()
+                    fn()
+                    runs.append((time.perf_counter() - t) * 1000)
+                out[key] = round(statistics.median(runs), 1)
 
         # The copy path (read-only files, or Photos holding the library): one-time cost.
         ro = PhotosDB(lib)
@@ -209,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             out["osxphotos_query_s"] = round(time.perf_counter() - t, 2)
             out["osxphotos_maxrss_growth_mb"] = round(maxrss_mb() - rss0, 1)
+
+        # Last, as it changes the library: one import, then a find through the index.
+        import_one(lib, "bench_new_import.jpg")
+        with PhotosDB(lib, name_index=NameIndex(index_file)) as fresh:
+            t = time.perf_counter()
+            out["found"]["after_import"] = len(fresh.find("bench_new_import.jpg"))
+            out["index_find_after_import_ms"] = round((time.perf_counter() - t) * 1000, 2)
+            out["index_after_import"] = vars(fresh.name_index.last)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -220,13 +324,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"moonshot open (schema detection):      {out['moonshot_open_ms']:8.2f} ms")
     for key, label in (
-        ("moonshot_find_added_after", "find(name, added_after)"),
-        ("moonshot_find", "find(name), no bound"),
         ("moonshot_newest", "newest()"),
+        ("moonshot_find_added_after", "find(name, added_after)"),
+        ("moonshot_find", "find(name), scan (baseline)"),
+        ("index_find", "find(name), name index"),
+        ("index_find_per_command", "  same, opened per command"),
     ):
         f = out[key]
         print(
             f"moonshot {label:<28} median {f['median_ms']:7.2f} ms  max {f['max_ms']:7.2f} ms  first {f['first_ms']:7.2f} ms"
+        )
+    print(
+        f"name index: built in {out['index_build_ms']:.1f} ms ({out['index_kb']} KB), "
+        f"first find after an import {out['index_find_after_import_ms']:.2f} ms"
+    )
+    if "cold_scan_find_ms" in out:
+        print(
+            f"from a dropped page cache: scan {out['cold_scan_find_ms']:.1f} ms, "
+            f"name index {out['cold_index_find_ms']:.1f} ms (median of 3)"
         )
     print(
         f"moonshot copy path (copy + newest):    {out['moonshot_copy_open_and_newest_ms']:8.2f} ms (once per change)"

@@ -51,12 +51,14 @@ def _print(rows: list[dict], as_json: bool, data) -> None:
         click.echo(f"{r['id']}  {r['date_added']}  icloud: {icloud:<12}  {r['original_filename']}")
 
 
-def _ask(ctx: click.Context, library: str | None, question):
+def _ask(ctx: click.Context, library: str | None, question, *, name_index: bool = False):
     from moonshot.photos_db import PhotosDB
+    from moonshot.photos_index import NameIndex, index_path
 
     path = _library(ctx, library)
+    index = NameIndex(index_path(path)) if name_index else None
     try:
-        with PhotosDB(path) as db:
+        with PhotosDB(path, name_index=index) as db:
             return question(db)
     except MoonshotError as exc:
         raise click.ClickException(str(exc)) from None
@@ -95,11 +97,21 @@ def newest(ctx: click.Context, library: str | None, as_json: bool) -> None:
 @photos.command()
 @click.argument("name")
 @library_option
+@click.option(
+    "--no-index",
+    is_flag=True,
+    help="Scan Photos.sqlite instead of using the name index in the cache folder.",
+)
 @json_option
 @click.pass_context
-def find(ctx: click.Context, name: str, library: str | None, as_json: bool) -> None:
-    """Assets whose original file name is NAME, newest first."""
-    assets = _ask(ctx, library, lambda db: db.find(name))
+def find(ctx: click.Context, name: str, library: str | None, no_index: bool, as_json: bool) -> None:
+    """Assets whose original file name is NAME, newest first.
+
+    Photos has no index on the original file name, so moonshot keeps one of its own in
+    the cache folder (MOONSHOT_CACHE_DIR, else ~/Library/Caches/moonshot on macOS and
+    ~/.cache/moonshot on Linux): built on the first find, brought up to date on each,
+    and checked against Photos for every hit. Deleting it is always safe."""
+    assets = _ask(ctx, library, lambda db: db.find(name), name_index=not no_index)
     rows = [_row(a) for a in assets]
     if not rows and not as_json:
         click.echo(f"no asset named {name}")

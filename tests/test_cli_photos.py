@@ -115,3 +115,18 @@ def test_registered_in_the_installed_command(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["original_filename"] == "IMG_1994.JPG"
+
+
+def test_find_keeps_its_name_index_in_the_cache_folder(tmp_path, runner, cache_dir):
+    lib = copy_library(COMPARE, tmp_path)
+    args = ["photos", "find", "IMG_1994.JPG", "--library", str(lib), "--json"]
+    scanned = runner.invoke(cli, [*args, "--no-index"])
+    assert scanned.exit_code == 0, scanned.output
+    assert list(cache_dir.iterdir()) == []
+    for _ in range(2):  # built, then used
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output) == json.loads(scanned.output)
+    (index,) = cache_dir.iterdir()
+    assert index.name.startswith("photos-names-") and index.stat().st_mode & 0o077 == 0
+    assert not any(p.name.startswith("photos-names-") for p in lib.rglob("*"))
