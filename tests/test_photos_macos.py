@@ -497,3 +497,23 @@ def test_real_import_into_photos(tmp_path, method):
     assert found.present and found.asset.original_filename == path.name
     assert photos.newest().id == found.asset.id
     assert len(photos.find(path.name, added_after=since)) == 1
+
+
+@pytest.mark.parametrize("mac", [True, False])
+def test_auto_is_the_photos_library_on_a_mac_and_the_folder_elsewhere(tmp_path, monkeypatch, mac):
+    """photos.kind = auto (the default): the macOS adapter on macOS, the folder library on
+    any other OS. The platform is asked in one place (moonshot.platform), patched here."""
+    from moonshot import platform as platform_mod
+    from moonshot.adapters.photos_macos import MacPhotosLibrary
+
+    monkeypatch.setattr(platform_mod, "is_macos", lambda: mac)
+    home = tmp_path / "h"
+    home.mkdir()
+    cfg = config_mod.load(home, env={})
+    assert cfg.photos.kind == "auto"
+    library = build_library(cfg)
+    if mac:
+        assert isinstance(library, MacPhotosLibrary) and library.kind == "macos"
+        assert library.library == Path("~/Pictures/Photos Library.photoslibrary").expanduser()
+    else:
+        assert library.kind == "folder"
