@@ -47,6 +47,23 @@ def fixtures_dir() -> Path:
     return ROOT.parent / "shared" / "fixtures" / "photos-libraries"
 
 
+def asset_table(c: sqlite3.Connection) -> str:
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return "ZASSET" if "ZASSET" in tables else "ZGENERICASSET"
+
+
+def copy_rows(
+    c: sqlite3.Connection, table: str, subs: dict, source: str, params: tuple = ()
+) -> None:
+    """INSERT the rows `source` (a FROM ... WHERE clause) selects from `table` back into it,
+    each column as is, or as the SQL expression `subs` gives for it."""
+    names = [r[1] for r in c.execute(f"PRAGMA table_info({table})")]
+    exprs = [subs.get(n, n) for n in names]
+    c.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(exprs)} {source}", params
+    )
+
+
 def build_library(fixture: Path, target: Path, assets: int) -> tuple[str, int]:
     """A copy of `fixture` with about `assets` assets (whole copies of the fixture's
     rows); returns (the original file name of an old copy, asset count)."""
@@ -66,8 +83,7 @@ def build_library(fixture: Path, target: Path, assets: int) -> tuple[str, int]:
 
     c = dst
     c.execute("PRAGMA journal_mode = WAL")
-    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    asset = "ZASSET" if "ZASSET" in tables else "ZGENERICASSET"
+    asset = asset_table(c)
     # Core Data triggers call functions that exist only inside Photos; this copy is ours.
     for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         c.execute(f'DROP TRIGGER "{name}"')
@@ -77,9 +93,6 @@ def build_library(fixture: Path, target: Path, assets: int) -> tuple[str, int]:
         c.execute(f"SELECT max(Z_PK) FROM {t}").fetchone()[0] or 0
         for t in (asset, "ZADDITIONALASSETATTRIBUTES", "ZCLOUDMASTER")
     )
-
-    def cols(table: str) -> list[str]:
-        return [r[1] for r in c.execute(f"PRAGMA table_info({table})")]
 
     c.execute("BEGIN")
     c.execute("CREATE TEMP TABLE k (k INTEGER PRIMARY KEY)")
@@ -101,12 +114,8 @@ def build_library(fixture: Path, target: Path, assets: int) -> tuple[str, int]:
         "ZCLOUDMASTER": {"Z_PK": "Z_PK + k * {off}", "ZCLOUDMASTERGUID": NEW_UUID},
     }
     for table, subs in override.items():
-        names = cols(table)
-        exprs = [subs.get(n, n).format(off=off) for n in names]
-        c.execute(
-            f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(exprs)} FROM {table}, k"
-            f" WHERE {table}.Z_PK < {off}"
-        )
+        subs = {col: expr.format(off=off) for col, expr in subs.items()}
+        copy_rows(c, table, subs, f"FROM {table}, k WHERE {table}.Z_PK < {off}")
     c.execute("COMMIT")
     (count,) = c.execute(f"SELECT count(*) FROM {asset}").fetchone()
     (name,) = c.execute(
@@ -122,36 +131,32 @@ def import_one(lib: Path, name: str) -> None:
     """What Photos writes for one import, roughly: a copy of the newest asset's rows with
     new keys (past Z_MAX, as Core Data hands them out), a new UUID, the name, now."""
     c = sqlite3.connect(lib / "database" / "Photos.sqlite", isolation_level=None)
-    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    asset = "ZASSET" if "ZASSET" in tables else "ZGENERICASSET"
+    asset = asset_table(c)
     c.execute("BEGIN IMMEDIATE")
     (src, aa_src) = c.execute(
         f"SELECT Z_PK, ZADDITIONALATTRIBUTES FROM {asset} ORDER BY ZADDEDDATE DESC LIMIT 1"
     ).fetchone()
     pk = 1 + c.execute(f"SELECT max(Z_PK) FROM {asset}").fetchone()[0]
     aa = 1 + c.execute("SELECT max(Z_PK) FROM ZADDITIONALASSETATTRIBUTES").fetchone()[0]
-    for table, new_pk, old_pk, subs in (
-        (
-            asset,
-            pk,
-            src,
-            {"ZUUID": NEW_UUID, "ZADDEDDATE": "?", "ZADDITIONALATTRIBUTES": str(aa)},
-        ),
-        (
-            "ZADDITIONALASSETATTRIBUTES",
-            aa,
-            aa_src,
-            {"ZASSET": str(pk), "ZORIGINALFILENAME": "?"},
-        ),
-    ):
-        names = [r[1] for r in c.execute(f"PRAGMA table_info({table})")]
-        exprs = [str(new_pk) if n == "Z_PK" else subs.get(n, n) for n in names]
-        param = unix_to_core_data(time.time()) if table == asset else name
-        c.execute(
-            f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(exprs)} FROM {table}"
-            f" WHERE Z_PK = {old_pk}",
-            (param,),
-        )
+    added = unix_to_core_data(time.time())
+    copy_rows(
+        c,
+        asset,
+        {
+            "Z_PK": str(pk),
+            "ZUUID": NEW_UUID,
+            "ZADDEDDATE": repr(added),
+            "ZADDITIONALATTRIBUTES": str(aa),
+        },
+        f"FROM {asset} WHERE Z_PK = {src}",
+    )
+    copy_rows(
+        c,
+        "ZADDITIONALASSETATTRIBUTES",
+        {"Z_PK": str(aa), "ZASSET": str(pk), "ZORIGINALFILENAME": "?"},
+        f"FROM ZADDITIONALASSETATTRIBUTES WHERE Z_PK = {aa_src}",
+        (name,),
+    )
     c.execute("COMMIT")
     c.close()
 
@@ -239,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         # Through the name index: the first call builds it; each `moonshot photos find`
         # then opens both files and refreshes the index before its lookup.
         index_file = work / "names.sqlite"
-        db = PhotosDB(lib, name_index=NameIndex(index_file))
+
+        def indexed() -> PhotosDB:
+            return PhotosDB(lib, name_index=NameIndex(index_file))
+
+        db = indexed()
         db.connect()
         t = time.perf_counter()
         built = [a.id for a in db.find(name)]
@@ -249,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         db.close()
 
         def command() -> list[str]:
-            with PhotosDB(lib, name_index=NameIndex(index_file)) as fresh:
+            with indexed() as fresh:
                 return [a.id for a in fresh.find(name)]
 
         per_command = timed(command, args.repeat)
@@ -260,13 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("the name index answered differently from the scan")
 
         if args.cold:
-            for key, fn in (
-                ("cold_scan_find_ms", lambda: PhotosDB(lib).find(name)),
-                (
-                    "cold_index_find_ms",
-                    lambda: PhotosDB(lib, name_index=NameIndex(index_file)).find(name),
-                ),
-            ):
+
+            def scan() -> list[str]:
+                with PhotosDB(lib) as fresh:
+                    return [a.id for a in fresh.find(name)]
+
+            for key, fn in (("cold_scan_find_ms", scan), ("cold_index_find_ms", command)):
                 runs = []
                 for _ in range(3):
                     if not drop_page_cache():
@@ -308,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Last, as it changes the library: one import, then a find through the index.
         import_one(lib, "bench_new_import.jpg")
-        with PhotosDB(lib, name_index=NameIndex(index_file)) as fresh:
+        with indexed() as fresh:
             t = time.perf_counter()
             out["found"]["after_import"] = len(fresh.find("bench_new_import.jpg"))
             out["index_find_after_import_ms"] = round((time.perf_counter() - t) * 1000, 2)

@@ -158,6 +158,40 @@ class SimulatedPhotos:
             (state, uid),
         )
 
+    def remove(self, uid: str) -> dict:
+        """Delete an asset and its attributes row, as Photos does when Recently Deleted is
+        emptied; returns both rows, so a test can put them back (`put_back`)."""
+        c = self.conn
+        (pk, aa) = c.execute(
+            f"SELECT Z_PK, ZADDITIONALATTRIBUTES FROM {self.asset_table} WHERE ZUUID = ?", (uid,)
+        ).fetchone()
+        c.row_factory = sqlite3.Row
+        try:
+            rows = {
+                "ZADDITIONALASSETATTRIBUTES": dict(
+                    c.execute(
+                        "SELECT * FROM ZADDITIONALASSETATTRIBUTES WHERE Z_PK = ?", (aa,)
+                    ).fetchone()
+                ),
+                self.asset_table: dict(
+                    c.execute(f"SELECT * FROM {self.asset_table} WHERE Z_PK = ?", (pk,)).fetchone()
+                ),
+            }
+        finally:
+            c.row_factory = None
+        c.execute("DELETE FROM ZADDITIONALASSETATTRIBUTES WHERE Z_PK = ?", (aa,))
+        c.execute(f"DELETE FROM {self.asset_table} WHERE Z_PK = ?", (pk,))
+        return rows
+
+    def put_back(self, rows: dict) -> None:
+        """Insert rows `remove` returned, keys and all (a writer committing late)."""
+        for table in (self.asset_table, "ZADDITIONALASSETATTRIBUTES"):
+            row = rows[table]
+            self.conn.execute(
+                f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                list(row.values()),
+            )
+
     def count_named(self, name: str) -> int:
         (n,) = self.conn.execute(
             "SELECT count(*) FROM ZADDITIONALASSETATTRIBUTES WHERE ZORIGINALFILENAME = ?", (name,)

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 import shutil
-import sqlite3
 import stat
 
 import pytest
@@ -40,34 +39,6 @@ def indexed(library, cache_dir, **kw) -> PhotosDB:
 
 def ids(assets) -> list[str]:
     return [a.id for a in assets]
-
-
-def remove(sim: SimulatedPhotos, uid: str) -> dict:
-    """Delete an asset and its attributes row, as Photos does when Recently Deleted is
-    emptied; returns the attributes row, so a test can put it back."""
-    c = sim.conn
-    (pk, aa) = c.execute(
-        f"SELECT Z_PK, ZADDITIONALATTRIBUTES FROM {sim.asset_table} WHERE ZUUID = ?", (uid,)
-    ).fetchone()
-    c.row_factory = sqlite3.Row
-    row = dict(
-        c.execute("SELECT * FROM ZADDITIONALASSETATTRIBUTES WHERE Z_PK = ?", (aa,)).fetchone()
-    )
-    asset = dict(c.execute(f"SELECT * FROM {sim.asset_table} WHERE Z_PK = ?", (pk,)).fetchone())
-    c.row_factory = None
-    c.execute("DELETE FROM ZADDITIONALASSETATTRIBUTES WHERE Z_PK = ?", (aa,))
-    c.execute(f"DELETE FROM {sim.asset_table} WHERE Z_PK = ?", (pk,))
-    return {"aa": row, "asset": asset}
-
-
-def put_back(sim: SimulatedPhotos, rows: dict) -> None:
-    for table, row in (
-        (sim.asset_table, rows["asset"]),
-        ("ZADDITIONALASSETATTRIBUTES", rows["aa"]),
-    ):
-        cols = ", ".join(row)
-        marks = ", ".join("?" * len(row))
-        sim.conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(row.values()))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -136,10 +107,10 @@ def test_row_committed_below_the_highest_seen_is_found(tmp_path, cache_dir):
     sim = SimulatedPhotos(lib)
     early = sim.add("bob_EARLY_1.jpg", NOW)
     sim.add("bob_LATE_2.jpg", NOW + 1)
-    held = remove(sim, early)  # not yet committed, as far as readers can tell
+    held = sim.remove(early)  # not yet committed, as far as readers can tell
     with indexed(lib, cache_dir) as db:
         assert db.find("bob_EARLY_1.jpg") == []
-        put_back(sim, held)
+        sim.put_back(held)
         assert ids(db.find("bob_EARLY_1.jpg")) == [early]
         last = db.name_index.last
         assert (last.rebuilt, last.reconciled, last.added) == (False, True, 1)
@@ -153,7 +124,7 @@ def test_deleted_asset_is_never_returned_and_is_pruned(tmp_path, cache_dir):
     sim.add("carol_STAYS_2.jpg", NOW + 1)
     with indexed(lib, cache_dir) as db:
         assert ids(db.find("carol_GONE_1.jpg")) == [uid]
-        remove(sim, uid)
+        sim.remove(uid)
         assert db.find("carol_GONE_1.jpg") == []
         last = db.name_index.last
         assert (last.reconciled, last.removed) == (True, 1)
@@ -237,7 +208,7 @@ def test_deleting_the_newest_asset_is_no_rebuild(tmp_path, cache_dir):
     uid = sim.add("frank_TOP_1.jpg", NOW)
     with indexed(lib, cache_dir) as db:
         assert ids(db.find("frank_TOP_1.jpg")) == [uid]
-        remove(sim, uid)
+        sim.remove(uid)
         assert db.find("frank_TOP_1.jpg") == []
         last = db.name_index.last
         assert (last.rebuilt, last.reconciled, last.removed) == (False, True, 1)
