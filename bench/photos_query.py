@@ -3,8 +3,8 @@
 Builds a library of N assets (default 50,000) from a real fixture library: the fixture's
 database is copied to a temporary folder and its asset rows (ZASSET or ZGENERICASSET,
 ZADDITIONALASSETATTRIBUTES, ZCLOUDMASTER) are multiplied with SQL. It then times, in one
-run, `find` and `newest` (moonshot.photos_db), `find` without a date bound by scan (the
-baseline) and through the name index (moonshot.photos_index: its build, a call as
+run, `find` and `newest` (moonshot.photos.photos_sqlite), `find` without a date bound by scan (the
+baseline) and through the name index (moonshot.photos.name_index: its build, a call as
 `moonshot photos find` makes it, a call after an import), and osxphotos'
 `PhotosDB(dbfile=...)` load of the same file. With --cold (root on Linux) the scan and the
 index are also timed right after the OS page cache is dropped. Prints the figures, or JSON
@@ -30,21 +30,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from moonshot.photos_db import PhotosDB, unix_to_core_data  # noqa: E402
-from moonshot.photos_index import NameIndex  # noqa: E402
+from moonshot.photos.name_index import NameIndex  # noqa: E402
+from moonshot.photos.photos_sqlite import PhotosDB, unix_to_core_data  # noqa: E402
+from tests.photos.helpers import fixtures_dir  # noqa: E402
 
 NEW_UUID = (
     "upper(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-' || hex(randomblob(2)) || '-' "
     "|| hex(randomblob(2)) || '-' || hex(randomblob(6)))"
 )
-
-
-def fixtures_dir() -> Path:
-    env = os.environ.get("MOONSHOT_FIXTURES")
-    if env:
-        base = Path(env)
-        return base / "photos-libraries" if (base / "photos-libraries").is_dir() else base
-    return ROOT.parent / "shared" / "fixtures" / "photos-libraries"
 
 
 def asset_table(c: sqlite3.Connection) -> str:
