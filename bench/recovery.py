@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench.stats import ROOT, PeakRss, env, ts
-from moonshot.adapters.photos_folder import FolderLibrary
+from moonshot.photos.library_folder import FolderLibrary
 from moonshot.store import Store, iso
 
 # share of each state; `launching` coins are what a crash leaves behind

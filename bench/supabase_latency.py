@@ -1,5 +1,5 @@
 """Insert-to-spooled latency of the Supabase source: NOTIFY wake-up vs polling alone.
-Runs `moonshot run` against the PostgREST stand-in (tests/supabase_standin.py) over the
+Runs `moonshot run` against the PostgREST stand-in (tests/supabase/standin.py) over the
 real PostgreSQL, inserts coins one at a time at random moments of the poll cycle, and
 reads when each reached `fetched` and `spooled` in the service's moonshot.db.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.supabase_standin import (  # noqa: E402 - needs the repository on the path
+from tests.supabase.standin import (  # noqa: E402 - needs the repository on the path
     BASE_COINS_SQL,
     PG_ADMIN_DSN,
     Standin,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from moonshot import crash, images, logs
+from moonshot import crash, images
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
@@ -19,6 +19,7 @@ from moonshot.errors import MoonshotError, NeedsReview, Rejected, StaleState, Tr
 from moonshot.fsutil import write_atomic
 from moonshot.gate import LaunchGate
 from moonshot.naming import format_name, parse_name
+from moonshot.ops import logs
 from moonshot.ports import Coin, IncomingCoin
 from moonshot.store import LOCAL_SOURCES, Store
 

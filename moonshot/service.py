@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from moonshot import adapters, cleanup, logs
+from moonshot import adapters
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
 from moonshot.errors import MoonshotError, TransientError
+from moonshot.ops import cleanup, logs
 from moonshot.pipeline import Pipeline
 from moonshot.spool_watch import SpoolWatcher
 from moonshot.store import Store

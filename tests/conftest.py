@@ -16,10 +16,10 @@ from PIL import Image
 
 from moonshot import config as config_mod
 from moonshot.adapters import Ports
-from moonshot.adapters.launcher_ledger import LedgerLauncher
-from moonshot.adapters.photos_folder import FolderLibrary
-from moonshot.adapters.source_local import LocalSource
+from moonshot.app.launcher_ledger import LedgerLauncher
+from moonshot.photos.library_folder import FolderLibrary
 from moonshot.store import Store
+from moonshot.supabase.source_local import LocalSource
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -46,3 +46,25 @@ def test_crash_points_are_all_used_by_the_pipeline():
     source = (ROOT / "moonshot" / "pipeline.py").read_text()
     used = {p for p in CRASH_POINTS if f'crash.point("{p}")' in source}
     assert used == set(CRASH_POINTS)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "statemachine.md"])
+def test_every_path_the_docs_name_exists(doc):
+    import re
+
+    text = (ROOT / doc).read_text()
+    paths = set(re.findall(r"`((?:moonshot|tests|bench|launchd|supabase)/[\w./-]+)`", text))
+    paths |= set(re.findall(r"\]\(((?:moonshot|tests)/[\w./-]+)\)", text))
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert paths and not missing, f"{doc} names files that do not exist: {missing}"
+
+
+def test_every_module_of_a_package_is_in_the_readme_layout():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Where the code is") : readme.index("## Commands")]
+    missing = [
+        f"{p.parent.name}/{p.stem}"
+        for p in sorted((ROOT / "moonshot").rglob("*.py"))
+        if p.stem not in ("__init__", "__main__") and f"`{p.stem}`" not in layout
+    ]
+    assert not missing, f"README's 'Where the code is' does not name: {missing}"

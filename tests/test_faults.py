@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from moonshot import machine as m
-from moonshot.adapters.photos_folder import FolderLibrary
 from moonshot.errors import TransientError
+from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
 from tests.conftest import drain
 

@@ -26,11 +26,11 @@ from moonshot import config as config_mod
 from moonshot import images
 from moonshot import machine as m
 from moonshot.adapters import Ports
-from moonshot.adapters.photos_folder import FolderLibrary
-from moonshot.adapters.source_local import LocalSource
 from moonshot.errors import Rejected
+from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
 from moonshot.service import Service
+from moonshot.supabase.source_local import LocalSource
 from tests.conftest import ROOT, ImageServer, cli_env, drain, make_image, run_cli
 
 SERVICE_FILES = {"spool", "library", "logs", "moonshot.db", "moonshot.db-wal", "moonshot.db-shm"}
@@ -214,7 +214,7 @@ def test_odd_drops_are_left_alone_and_reported(service_factory, cfg):
     drain(svc)
     assert svc.store.counts()[m.SPOOLED] == 0 and sum(svc.store.counts().values()) == 0
     assert sorted(os.listdir(cfg.spool_dir)) == sorted(ODD_DROPS)
-    from moonshot.status import unknown_spool_files
+    from moonshot.ops.status import unknown_spool_files
 
     assert sorted(unknown_spool_files(cfg)) == sorted(n for n in ODD_DROPS if not n.startswith("."))
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from moonshot import machine as m
-from moonshot.adapters.photos_folder import FolderLibrary
 from moonshot.errors import NeedsReview, TransientError
+from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
 from tests.conftest import drain, make_image
 
@@ -373,7 +373,7 @@ def test_file_still_being_copied_is_not_taken_half_written(service_factory, tmp_
 
 
 def test_other_files_are_left_alone_and_parts_cleaned(service_factory, tmp_path):
-    from moonshot.status import collect
+    from moonshot.ops.status import collect
 
     svc = service_factory()
     (svc.cfg.spool_dir / "holiday.jpg").write_bytes(b"x")
@@ -564,7 +564,7 @@ def test_crash_between_manual_coin_insert_and_drop_commit(service_factory, tmp_p
 
 
 def test_status_says_why_a_confirmed_coin_is_held(service_factory, tmp_path):
-    from moonshot.status import collect, render
+    from moonshot.ops.status import collect, render
 
     svc = service_factory({"MOONSHOT_LAUNCH_REQUIRE_APPROVAL": "true"})
     coin_id = add(svc, "HOLD", make_image(tmp_path / "a.png"))

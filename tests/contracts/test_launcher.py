@@ -33,7 +33,7 @@ def coin(**kw) -> Coin:
 
 
 def ledger(tmp_path):
-    from moonshot.adapters.launcher_ledger import LedgerLauncher
+    from moonshot.app.launcher_ledger import LedgerLauncher
 
     return LedgerLauncher(tmp_path / "launches.jsonl")
 

@@ -13,7 +13,7 @@ from tests.conftest import make_image
 
 
 def folder(tmp_path):
-    from moonshot.adapters.photos_folder import FolderLibrary
+    from moonshot.photos.library_folder import FolderLibrary
 
     return FolderLibrary(tmp_path / "lib")
 
@@ -22,7 +22,7 @@ def macos(tmp_path):
     if sys.platform != "darwin":
         pytest.skip("the macOS Photos adapter imports into the real library: macOS only")
     from moonshot import config
-    from moonshot.adapters.photos_macos import MacPhotosLibrary
+    from moonshot.photos.library_macos import MacPhotosLibrary
 
     return MacPhotosLibrary.from_config(config.load(tmp_path, env={}))
 

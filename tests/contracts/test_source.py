@@ -6,17 +6,17 @@ import pytest
 
 from moonshot.ports import Source
 
-pytest_plugins = ["tests.conftest_supabase"]
+pytest_plugins = ["tests.supabase.plugin"]
 
 
 def local(request, tmp_path):
-    from moonshot.adapters.source_local import LocalSource
+    from moonshot.supabase.source_local import LocalSource
 
     return LocalSource()
 
 
 def supabase(request, tmp_path):
-    from moonshot.adapters.source_supabase import SupabaseSource
+    from moonshot.supabase.source_supabase import SupabaseSource
 
     standin = request.getfixturevalue("standin")  # PostgREST stand-in over PostgreSQL
     return SupabaseSource(standin.url, standin.key, worker="contract")

@@ -1,0 +1,378 @@
+"""`moonshot flow check | calibrate | run ID --dry-run`: thin commands over the flow,
+its runner and the app launcher. `check` and `calibrate` click nothing; the dry run
+stops before the irreversible step. Nothing here ever makes the irreversible click."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import click
+
+from moonshot import config as config_mod
+from moonshot.app import flow as flowmod
+from moonshot.app import matching as imagematch
+from moonshot.cli.common import COIN_ID
+from moonshot.errors import MoonshotError
+
+
+def _cfg(ctx: click.Context) -> config_mod.Config:
+    try:
+        return config_mod.load(ctx.obj.get("home") if ctx.obj else None)
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _flow(cfg: config_mod.Config) -> flowmod.Flow:
+    try:
+        return flowmod.load(flowmod.flow_path(cfg.home, cfg.launch.flow))
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _driver(fl: flowmod.Flow):
+    from moonshot.app.launcher_gui import make_driver
+
+    try:
+        return make_driver(fl)
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _pair(text: str, n: int, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise click.BadParameter(f"{what} must be {n} non-negative numbers separated by commas")
+    if what.startswith("--box") and (values[2] <= 0 or values[3] <= 0):
+        raise click.BadParameter(f"{what}: width and height must be more than 0")
+    return values
+
+
+@click.group()
+def flow() -> None:
+    """Calibrate, check and dry-run the Moonshot app flow (launch.mode = app)."""
+
+
+@flow.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Find every reference image on the current screen; click nothing. A pass is
+    recorded (logs/flow-check.json) and is what app mode requires to start."""
+    from moonshot.app.launcher_gui import record_pass
+    from moonshot.app.runner import Runner
+
+    cfg = _cfg(ctx)
+    fl = _flow(cfg)
+    driver = _driver(fl)
+    runner = Runner(fl, driver, cfg.logs_dir / "screens")
+    lines = runner.check()
+    failed = [line for line in lines if not line.ok]
+    rows = [
+        {"step": ln.step.name, "index": ln.step.index, "level": ln.level, "message": ln.message}
+        for ln in lines
+    ]
+    if as_json:
+        click.echo(
+            json.dumps({"flow": str(fl.path), "passed": not failed, "steps": rows}, indent=2)
+        )
+    else:
+        for ln in lines:
+            click.echo(f"{ln.level:4}  {ln.step.label}: {ln.message}")
+    if failed:
+        shot = runner.save_screen(failed[0].step, None)
+        where = f" (screen saved to {shot})" if shot else ""
+        raise click.ClickException(
+            f"flow check failed at {failed[0].step.label}: {failed[0].message}{where}"
+        )
+    screen = driver.screen_size()
+    ratio = driver.screenshot().width / screen[0]
+    path = record_pass(cfg, fl, screen, ratio)
+    if not as_json:
+        click.echo(
+            f"flow check passed on {screen[0]}x{screen[1]} (pixel ratio {ratio:g}); recorded in {path}"
+        )
+
+
+def _own_flow_file(cfg: config_mod.Config) -> Path:
+    """The user's flow file; the packaged template is copied into the home first."""
+    path = flowmod.flow_path(cfg.home, cfg.launch.flow)
+    if path == flowmod.PACKAGED:
+        path = cfg.home / flowmod.HOME_FLOW
+        cfg.home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(flowmod.PACKAGED, path)
+        click.echo(f"copied the flow template to {path}")
+    return path
+
+
+def _save(fl: flowmod.Flow) -> flowmod.Flow:
+    text = flowmod.dump(fl)
+    part = fl.path.with_name(fl.path.name + ".part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, fl.path)
+    try:
+        return flowmod.load(fl.path)
+    except MoonshotError as exc:
+        raise click.ClickException(f"saved, but the flow is not complete yet: {exc}") from None
+
+
+def _capture(
+    driver,
+    fl: flowmod.Flow,
+    win: flowmod.Rect,
+    step: flowmod.Step,
+    box: tuple[float, ...],
+    target: Path | None = None,
+) -> Path:
+    shot = driver.screenshot()
+    r = shot.width / driver.screen_size()[0]
+    x, y, w, h = box
+    crop = shot.crop(
+        (
+            round((win.x + x) * r),
+            round((win.y + y) * r),
+            round((win.x + x + w) * r),
+            round((win.y + y + h) * r),
+        )
+    )
+    if imagematch.detail(crop) < imagematch.MIN_DETAIL:
+        raise click.ClickException(
+            f"{step.label}: that area is flat (no text or edges); capture a larger one"
+        )
+    target = target or step.image or fl.path.parent / f"{step.name}.png"
+    crop.save(target)
+    return target
+
+
+def _apply(
+    driver,
+    fl: flowmod.Flow,
+    win: flowmod.Rect,
+    step: flowmod.Step,
+    box=None,
+    at=None,
+    image: str | None = None,
+) -> flowmod.Flow:
+    if image is not None:
+        target = next((p for p in step.failure if p.name == image), None)
+        if target is None or box is None:
+            raise click.ClickException(
+                f"{step.label}: --image must name one of its failure images"
+                f" ({', '.join(p.name for p in step.failure) or 'none'}) with --box"
+            )
+        _capture(driver, fl, win, step, box, target)
+        return fl
+    if box is not None and step.action == "check_photo":
+        new = dataclasses.replace(step, region=tuple(box))
+    elif box is not None:
+        if step.action in ("activate", "type"):
+            raise click.ClickException(
+                f"{step.label}: action {step.action} has no image to capture"
+            )
+        new = dataclasses.replace(step, image=_capture(driver, fl, win, step, box), at=None)
+    else:
+        if step.action not in ("click", "read_address"):
+            raise click.ClickException(f"{step.label}: only click and read_address take a position")
+        new = dataclasses.replace(step, at=tuple(at), image=None)
+    steps = tuple(new if s.index == step.index else s for s in fl.steps)
+    return dataclasses.replace(fl, steps=steps)
+
+
+@flow.command()
+@click.option(
+    "--step",
+    "step_name",
+    default=None,
+    help="Capture only this step (non-interactive with --box/--at).",
+)
+@click.option(
+    "--box",
+    default=None,
+    help="X,Y,W,H points from the window's top-left: the image (or photo region) to capture.",
+)
+@click.option(
+    "--at",
+    "at_text",
+    default=None,
+    help="X,Y points from the window's top-left: where the step clicks.",
+)
+@click.option(
+    "--image",
+    default=None,
+    help="With --step and --box: capture this failure image of an outcome step.",
+)
+@click.option(
+    "--window",
+    "set_window",
+    is_flag=True,
+    help="Record the window's current size and pixel ratio as the calibration.",
+)
+@click.option(
+    "--all",
+    "all_steps",
+    is_flag=True,
+    help="Also the steps after the irreversible one (screens seen after a launch).",
+)
+@click.pass_context
+def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> None:
+    """Guided capture of reference images and positions into your flow file. Show each
+    screen in the app yourself: calibrate clicks nothing."""
+    cfg = _cfg(ctx)
+    path = _own_flow_file(cfg)
+    try:
+        fl = flowmod.load(path)
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+    driver = _driver(fl)
+    win = driver.window(fl.app)
+    if win is None:
+        raise click.ClickException(
+            f"no window {fl.app!r} on screen; open the app (or set flow.app in {path.name})"
+        )
+    ratio = driver.screenshot().width / driver.screen_size()[0]
+    before = fl.calibration
+    if (
+        step_name is None
+        and not set_window
+        and (before.window != (win.w, win.h) or abs(ratio - before.pixel_ratio) > 0.01)
+    ):
+        click.echo(
+            f"note: the window is {win.w:g}x{win.h:g} (pixel ratio {ratio:g}), the flow was"
+            f" calibrated at {before.window[0]:g}x{before.window[1]:g} ({before.pixel_ratio:g});"
+            " recapture every step: a skipped one keeps positions that no longer fit"
+        )
+    if set_window or step_name is None:
+        fl = dataclasses.replace(
+            fl, calibration=flowmod.Calibration((win.w, win.h), round(ratio, 3))
+        )
+    elif (
+        abs(win.w - fl.calibration.window[0]) > 1
+        or abs(win.h - fl.calibration.window[1]) > 1
+        or abs(ratio - fl.calibration.pixel_ratio) > 0.01
+    ):
+        raise click.ClickException(
+            f"the window is {win.w:g}x{win.h:g} at pixel ratio {ratio:g}, the flow was calibrated at"
+            f" {fl.calibration.window[0]:g}x{fl.calibration.window[1]:g} ({fl.calibration.pixel_ratio:g});"
+            " recalibrate every step (`moonshot flow calibrate`) or add --window"
+        )
+    if set_window and step_name is None:
+        _save(fl)
+        click.echo(f"calibration window {win.w:g}x{win.h:g}, pixel ratio {ratio:g} saved to {path}")
+        return
+    if step_name is not None:
+        step = next((s for s in fl.steps if s.name == step_name), None)
+        if step is None:
+            raise click.ClickException(
+                f"no step {step_name!r} in {path}; steps: {', '.join(s.name for s in fl.steps)}"
+            )
+        if (box is None) == (at_text is None):
+            raise click.ClickException("give exactly one of --box X,Y,W,H or --at X,Y with --step")
+        fl = _apply(
+            driver,
+            fl,
+            win,
+            step,
+            _pair(box, 4, "--box") if box else None,
+            _pair(at_text, 2, "--at") if at_text else None,
+            image,
+        )
+        _save(fl)
+        click.echo(f"{step.label} calibrated in {path}")
+        return
+    _guided(driver, fl, win, all_steps)
+
+
+def _corner(driver, win: flowmod.Rect, prompt: str) -> tuple[float, float] | None:
+    answer = click.prompt(f"  {prompt}, then press Enter (s: skip)", default="", show_default=False)
+    if answer.strip().lower() == "s":
+        return None
+    x, y = driver.position()
+    return (x - win.x, y - win.y)
+
+
+def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> None:
+    cut = fl.steps[fl.irreversible_index].index
+    click.echo(
+        f"Calibrating {fl.path} on a {win.w:g}x{win.h:g} window. Show each screen in the app"
+        " yourself; nothing is clicked. Answer s to keep a step as it is."
+    )
+    for step in fl.steps:
+        if step.index > cut and not all_steps:
+            click.echo(f"skip {step.label}: shown only after a launch (use --all, or --step later)")
+            continue
+        step = fl.steps[step.index - 1]
+        wants_image = (
+            step.image is not None
+            or step.action in ("wait", "verify", "outcome")
+            or step.action == "check_photo"
+        )
+        if step.action in ("activate", "type"):
+            continue
+        click.echo(f"{step.label} ({step.action}{', IRREVERSIBLE' if step.irreversible else ''}):")
+        if wants_image:
+            what = (
+                "the first (newest) photo thumbnail"
+                if step.action == "check_photo"
+                else "the target"
+            )
+            a = _corner(driver, win, f"put the mouse on the TOP-LEFT corner of {what}")
+            b = _corner(driver, win, "now on its BOTTOM-RIGHT corner") if a else None
+            if a and b:
+                box = (min(a[0], b[0]), min(a[1], b[1]), abs(b[0] - a[0]), abs(b[1] - a[1]))
+                fl = _apply(driver, fl, win, step, box=box)
+        else:
+            p = _corner(driver, win, "put the mouse on the target")
+            if p:
+                fl = _apply(driver, fl, win, step, at=p)
+        fl.path.write_text(flowmod.dump(fl), encoding="utf-8")  # keep progress if interrupted
+    _save(fl)
+    click.echo("calibrated; now run `moonshot flow check` with the form showing")
+
+
+@flow.command("run")
+@click.argument("coin_id", type=COIN_ID)
+@click.option(
+    "--dry-run", is_flag=True, help="Run every step before the irreversible one (required)."
+)
+@click.pass_context
+def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
+    """Fill the form for a coin in the state db without launching: every step up to the
+    irreversible one. Launches happen only in `moonshot run`, with every guard."""
+    if not dry_run:
+        raise click.ClickException(
+            "only --dry-run is supported here; real launches happen in `moonshot run`"
+        )
+    from moonshot.adapters import build_library
+    from moonshot.app.launcher_gui import GuiLauncher, load_flow
+    from moonshot.store import Store
+
+    cfg = _cfg(ctx)
+    coin = Store(cfg.db_path).get(coin_id)
+    if coin is None:
+        raise click.ClickException(f"no coin with id {coin_id}")
+    if not coin.image_filename or not coin.photos_asset_id:
+        raise click.ClickException(
+            f"coin {coin_id} is {coin.state} and not in the photo library yet;"
+            " a dry run needs an imported coin"
+        )
+    try:
+        fl = load_flow(cfg)
+        launcher = GuiLauncher(cfg, fl, _driver(fl), build_library(cfg))
+        launcher.prepare(coin, cfg.spool_dir / coin.image_filename)
+    except MoonshotError as exc:
+        raise click.ClickException(f"dry run stopped: {exc}") from None
+    stop = fl.steps[fl.irreversible_index]
+    click.echo(
+        f"dry run passed for coin {coin_id}: {len(fl.before)} steps done, stopped before"
+        f" {stop.label}; nothing irreversible was clicked (clear the form in the app)"
+    )
+
+
+commands = [flow]

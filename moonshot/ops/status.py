@@ -1,0 +1,169 @@
+"""What `moonshot status` reports: counts per state, the oldest waiting coin, the last
+success of each stage, whether the service is alive (its heartbeat), what waits for a
+person, and files in spool/ that are not the service's. Reads only."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from moonshot import machine as m
+from moonshot.config import Config
+from moonshot.fsutil import PART
+from moonshot.gate import LaunchGate
+from moonshot.naming import parse_name
+from moonshot.ops import health
+from moonshot.store import Store
+
+
+def _age(stamp: str | None, now: float) -> float | None:
+    if not stamp:
+        return None
+    ts = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    return round(now - ts, 1)
+
+
+def service_state(store: Store, now: float, stale: float = 120.0) -> dict[str, Any]:
+    """alive, state (running, stopped, never started, dead, hung), pid, heartbeat age."""
+    return health.service_state(store, now, stale)
+
+
+def unknown_spool_files(cfg: Config) -> list[str]:
+    if not cfg.spool_dir.exists():
+        return []
+    return sorted(
+        e.name
+        for e in os.scandir(cfg.spool_dir)
+        if e.is_file()
+        and not e.name.startswith(".")
+        and not e.name.endswith(PART)
+        and parse_name(e.name) is None
+    )
+
+
+def collect(
+    cfg: Config, store: Store, now: float | None = None, probe: bool = True
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    counts = store.counts()
+    waiting = [s for s in m.STATES if s not in m.TERMINAL and s not in m.VISIBLE]
+    oldest = store.coins_in(waiting, order="created_at, id", limit=1)
+    last = {
+        s: store.last_transition_at(s) for s in (m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHED)
+    }
+    attention = [
+        {"id": c.id, "state": c.state, "ticker": c.ticker, "reason": c.last_error}
+        for c in store.coins_in([m.NEEDS_REVIEW, m.FAILED], order="id", limit=50)
+    ]
+    gate = LaunchGate(cfg, store)
+    held = [
+        {"id": c.id, "ticker": c.ticker, "reason": why}
+        for c in store.coins_in([m.CONFIRMED], order="id", limit=50)
+        if (why := gate.blocker(c, now, cfg.launch.mode != "off"))
+    ]
+    # Service, source, library, queues (issue 6): `probe` reaches the source and Photos.
+    h = health.assess(cfg, store, now=now, probe=probe)
+    service = h["service"]
+    problems = list(h["problems"])
+    report: dict[str, Any] = {
+        "home": str(cfg.home),
+        "counts": counts,
+        "total": sum(counts.values()),
+        "oldest_waiting": (
+            {
+                "id": oldest[0].id,
+                "state": oldest[0].state,
+                "ticker": oldest[0].ticker,
+                "created_at": oldest[0].created_at,
+                "age_s": _age(oldest[0].created_at, now),
+            }
+            if oldest
+            else None
+        ),
+        "last_success": {s: {"at": at, "age_s": _age(at, now)} for s, at in last.items()},
+        "service": service,
+        "services": h["services"],
+        "source": h.get("source"),
+        "library": h.get("library"),
+        "queue": h["queue"],
+        "last_sync_at": h["last_sync_at"],
+        "last_launch_at": h["last_launch_at"],
+        "attention": attention,
+        "held": held,
+        "outbox_pending": store.outbox_pending(),
+        "unknown_spool_files": unknown_spool_files(cfg),
+        "launch_mode": cfg.launch.mode,
+        "tweets": tweet_decisions(store, now),
+        "problems": problems,
+    }
+    report["healthy"] = not problems
+    return report
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"home: {r['home']}"]
+    svc = r["service"]
+    if svc["alive"]:
+        lines.append(
+            f"service: alive (pid {svc['pid']}, heartbeat {svc['heartbeat_age_s']} s ago"
+            + (
+                f", last progress {svc['last_progress_age_s']} s ago)"
+                if svc["last_progress_age_s"] is not None
+                else ")"
+            )
+        )
+    else:
+        lines.append(f"service: NOT RUNNING ({svc['state']}: {svc['detail']})")
+    if len(r["services"]) > 1:
+        lines.append("agents: " + ", ".join(f"{k} {v}" for k, v in r["services"].items()))
+    for part in ("source", "library"):
+        info = r.get(part)
+        if info:
+            where = info.get("path") or info.get("detail") or ""
+            state = "ok" if info["ok"] else "PROBLEM"
+            lines.append(f"{part}: {info['kind']} {state}" + (f" ({where})" if where else ""))
+    lines.append("queue: " + ", ".join(f"{s} {n}" for s, n in r["queue"].items()))
+    lines.append(
+        "coins: " + ", ".join(f"{s} {n}" for s, n in r["counts"].items()) + f" (total {r['total']})"
+    )
+    if r["oldest_waiting"]:
+        o = r["oldest_waiting"]
+        lines.append(
+            f"oldest waiting: coin {o['id']} {o['ticker']} in {o['state']} for {o['age_s']} s"
+        )
+    for state, info in r["last_success"].items():
+        if info["at"]:
+            lines.append(f"last {state}: {info['at']} ({info['age_s']} s ago)")
+    for a in r["attention"]:
+        lines.append(f"attention: coin {a['id']} {a['ticker']} {a['state']}: {a['reason']}")
+    for h in r.get("held", []):
+        lines.append(f"held in confirmed: coin {h['id']} {h['ticker']}: {h['reason']}")
+    if r["outbox_pending"]:
+        lines.append(f"reports waiting for the source: {r['outbox_pending']}")
+    for name in r["unknown_spool_files"]:
+        lines.append(
+            f"spool/{name}: not a canonical name ({{twitter_user}}_{{TICKER}}_{{unix_ts}}.jpg), left alone"
+        )
+    t = r.get("tweets") or {}
+    if t.get("accepted") or t.get("refused") or t.get("pending"):
+        lines.append(
+            f"tweets (24 h): accepted {t['accepted']}, refused {t['refused']}; coins pending {t['pending']}"
+        )
+        for d in t["last_refused"]:
+            lines.append(f"refused: tweet {d['tweet_id']} at {d['at']}: {d['reason']}")
+    for p in r["problems"]:
+        lines.append(f"PROBLEM: {p}")
+    lines.append("healthy" if r["healthy"] else "UNHEALTHY")
+    return "\n".join(lines)
+
+
+def tweet_decisions(store: Store, now: float) -> dict[str, Any]:
+    """Issue 8: what the tweet policy decided in the last 24 hours, and the last refusals."""
+    counts = store.decision_counts(since=now - 86400)
+    last = [
+        {"tweet_id": d["tweet_id"], "at": d["at"], "reason": d["reason"]}
+        for d in store.decisions(decision="refused", limit=3)
+    ]
+    return {**counts, "last_refused": last}

@@ -1,0 +1,186 @@
+"""Fixtures for the gui tests: a real X server (Xvfb on a free display, started here),
+the Tk stand-in app in a subprocess, and the stand-in's flow calibrated from the live
+window with the real `moonshot flow calibrate`. Missing tools skip locally, fail in CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDIN = ROOT / "tests" / "app" / "standin_app.py"
+FLOW = ROOT / "tests" / "app" / "flows" / "standin.toml"
+TOOLS = ("Xvfb", "xdotool", "xclip")
+# (step, --box on the stand-in's screen, screen shown, failure image name)
+CAPTURES = [
+    ("form", "20,14,230,36", "form", None),
+    ("tap-create", "20,500,380,50", "form", None),
+    ("picker", "20,14,120,36", "picker", None),
+    ("outcome", "20,14,200,36", "success", None),
+    ("copy-address", "20,120,180,40", "success", None),
+    ("done", "220,120,180,40", "success", None),
+    ("outcome", "20,14,300,36", "error", "error.png"),
+]
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def xserver(tmp_path_factory):
+    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd)."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        _missing(f"gui tests need {', '.join(missing)}: apt-get install xvfb xdotool xclip")
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        _missing("gui tests need tkinter for the stand-in app: apt-get install python3-tk")
+    auth = tmp_path_factory.mktemp("x11") / "Xauthority"
+    auth.touch()  # python-xlib insists on the file; Xvfb without -auth needs no cookie
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()
+    if not number:
+        proc.kill()
+        pytest.fail("Xvfb did not start")
+    saved = {k: os.environ.get(k) for k in ("DISPLAY", "XDG_SESSION_TYPE", "XAUTHORITY")}
+    os.environ.update(DISPLAY=f":{number}", XDG_SESSION_TYPE="x11", XAUTHORITY=str(auth))
+    yield f":{number}"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def env() -> dict[str, str]:
+    """The environment for `moonshot` subprocesses: this display, this checkout."""
+    out = dict(os.environ)
+    out["PYTHONPATH"] = str(ROOT) + os.pathsep + out.get("PYTHONPATH", "")
+    out.pop("MOONSHOT_HOME", None)
+    out.pop("MOONSHOT_CRASH_AT", None)
+    return out
+
+
+class Standin:
+    """The stand-in app in a subprocess; `events()` reads what it recorded."""
+
+    def __init__(self, library: Path, record: Path):
+        self.library, self.record, self.proc = library, record, None
+
+    def start(self, screen: str = "form", outcome: str = "success") -> Standin:
+        self.stop()
+        before = len(self.events("ready"))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(STANDIN),
+                "--library",
+                str(self.library),
+                "--record",
+                str(self.record),
+                "--screen",
+                screen,
+                "--outcome",
+                outcome,
+            ],
+            env=env(),
+        )
+        deadline = time.monotonic() + 15
+        while len(self.events("ready")) <= before:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail("the stand-in app did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        if not self.record.exists():
+            return []
+        rows = [json.loads(x) for x in self.record.read_text(encoding="utf-8").splitlines() if x]
+        return [r for r in rows if kind is None or r["event"] == kind]
+
+
+def cli(home: Path, *args: str):
+    """The real CLI in this process (it shares the display set by `xserver`)."""
+    from moonshot.cli import cli as main
+
+    return CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+
+
+def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    lines = ["[photos]", 'kind = "folder"', "[launch]", 'mode = "app"', f'flow = "{flow_file}"']
+    lines += [f"{k} = {v}" for k, v in launch.items()]
+    (home / "moonshot.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return home
+
+
+@pytest.fixture(scope="session")
+def calibrated_flow(xserver, tmp_path_factory) -> Path:
+    """The stand-in flow with its reference images captured from the live stand-in by
+    `moonshot flow calibrate --step ... --box ...` (the same code a user runs)."""
+    from moonshot.photos.library_folder import FolderLibrary
+
+    base = tmp_path_factory.mktemp("calibration")
+    flow_dir = base / "flow"
+    flow_dir.mkdir()
+    shutil.copyfile(FLOW, flow_dir / "flow.toml")
+    home = write_home(base / "home", flow_dir / "flow.toml")
+    FolderLibrary(base / "library").close()
+    app = Standin(base / "library", base / "record.jsonl")
+    try:
+        shown = None
+        for step, box, screen, image in CAPTURES:
+            if screen != shown:
+                app.start(screen)
+                shown = screen
+            args = ["flow", "calibrate", "--step", step, "--box", box]
+            result = cli(home, *args, *(["--image", image] if image else []))
+            assert result.exit_code == 0, result.output
+    finally:
+        app.stop()
+    return flow_dir
+
+
+@pytest.fixture
+def app_home(calibrated_flow, tmp_path):
+    """A home in app mode with its own copy of the calibrated flow, its folder library,
+    the stand-in app showing that library, and a passing `flow check`."""
+    from moonshot.photos.library_folder import FolderLibrary
+
+    flow_dir = tmp_path / "flow"
+    shutil.copytree(calibrated_flow, flow_dir)
+    home = write_home(tmp_path / "home", flow_dir / "flow.toml")
+    FolderLibrary(home / "library").close()
+    app = Standin(home / "library", tmp_path / "record.jsonl").start()
+    result = cli(home, "flow", "check")
+    assert result.exit_code == 0, result.output
+    yield home, app
+    app.stop()

@@ -1,0 +1,114 @@
+"""`moonshot flow calibrate` and `moonshot flow check` on a drawn screen (no display):
+the guided capture writes positions, images and the window's size into the user's
+flow file and clicks nothing; single steps are captured with --step and --box/--at."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageChops
+
+from moonshot.app import flow as flowmod
+from moonshot.app import launcher_gui
+from moonshot.cli import cli
+from tests.app.fakes import SCENES, FakeScreen, render, write_flow
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    flow_file = write_flow(tmp_path / "flowdir")
+    for png in ("form.png", "create.png", "picker.png"):
+        (tmp_path / "flowdir" / png).unlink()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "moonshot.toml").write_text(f'[launch]\nflow = "{flow_file}"\n', encoding="utf-8")
+    fake = FakeScreen()
+    monkeypatch.setattr(launcher_gui, "make_driver", lambda flow: fake)
+    return home, flow_file, fake
+
+
+def run(home, *args, input=None):
+    return CliRunner().invoke(
+        cli, ["--home", str(home), *args], input=input, catch_exceptions=False
+    )
+
+
+def corner(fake, scene, element, far=False, show=False):
+    """Where the user points: an element's top-left (or bottom-right) corner on screen;
+    with show, the user first opened that screen by hand."""
+    x, y, w, h, _ = SCENES[scene][element]
+    point = (fake.win.x + x + (w if far else 0), fake.win.y + y + (h if far else 0))
+    return (*point, scene) if show else point
+
+
+def test_guided_calibration_captures_every_step_up_to_the_irreversible_one(setup):
+    home, flow_file, fake = setup
+    fake.win = flowmod.Rect(100, 50, 300, 400)
+    fake.positions = [
+        corner(fake, "form", "header"),
+        corner(fake, "form", "header", far=True),  # form (verify)
+        (fake.win.x + 33, fake.win.y + 71),  # tap-name
+        (fake.win.x + 44, fake.win.y + 111),  # tap-ticker
+        (fake.win.x + 55, fake.win.y + 170),  # tap-image
+        corner(fake, "picker", "header", show=True),
+        corner(fake, "picker", "header", far=True),  # picker, shown by hand
+        corner(fake, "picker", "thumb"),
+        corner(fake, "picker", "thumb", far=True),  # first-photo-is-coin
+        (fake.win.x + 50, fake.win.y + 100),  # tap-first-photo
+        corner(fake, "form", "create", show=True),
+        corner(fake, "form", "create", far=True),  # tap-create
+    ]
+    prompts = 12
+    result = run(home, "flow", "calibrate", input="\n" * prompts)
+    assert result.exit_code == 0, result.output
+    assert fake.clicks == [] and fake.positions == []
+    assert "skip step 12 'outcome': shown only after a launch" in result.output
+    fl = flowmod.load(flow_file)
+    steps = {s.name: s for s in fl.steps}
+    assert steps["tap-name"].at == (33.0, 71.0) and steps["tap-image"].at == (55.0, 170.0)
+    assert steps["first-photo-is-coin"].region == (10.0, 60.0, 80.0, 80.0)
+    assert fl.calibration == flowmod.Calibration((300.0, 400.0), 1.0)
+    for name, scene, element in (
+        ("form", "form", "header"),
+        ("picker", "picker", "header"),
+        ("tap-create", "form", "create"),
+    ):
+        x, y, w, h, _ = SCENES[scene][element]
+        expected = render(scene, None).crop((x, y, x + w, y + h))
+        with Image.open(steps[name].image) as got:
+            assert ImageChops.difference(got.convert("RGB"), expected).getbbox() is None, name
+    fake.scene = "form"
+    check = run(home, "flow", "check")
+    assert check.exit_code == 0, check.output
+    assert "flow check passed on 1000x700" in check.output and fake.clicks == []
+    as_json = json.loads(run(home, "flow", "check", "--json").output)
+    assert as_json["passed"] and {r["step"] for r in as_json["steps"]} >= {"form", "tap-create"}
+
+
+def test_single_steps_and_their_errors(setup):
+    home, flow_file, fake = setup
+    ok = run(home, "flow", "calibrate", "--step", "tap-create", "--box", "10,340,280,40")
+    assert ok.exit_code == 0, ok.output
+    assert flowmod.load(flow_file).steps[10].image.is_file()
+    moved = run(home, "flow", "calibrate", "--step", "tap-name", "--at", "12,70")
+    assert moved.exit_code == 0 and flowmod.load(flow_file).steps[2].at == (12.0, 70.0)
+    unknown = run(home, "flow", "calibrate", "--step", "tap-nope", "--at", "1,1")
+    assert unknown.exit_code == 1 and "no step 'tap-nope'" in unknown.output
+    flat = run(home, "flow", "calibrate", "--step", "form", "--box", "250,300,40,30")
+    assert flat.exit_code == 1 and "that area is flat" in flat.output
+    fake.win = flowmod.Rect(100, 50, 450, 600)  # the window was resized since calibration
+    resized = run(home, "flow", "calibrate", "--step", "form", "--box", "10,10,200,30")
+    assert resized.exit_code == 1 and "recalibrate every step" in resized.output
+    window = run(home, "flow", "calibrate", "--window")
+    assert window.exit_code == 0 and "calibration window 450x600" in window.output
+    assert flowmod.load(flow_file).calibration.window == (450.0, 600.0)
+    again = run(home, "flow", "calibrate", "--step", "form", "--box", "15,15,300,45")
+    assert again.exit_code == 0, again.output
+    missing = run(home, "flow", "check")
+    assert missing.exit_code == 1
+    assert (
+        "flow check failed at step 8 'picker': reference image picker.png is missing"
+        in missing.output
+    )
