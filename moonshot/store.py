@@ -48,7 +48,9 @@ COIN_COLUMNS: dict[str, Any] = {
     "supersede_count": int,
     "failed_from": str,
 }
-CHANGEABLE = frozenset(COIN_COLUMNS) - {
+# Added by migration 3 (issue 16).
+RETRY_COLUMNS: dict[str, Any] = {"retry_since": float, "released": int}
+CHANGEABLE = (frozenset(COIN_COLUMNS) | frozenset(RETRY_COLUMNS)) - {
     "id",
     "state",
     "source",
@@ -148,8 +150,16 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["decisions"].create_index(["twitter_user", "decision", "ts"])
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # Issue 16: `retry_since`, the coin's first transient failure at its current stage
+    # (the retry window counts from it; cleared when the coin moves on), and `released`,
+    # a fetched coin whose source claim was handed back at a clean stop.
+    db["coins"].add_column("retry_since", RETRY_COLUMNS["retry_since"])
+    db["coins"].add_column("released", RETRY_COLUMNS["released"], not_null_default=0)
+
+
 # Schema version = PRAGMA user_version; MIGRATIONS[n-1] moves version n-1 to n.
-MIGRATIONS = [_migration_1, _migration_2]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -363,10 +373,14 @@ class Store:
         ready_by: float | None = None,
         limit: int | None = None,
         order: str = "not_before, id",
+        released: bool | None = None,
     ) -> list[Coin]:
         marks = ", ".join("?" * len(states))
         sql = f"SELECT * FROM coins WHERE state IN ({marks})"
         params: list[Any] = list(states)
+        if released is not None:  # claims handed back to the source (a clean stop)
+            sql += " AND released = ?"
+            params.append(int(released))
         if ready_by is not None:
             sql += " AND not_before <= ?"
             params.append(ready_by)
@@ -455,6 +469,10 @@ class Store:
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try = ? WHERE id = ?",
                 (error, next_try, entry_id),
             )
+
+    def outbox_pending_coins(self) -> set[int]:
+        rows = self.db.execute("SELECT DISTINCT coin_id FROM outbox WHERE delivered_at IS NULL")
+        return {r[0] for r in rows}
 
     def outbox_pending(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[
