@@ -93,6 +93,7 @@ def collect(
         "attention": attention,
         "held": held,
         "outbox_pending": store.outbox_pending(),
+        "alerts_pending": undelivered_alerts(store),
         "unknown_spool_files": unknown_spool_files(cfg),
         "launch_mode": cfg.launch.mode,
         "tweets": tweet_decisions(store, now),
@@ -142,6 +143,13 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"held in confirmed: coin {h['id']} {h['ticker']}: {h['reason']}")
     if r["outbox_pending"]:
         lines.append(f"reports waiting for the source: {r['outbox_pending']}")
+    waiting = r.get("alerts_pending") or {}
+    if waiting.get("count"):
+        lines.append(
+            f"alerts not delivered yet: {waiting['count']}, oldest {waiting['oldest_at']}"
+            + (f" (last error: {waiting['last_error']})" if waiting["last_error"] else "")
+            + "; moonshot alerts list --pending"
+        )
     for name in r["unknown_spool_files"]:
         lines.append(
             f"spool/{name}: not a canonical name ({{twitter_user}}_{{TICKER}}_{{unix_ts}}.jpg), left alone"
@@ -167,3 +175,12 @@ def tweet_decisions(store: Store, now: float) -> dict[str, Any]:
         for d in store.decisions(decision="refused", limit=3)
     ]
     return {**counts, "last_refused": last}
+
+
+def undelivered_alerts(store: Store) -> dict[str, Any]:
+    """Issue 16: alerts the sender has not delivered yet (receivers by scheme and host)."""
+    count, oldest, error = store.db.execute(
+        "SELECT count(*), min(created_at), (SELECT last_error FROM alerts WHERE status = 'pending'"
+        " AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1) FROM alerts WHERE status = 'pending'"
+    ).fetchone()
+    return {"count": count, "oldest_at": oldest, "last_error": error}
