@@ -81,18 +81,34 @@ def targets(cfg: Config) -> list[Target]:
     return [Target(i, u) for i, u in enumerate(dict.fromkeys(urls), 1)]
 
 
+class _Lines(logging.Handler):
+    """apprise's log lines, kept per thread for the one `deliver` running there."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.by_thread: dict[int, list[str]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = self.by_thread.get(record.thread or 0)
+        if lines is not None:
+            lines.append(record.getMessage())
+
+
+_LINES = _Lines()
+
+
 def _quiet_apprise() -> None:
     # apprise logs through the root logger, whose last-resort handler writes WARNING
-    # lines to stderr (launchd's .err.log): keep them out; its outcome is our own line.
+    # lines to stderr (launchd's .err.log): keep them to ourselves, for `_why` only.
     lg = logging.getLogger("apprise")
-    if not any(isinstance(h, logging.NullHandler) for h in lg.handlers):
-        lg.addHandler(logging.NullHandler())
+    if _LINES not in lg.handlers:
+        lg.addHandler(_LINES)
     lg.propagate = False
 
 
-def _apprise(target: Target, timeout: float):
-    """An Apprise object for one URL, with our timeouts unless the URL sets its own
-    (apprise's `cto` and `rto`); ConfigError, naming the label only, if apprise cannot."""
+def _plugin(target: Target, timeout: float):
+    """apprise's plugin for one URL, with our timeouts unless the URL sets its own
+    (`cto`, `rto`); ConfigError, naming the label only, if apprise cannot use it."""
     import apprise
 
     _quiet_apprise()
@@ -100,27 +116,27 @@ def _apprise(target: Target, timeout: float):
     extra = "&".join(f"{k}={timeout:g}" for k in ("cto", "rto") if f"{k}=" not in url)
     if extra:
         url += ("&" if "?" in url else "?") + extra
-    obj = apprise.Apprise(asset=apprise.AppriseAsset(app_id="moonshot", secure_logging=True))
-    if not obj.add(url):
+    asset = apprise.AppriseAsset(app_id="moonshot", secure_logging=True)
+    plugin = apprise.Apprise.instantiate(url, asset=asset)
+    if plugin is None:
         raise ConfigError(
             f"alert URL {target.label}: apprise cannot use it here (unknown scheme, a typo,"
             " or a service this system lacks); fix or remove it"
         )
-    return obj
+    return plugin
 
 
-def _why(result: Any) -> str:
-    """A failed notify's reason from apprise's captured log lines, in our own words:
-    never its text, which may name a chat or a host part of a token."""
-    entries = list(result.logs()) if callable(getattr(result, "logs", None)) else []
-    for entry in entries:
-        code = re.search(r"error=(\d{3})", getattr(entry, "message", ""))
+def _why(lines: list[str]) -> str:
+    """A failed send's reason from apprise's log lines, in our own words: never their
+    text, which may name a chat or a masked part of a token."""
+    for line in lines:
+        code = re.search(r"error=(\d{3})", line)
         if code:
             return f"HTTP {code[1]}"
-    status = getattr(getattr(result, "status", None), "name", "")
-    if status == "TIMEOUT" or any("timed out" in e.message.lower() for e in entries):
+    text = " ".join(lines).lower()
+    if "timed out" in text or "timeout" in text:
         return "timed out"
-    if any("connection" in e.message.lower() for e in entries):
+    if "connection" in text:
         return "connection failed"
     return "not delivered"
 
@@ -133,23 +149,28 @@ def deliver(
     timeout: float,
     attach: str | None = None,
 ) -> tuple[bool, str]:
-    """Send one message to one receiver: (delivered, why not). Runs in a daemon thread
-    and is waited for at most 2 x timeout + JOIN_MARGIN, so a receiver that never
-    answers, or an apprise call that hangs, holds nobody."""
+    """Send one message to one receiver: (delivered, why not). The plugin runs in a
+    daemon thread of ours (not apprise's pool, whose threads the interpreter waits for
+    at exit) that is waited for at most 2 x timeout + JOIN_MARGIN: a receiver that never
+    answers, or a call that hangs, holds nobody, not even the process's exit."""
     out: list[tuple[bool, str]] = []
 
     def work() -> None:
+        lines: list[str] = []
+        _LINES.by_thread[threading.get_ident()] = lines
         try:
             import apprise
 
-            obj = _apprise(target, timeout)
-            kwargs = {"attach": apprise.AppriseAttachment(attach)} if attach else {}
-            result = obj.notify(body=body, title=title, notify_type=notify_type, **kwargs)
-            out.append((True, "") if bool(result) else (False, _why(result)))
+            plugin = _plugin(target, timeout)
+            files = apprise.AppriseAttachment(attach) if attach else None
+            ok = plugin.notify(body=body, title=title, notify_type=notify_type, attach=files)
+            out.append((True, "") if ok else (False, _why(lines)))
         except ConfigError:
             out.append((False, "apprise cannot use this URL here"))
         except Exception as exc:  # noqa: BLE001 - any failure is a failed delivery
             out.append((False, f"error {type(exc).__name__}"))
+        finally:
+            _LINES.by_thread.pop(threading.get_ident(), None)
 
     worker = threading.Thread(target=work, name=f"moonshot-alert-{target.index}", daemon=True)
     worker.start()
@@ -193,7 +214,7 @@ def checks(cfg: Config) -> list[Check]:
     out = []
     for t in found:
         try:
-            _apprise(t, cfg.alerts.timeout)
+            _plugin(t, cfg.alerts.timeout)
             out.append(
                 Check(f"alert {t.label}", "ok", "apprise can use it; `moonshot alerts test`")
             )
@@ -206,7 +227,7 @@ def check_targets(cfg: Config) -> list[Target]:
     """The receivers, each one loadable by apprise (ConfigError naming the one that is not)."""
     found = targets(cfg)
     for t in found:
-        _apprise(t, cfg.alerts.timeout)
+        _plugin(t, cfg.alerts.timeout)
     return found
 
 

@@ -88,7 +88,7 @@ class Receiver:
             out += ALERT_ID.findall(p["body"].get("message", ""))
         return out
 
-    def keys(self) -> list[str]:
+    def alert_keys(self) -> list[str]:
         """The local part of each alert-id (after `<host>:<hash>/`)."""
         return [i.split("/", 1)[1] for i in self.ids()]
 

@@ -175,7 +175,9 @@ def test_every_event_arrives_with_what_settles_it(alert_cfg, receiver):
         "moonshot resolve 2 --not-launched"
         in bodies["moonshot: coin 2 MOON1 needs review"]["message"]
     )
-    assert len(receiver.keys()) == 9 and set(receiver.keys()) == {r["key"] for r in rows(store)}
+    assert len(receiver.alert_keys()) == 9 and set(receiver.alert_keys()) == {
+        r["key"] for r in rows(store)
+    }
     assert all(p["auth"] == Receiver.basic("moonshot", TOKEN) for p in receiver.posts)
     assert bodies["moonshot: daily summary"]["type"] == "info"
     store.close()
@@ -189,7 +191,7 @@ def test_the_same_event_twice_is_recorded_once(alert_cfg, receiver):
     s = sender(cfg, store)
     s.round()
     s.round()
-    assert receiver.keys() == ["source_down:5"]
+    assert receiver.alert_keys() == ["source_down:5"]
 
 
 def test_the_rate_limit_folds_the_rest_into_one_message(alert_cfg, receiver):
@@ -204,7 +206,7 @@ def test_the_rate_limit_folds_the_rest_into_one_message(alert_cfg, receiver):
     assert len(receiver.posts) == 3
     last = receiver.posts[-1]["body"]
     assert last["title"] == "moonshot: 5 alerts" and "alerts.max_per_hour = 3" in last["message"]
-    assert sorted(receiver.keys()) == sorted(r["key"] for r in rows(store))  # each one, once
+    assert sorted(receiver.alert_keys()) == sorted(r["key"] for r in rows(store))  # each one, once
     # The hour is used up: later alerts wait (they are not dropped) until it has passed.
     (late,) = add(store, 1, "LATE")
     fail(store, late)
@@ -416,7 +418,7 @@ def test_watch_alerts_once_per_stale_heartbeat(alert_cfg, receiver, pid):
     state = health.HUNG if pid == "alive" else health.DEAD
     assert report["services"]["all"]["state"] == state and not report["healthy"]
     assert report["raised"] == [f"service_down:all:{past!r}"]
-    assert report["round"]["sent"] == 1 and receiver.keys() == [f"service_down:all:{past!r}"]
+    assert report["round"]["sent"] == 1 and receiver.alert_keys() == [f"service_down:all:{past!r}"]
     assert f"is {state}" in receiver.posts[0]["body"]["message"]
     again = alerts.watch(cfg, store)  # the same stale heartbeat: no second alert
     assert again["raised"] == [] and len(receiver.posts) == 1
