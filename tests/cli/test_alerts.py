@@ -111,7 +111,9 @@ def test_status_and_list_show_undelivered_alerts(home):
     a = store.alerts()[0]
     store.alert_progress(a["id"], [], sent=False, error="#1 tgram://***: HTTP 401", next_try=0)
     store.close()
-    status = run_cli(home, "status")
+    nobody = run_cli(home, "status")
+    assert "alerts: no alert URL configured; 1 event(s) told to nobody" in nobody.stdout
+    status = run_cli(home, "status", env={"MOONSHOT_ALERTS_URLS": "json://localhost:9/x"})
     assert "alerts not delivered yet: 1" in status.stdout
     assert "(last error: #1 tgram://***: HTTP 401)" in status.stdout
     listed = run_cli(home, "alerts", "list", "--pending", "--json")
