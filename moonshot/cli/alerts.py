@@ -25,10 +25,10 @@ def alerts() -> None:
 @click.pass_context
 def test(ctx: click.Context, as_json: bool) -> None:
     """Send one test message to every alert URL; say per URL whether it was delivered."""
-    from moonshot.ops.alerts import test_all
+    from moonshot.ops.alerts import send_test
 
     cfg = load_config(ctx)
-    results = test_all(cfg)
+    results = send_test(cfg)
     if not results:
         raise click.ClickException(
             "no alert URL: set alerts.urls in moonshot.toml (macosx://, json://...) or"

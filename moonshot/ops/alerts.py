@@ -231,7 +231,7 @@ def check_targets(cfg: Config) -> list[Target]:
     return found
 
 
-def test_all(cfg: Config) -> list[dict[str, Any]]:
+def send_test(cfg: Config) -> list[dict[str, Any]]:
     """`moonshot alerts test`: one test message to every receiver; per receiver, by label."""
     found = targets(cfg)
     if not found:

@@ -11,19 +11,15 @@ import time
 
 import pytest
 
+from moonshot import machine as m
 from moonshot.ops import alert_events as ev
 from moonshot.store import Store
 from tests.conftest import run_cli
 from tests.ops.receivers import Receiver, dead_port
 
+pytest_plugins = ["tests.ops.receiver_plugin"]  # the `receiver` fixture
+
 TOKEN = "tok-9c1f7e2b5a4d3c2b1a0f"
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def secret_env(*urls: str, **extra: str) -> dict:
@@ -132,3 +128,35 @@ def test_doctor_names_each_receiver_by_label_only(home, receiver):
     no_token(result.stdout, result.stderr)
     bare = run_cli(home, "doctor")
     assert "[warn] alerts: no alert URL" in bare.stdout
+
+
+def test_the_commands_an_alert_names_work_as_written(home, tmp_path):
+    """A person who types what the alert says: every `moonshot ...` in backticks runs."""
+    import re
+
+    from moonshot.ports import IncomingCoin
+
+    store = Store(home / "moonshot.db")
+    ids = []
+    for i in range(3):
+        coin_id, _ = store.add_coin(
+            IncomingCoin("local", f"r{i}", f"R{i}", "R", str(tmp_path / "x.png"), "u"),
+            twitter_user="u",
+        )
+        ids.append(coin_id)
+    store.fire(store.get(ids[0]), "fail", detail={"reason": "x"}, failed_from=m.FETCHED)
+    for coin_id in ids[1:]:
+        for trigger in ("spool", "import_photo", "confirm", "start_launch", "review"):
+            store.fire(store.get(coin_id), trigger, detail={"reason": "unclear"})
+    commands = [r["command"] for r in reversed(store.alerts())]
+    store.close()
+    typed = [re.findall(r"`(moonshot [^`]+)`", c) for c in commands]
+    assert typed == [
+        [f"moonshot history {ids[0]}", f"moonshot retry {ids[0]}"],
+        [f"moonshot resolve {ids[1]} --launched", f"moonshot resolve {ids[1]} --not-launched"],
+        [f"moonshot resolve {ids[2]} --launched", f"moonshot resolve {ids[2]} --not-launched"],
+    ]
+    # history, retry, then one review settled each way
+    for line in (typed[0][0], typed[0][1], typed[1][0], typed[2][1]):
+        result = run_cli(home, *line.split()[1:])
+        assert result.returncode == 0, (line, result.stderr)

@@ -1,6 +1,7 @@
 """A loopback HTTP receiver for apprise's `json://` URLs, started by the test, and its
 hostile modes: answer 200, answer a status (500, 429), accept the connection and never
-answer, answer 200 only after a delay, fail the first N posts. Records every post."""
+answer, answer 200 only after a delay, fail the first N posts. Records every post.
+The `receiver` fixture is in tests/ops/receiver_plugin.py."""
 
 from __future__ import annotations
 
