@@ -302,8 +302,11 @@ class Sender:
         with self._lock(wait) as mine:
             if not mine:
                 return out
-            self.store.alerts_expire(now - self.cfg.alerts.max_age)
-            due = self.store.alerts_due(now, DUE_BATCH)
+            due = self.store.alerts_due(now, DUE_BATCH)  # a read: most rounds stop here
+            too_old = iso(now - self.cfg.alerts.max_age)
+            if any(a["created_at"] < too_old for a in due):
+                self.store.alerts_expire(now - self.cfg.alerts.max_age)
+                due = [a for a in due if a["created_at"] >= too_old]
             if not due:
                 return out
             window = self._sent_times(now)
