@@ -20,7 +20,13 @@ from moonshot.errors import MoonshotError
     help="Address to listen on. Anything but loopback serves the audit trail to the"
     " network without authentication.",
 )
-@click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8001,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in a browser.")
 @click.pass_context
 def dashboard(ctx: click.Context, host: str, port: int, open_browser: bool) -> None:
@@ -49,6 +55,7 @@ def dashboard(ctx: click.Context, host: str, port: int, open_browser: bool) -> N
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(site.url,)).start()
     dash.serve(site, sock)
+    click.echo("dashboard stopped")
 
 
 commands = [dashboard]

@@ -6,6 +6,7 @@ in the home (SQLite's own -wal and -shm aside). Datasette is an optional extra."
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shlex
 import socket
@@ -134,10 +135,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(site: Site, sock: socket.socket) -> None:
-    """Run until interrupted (Ctrl-C)."""
+    """Run until interrupted (Ctrl-C: uvicorn shuts down, then re-raises the signal)."""
     uvicorn = _require("uvicorn")
     config = uvicorn.Config(site.datasette.app(), log_level="warning", lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def shell_home(home: Path | str) -> str:

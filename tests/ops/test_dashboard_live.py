@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -495,3 +496,10 @@ def test_a_person_follows_needs_review_literally(dashboard):
     assert done.returncode == 0, done.stderr
     assert query(dashboard, "needs_review") == []
     assert ("confirmed", "REVU") in [(r["state"], r["ticker"]) for r in query(dashboard, "waiting")]
+
+
+def test_ctrl_c_stops_it_cleanly(dashboard):
+    dashboard.proc.send_signal(signal.SIGINT)
+    assert dashboard.proc.wait(30) == 0
+    assert dashboard.out.read_text().rstrip().endswith("dashboard stopped")
+    assert "Traceback" not in dashboard.err.read_text()
