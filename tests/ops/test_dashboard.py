@@ -10,6 +10,7 @@ import asyncio
 import socket
 import sqlite3
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -33,10 +34,11 @@ QUERIES = (
 )
 
 
-def add(store: Store, ticker: str) -> int:
+def add(store: Store, ticker: str, now: float | None = None) -> int:
     coin_id, _ = store.add_coin(
         IncomingCoin("local", f"t:{ticker}", ticker, f"Coin {ticker}", "/x.png", "alice"),
         twitter_user="alice",
+        now=now,
     )
     return coin_id
 
@@ -244,3 +246,22 @@ def test_other_datasette_plugins_are_switched_off(cfg, store):
         assert "datasette-dashboards" in {s.lower() for s in skipped}
     finally:
         pm.load_setuptools_entrypoints("datasette")  # put them back for the other tests
+
+
+def test_stage_latency_counts_the_moves_of_the_last_7_days(site, store):
+    """A move of today counts from the coin's previous state change, however old; a move
+    of 8 days ago does not count."""
+    old = time.time() - 8 * 86400
+    stale = add(store, "OLD", now=old)
+    store.commit_transition(stale, "fetched", "spooled", "spool", {}, {}, now=old + 10)
+    slow = add(store, "SLOW", now=old)
+    store.commit_transition(slow, "fetched", "spooled", "spool", {}, {})
+
+    async def go():
+        return (
+            await site.datasette.client.get("/moonshot/stage_latency.json?_shape=objects")
+        ).json()
+
+    (row,) = asyncio.run(go())["rows"]
+    assert (row["stage"], row["moves"]) == ("fetched -> spooled", 1)
+    assert row["p50_s"] == row["p95_s"] == pytest.approx(8 * 86400, abs=60)
