@@ -7,13 +7,16 @@ in the home (SQLite's own -wal and -shm aside). Datasette is an optional extra."
 from __future__ import annotations
 
 import contextlib
+import importlib
 import ipaddress
 import shlex
 import socket
+import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from moonshot.config import Config
 from moonshot.errors import MoonshotError
@@ -56,8 +59,6 @@ def checked(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _require(module: str):
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -85,6 +86,7 @@ def build(cfg: Config, host: str = "127.0.0.1", port: int = 8001) -> Site:
             f"no moonshot.db in {cfg.home}: nothing to show yet; `moonshot run` creates it"
             " (the dashboard never does)"
         )
+    _readable(db_path)
     from moonshot.ops import dashboard_plugin
 
     meta = metadata()
@@ -103,6 +105,25 @@ def build(cfg: Config, host: str = "127.0.0.1", port: int = 8001) -> Site:
     loopback = is_loopback(host)
     shown = f"[{host}]" if ":" in host else host
     return Site(ds, f"http://{shown}:{port}/", loopback, skipped)
+
+
+def ro_uri(db_path: Path | str) -> str:
+    """SQLite's read-only URI for the file (quoted: a home may hold ? # % or spaces)."""
+    return f"file:{quote(str(db_path))}?mode=ro"
+
+
+def _readable(db_path: Path) -> None:
+    """One line at start for a file SQLite cannot read, not an error on every page."""
+    try:
+        conn = sqlite3.connect(ro_uri(db_path), uri=True)
+        try:
+            conn.execute("select count(*) from sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise DashboardError(
+            f"{db_path} cannot be read as a SQLite database ({exc}); is it the home's?"
+        ) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -18,7 +18,7 @@ from datasette.utils import sqlite3
 from markupsafe import Markup, escape
 
 from moonshot import machine as m
-from moonshot.ops.dashboard import DATABASE, SCREENS, shell_home
+from moonshot.ops.dashboard import DATABASE, SCREENS, ro_uri, shell_home
 
 PLUGIN_NAME = "moonshot"
 SHOTS_SHOWN = 3  # newest screenshots linked per coin
@@ -33,9 +33,7 @@ class ReadOnlyDatabase(Database):
     tell SQLite the file never changes and hide the service's commits (WAL)."""
 
     def connect(self, write: bool = False):
-        conn = sqlite3.connect(
-            f"file:{quote(str(self.path))}?mode=ro", uri=True, check_same_thread=False
-        )
+        conn = sqlite3.connect(ro_uri(self.path), uri=True, check_same_thread=False)
         conn.execute("PRAGMA query_only = 1")
         self._all_file_connections.append(conn)
         return conn

@@ -7,6 +7,7 @@ holds no lock the service needs and lets the WAL checkpoint."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 import socket
 import sqlite3
 import sys
@@ -118,6 +119,16 @@ def test_a_home_without_a_database_is_one_line_and_stays_empty(home):
     assert "no moonshot.db in" in result.output and "never does" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert list(home.iterdir()) == []  # no moonshot.db, spool/ or logs/ made
+
+
+def test_a_database_that_is_not_one_is_one_line(home):
+    (home / "moonshot.db").write_bytes(b"this is not SQLite, " * 400)
+    before = (home / "moonshot.db").read_bytes()
+    result = run(home)
+    assert result.exit_code == 1
+    assert "cannot be read as a SQLite database" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert (home / "moonshot.db").read_bytes() == before
 
 
 def test_a_taken_port_is_one_line(home, store):
@@ -265,3 +276,25 @@ def test_stage_latency_counts_the_moves_of_the_last_7_days(site, store):
     (row,) = asyncio.run(go())["rows"]
     assert (row["stage"], row["moves"]) == ("fetched -> spooled", 1)
     assert row["p50_s"] == row["p95_s"] == pytest.approx(8 * 86400, abs=60)
+
+
+def test_a_home_with_spaces_and_uri_characters(tmp_path):
+    """The file URI is quoted, and the commands shown quote the home for a shell."""
+    from moonshot import config as config_mod
+
+    home = tmp_path / "my home #1?mode=rw&x=%41"
+    home.mkdir()
+    store = Store(home / "moonshot.db")
+    coin = add(store, "ODD")
+    store.fire(store.get(coin), "attempt", attempts=1)
+    store.close()
+    site = dash.build(config_mod.load(home))
+
+    async def go():
+        return (await site.datasette.client.get("/moonshot/waiting.json?_shape=objects")).json()
+
+    waiting = asyncio.run(go())["rows"]
+    assert [r["ticker"] for r in waiting] == ["ODD"]
+    assert dash.shell_home(home) == shlex.quote(str(home)) and "'" in dash.shell_home(home)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        site.datasette.get_database("moonshot").connect(write=True).execute("delete from meta")
