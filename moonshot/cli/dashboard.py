@@ -3,7 +3,6 @@ the site with moonshot.ops.dashboard and serves it until Ctrl-C."""
 
 from __future__ import annotations
 
-import threading
 import webbrowser
 
 import click
@@ -52,8 +51,8 @@ def dashboard(ctx: click.Context, host: str, port: int, open_browser: bool) -> N
             err=True,
         )
     click.echo(f"moonshot dashboard (read-only) on {site.url}  (Ctrl-C stops it)")
-    if open_browser:
-        threading.Timer(0.5, webbrowser.open, args=(site.url,)).start()
+    if open_browser:  # the socket already listens: the browser's request waits for it
+        webbrowser.open(site.url)
     dash.serve(site, sock)
     click.echo("dashboard stopped")
 

@@ -154,6 +154,17 @@ def test_a_host_off_loopback_says_there_is_no_authentication(home, store, monkey
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         on = run(home, "--host", host)
         assert on.exit_code == 0 and "authentication" not in on.output, (host, on.output)
+    opened = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    assert run(home, "--open", "--port", "8124").exit_code == 0
+    assert opened == ["http://127.0.0.1:8124/"]
+    assert served[1:] == [
+        "http://127.0.0.1:8001/",
+        "http://localhost:8001/",
+        "http://[::1]:8001/",
+        "http://127.0.0.2:8001/",
+        "http://127.0.0.1:8124/",
+    ]
 
 
 def test_is_loopback():
