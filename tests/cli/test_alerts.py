@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -160,3 +161,28 @@ def test_the_commands_an_alert_names_work_as_written(home, tmp_path):
     for line in (typed[0][0], typed[0][1], typed[1][0], typed[2][1]):
         result = run_cli(home, *line.split()[1:])
         assert result.returncode == 0, (line, result.stderr)
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macosx:// works on macOS")
+def test_macosx_off_macos_is_refused_in_one_line(home):
+    (home / "moonshot.toml").write_text('[alerts]\nurls = ["macosx://"]\n')
+    run = run_cli(home, "run", "--once")
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        "Error: alert URL #1 macosx://: apprise cannot use it here (unknown scheme, a typo,"
+        " or a service this system lacks); fix or remove it"
+    )
+    test = run_cli(home, "alerts", "test")
+    assert test.returncode == 1
+    assert test.stdout.strip() == "#1 macosx://: NOT delivered (apprise cannot use this URL here)"
+
+
+@pytest.mark.macos
+def test_macos_notification_center_through_terminal_notifier(home):
+    notifiers = ("/opt/homebrew/bin/terminal-notifier", "/usr/local/bin/terminal-notifier")
+    if not any(os.access(p, os.X_OK) for p in notifiers):
+        pytest.skip("needs terminal-notifier: brew install terminal-notifier")
+    (home / "moonshot.toml").write_text('[alerts]\nurls = ["macosx://"]\n')
+    result = run_cli(home, "alerts", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "#1 macosx://: delivered"
