@@ -530,7 +530,7 @@ class Store:
             "SELECT * FROM alerts WHERE status = 'pending' AND next_try <= ? ORDER BY id LIMIT ?",
             (now, limit),
         )
-        return [{**r, "delivered": json.loads(r["delivered"] or "[]")} for r in rows]
+        return [self._alert_row(r) for r in rows]
 
     def alert_progress(
         self,
@@ -572,10 +572,11 @@ class Store:
             sql += " WHERE status = ?"
             params.append(status)
         sql += f" ORDER BY id DESC LIMIT {int(limit)}"
-        return [
-            {**r, "delivered": json.loads(r["delivered"] or "[]")}
-            for r in self.db.query(sql, params)
-        ]
+        return [self._alert_row(r) for r in self.db.query(sql, params)]
+
+    @staticmethod
+    def _alert_row(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "delivered": json.loads(row["delivered"] or "[]")}
 
     # -- meta (heartbeat, cursors) ---------------------------------------------------
     def meta_get(self, key: str) -> str | None:
