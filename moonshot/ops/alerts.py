@@ -100,10 +100,14 @@ _LINES = _Lines()
 def _quiet_apprise() -> None:
     # apprise logs through the root logger, whose last-resort handler writes WARNING
     # lines to stderr (launchd's .err.log): keep them to ourselves, for `_why` only.
-    lg = logging.getLogger("apprise")
-    if _LINES not in lg.handlers:
-        lg.addHandler(_LINES)
-    lg.propagate = False
+    from apprise.logger import logger as plugins_logger
+
+    # Both: the logger apprise's plugins hold, and the one the name gives now (a logging
+    # reset elsewhere in the process can make them two objects).
+    for lg in {plugins_logger, logging.getLogger("apprise")}:
+        if _LINES not in lg.handlers:
+            lg.addHandler(_LINES)
+        lg.propagate = False
 
 
 def _plugin(target: Target, timeout: float):
