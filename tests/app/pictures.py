@@ -214,3 +214,54 @@ def lookalikes(photo: Image.Image, kind: str, seed: int, rnd: random.Random):
     for what, decoy in candidates:
         if what == "flat30" or visibly_different(photo, decoy):
             yield what, decoy
+
+
+# -- text as an app draws it --------------------------------------------------------------
+FONTS = "/usr/share/fonts/truetype/dejavu/"  # fonts-dejavu-core (.ci/run installs it)
+
+
+def font(name: str = "DejaVuSans-Bold.ttf", size: int = 16):
+    from PIL import ImageFont
+
+    return ImageFont.truetype(FONTS + name, size)
+
+
+def text_box(
+    text: str,
+    *,
+    face: str = "DejaVuSans-Bold.ttf",
+    size: int = 16,
+    fg: tuple[int, int, int] = (20, 20, 20),
+    bg: tuple[int, int, int] = (255, 255, 255),
+    width: int | None = None,
+    scale: int = 1,
+) -> Image.Image:
+    """One line of text in a box (`width` wide, text at the left, as a label in an app;
+    default: the text's width plus a margin); `scale` 2 draws it as on a Retina screen."""
+    f = font(face, size * scale)
+    right = int(f.getlength(text)) if text else 0
+    w = (width or right // scale + 16) * scale
+    h = round(size * 1.6) * scale
+    img = Image.new("RGB", (w, h), bg)
+    ImageDraw.Draw(img).text((8 * scale, h // 2), text, font=f, fill=fg, anchor="lm")
+    return img
+
+
+def text_block(
+    lines: list[str],
+    *,
+    face: str = "DejaVuSans-Bold.ttf",
+    size: int = 16,
+    fg: tuple[int, int, int] = (20, 20, 20),
+    bg: tuple[int, int, int] = (255, 255, 255),
+    width: int = 260,
+    scale: int = 1,
+) -> Image.Image:
+    """Lines of text as an app wraps a long name, line height 1.35."""
+    f = font(face, size * scale)
+    step = round(size * 1.35) * scale
+    img = Image.new("RGB", (width * scale, step * len(lines) + 12 * scale), bg)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((8 * scale, 6 * scale + i * step), line, font=f, fill=fg)
+    return img
