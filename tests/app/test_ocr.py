@@ -92,12 +92,21 @@ def test_a_field_frame_is_not_text(reader):
     assert reader.read_line(field).text == "MOON"
 
 
+def test_a_thick_frame_around_the_text_is_left_out(reader):
+    box = Image.new("RGB", (300, 40), (255, 255, 255))
+    ImageDraw.Draw(box).rectangle((0, 0, 299, 39), outline=(0, 0, 0), width=2)
+    box.paste(text_box("$TEST1", size=12), (30, 8))
+    assert reader.read_line(box).text == "$TEST1"
+
+
 def test_read_block_gives_the_lines_top_to_bottom_with_spaces(reader):
     got = reader.read_block(text_block(["Prefilled Coin", "of the Moon"]))
     assert [r.text for r in got] == ["Prefilled Coin", "of the Moon"]
     assert min(r.confidence for r in got) >= 0.9
     one = reader.read_block(text_block(["Test One"]))
     assert [r.text for r in one] == ["Test One"]
+    small = reader.read_block(text_block(["Prefilled Coin of", "the Moon Forever"], size=11))
+    assert [r.text for r in small] == ["Prefilled Coin of", "the Moon Forever"]
 
 
 def test_a_review_screen_read_back(reader):
