@@ -21,7 +21,7 @@ from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
 from moonshot.errors import MoonshotError, StaleState, TransientError
-from moonshot.ops import cleanup, logs
+from moonshot.ops import alerts, cleanup, logs
 from moonshot.pipeline import Pipeline
 from moonshot.spool_watch import SpoolWatcher
 from moonshot.store import Store
@@ -82,6 +82,8 @@ class Service:
         self._next_keepalive = 0.0
         self._last_heartbeat = 0.0
         self._cleanup = cleanup.Schedule(cfg, self.store)
+        # Issue 16: alert receivers (ConfigError if apprise cannot use a URL), source hooks.
+        self.alerts = alerts.Alerts(cfg, self.store, stages, clock)
         self._last_progress: float | None = None
         self._locks: list[int] = []
 
@@ -117,6 +119,7 @@ class Service:
         now = self.clock() if now is None else now
         self._lock_stages()
         self._started = True
+        self.alerts.on_start(now)  # before recovery and the first heartbeat (a crash alert)
         # A sync-only agent must not touch `launching`: the launcher agent may be mid-launch.
         recovered = self.pipeline.recover(now) if self.launches else 0
         found = self.watcher.rescan() if self.sync else 0
@@ -135,6 +138,8 @@ class Service:
                     self._stops.append(watch_fn(wake))
 
     def close(self) -> None:
+        # The sender's last round, bounded: what it cannot send waits in the alerts table.
+        self.alerts.stop(min(self.cfg.service.stop_timeout / 2, 2 * self.cfg.alerts.timeout + 5))
         for stop in reversed(self._stops):
             try:
                 stop()
@@ -351,7 +356,9 @@ class Service:
             wait = retry.SOURCE.delay(self._source_failures, self.pipeline.rng)
             self._next_poll = failed_at + min(wait, self.cfg.source.poll_interval)
             self.log.warning("source poll failed: %s (next try in %.0f s)", exc, wait)
+            self.alerts.source_failed(exc, now)
             return False
+        self.alerts.source_ok(now)
         self._source_failures = 0
         self.source_error = None
         self._more_waiting = len(incoming) >= want

@@ -28,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moonshot.cli.cleanup",
     "moonshot.cli.flow",
     "moonshot.cli.ingest",
+    "moonshot.cli.dashboard",
+    "moonshot.cli.alerts",
 )
 
 
