@@ -17,16 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.supabase_latency import png  # noqa: E402 - needs the repository on the path
+from bench.supabase_latency import png, throwaway_database  # noqa: E402 - needs the repo on the path
 from tests.supabase.standin import (  # noqa: E402
     BASE_COINS_SQL,
-    PG_ADMIN_DSN,
     Standin,
     apply_migration,
     fetch_coins,
@@ -117,26 +115,21 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
 
-    import psycopg
-
-    name = f"moonshot_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    parts = dict(p.split("=", 1) for p in PG_ADMIN_DSN.split())
-    parts["dbname"] = name
-    dsn = " ".join(f"{k}={v}" for k, v in parts.items())
-    standin = Standin(dsn).start()
-    if args.faults:  # first: a request the draw spares still gets the image delay
-        standin.faults.chaos(status_rate=0.12, drop_rate=0.05)
-    if args.image_delay > 0:
-        standin.faults.add("delay", times=-1, path="/storage/v1/object/", delay=args.image_delay)
-    seq = [0]
-    try:
-        results = [drain(dsn, standin, homes, args.coins, args.lookahead, seq) for homes in (1, 2)]
-    finally:
-        standin.stop()
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database() as dsn:
+        standin = Standin(dsn).start()
+        if args.faults:  # first: a request the draw spares still gets the image delay
+            standin.faults.chaos(status_rate=0.12, drop_rate=0.05)
+        if args.image_delay > 0:
+            standin.faults.add(
+                "delay", times=-1, path="/storage/v1/object/", delay=args.image_delay
+            )
+        seq = [0]
+        try:
+            results = [
+                drain(dsn, standin, homes, args.coins, args.lookahead, seq) for homes in (1, 2)
+            ]
+        finally:
+            standin.stop()
     one, two = results
     summary = {
         "image_delay_s": args.image_delay,

@@ -235,8 +235,7 @@ class Pipeline:
     def spool(self, coin: Coin, now: float) -> None:
         """fetched -> spooled in one call: start the download and wait for it."""
         self.start_spool(coin, now)
-        started = self.store.get(coin.id)
-        while started is not None and self.downloads.busy(coin.id):
+        while self.downloads.busy(coin.id):
             for key, tag, outcome, ended in self.downloads.results(timeout=0.05):
                 self.finish_spool(key, tag, outcome, ended)
 

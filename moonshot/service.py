@@ -478,14 +478,18 @@ class Service:
         or to poll the library again, coins held by a launch limit. Coins waiting for a
         person (approval, `failed`, `needs_review`) are not in it."""
         left: dict[str, Any] = {}
+        moves: list[float] = []  # when each could move next
         if self.sync and self.ports.source.kind != "local":
             if self.source_error is not None:
                 left["source"] = self.source_error
+                moves.append(self._next_poll)
             pending = self.store.outbox_pending()
             if pending:
                 left["reports"] = pending
+                moves.append(self.next_due(now) or now)
         if self.sync and self.pipeline.downloads.running():
             left["downloading"] = len(self.pipeline.downloads.running())
+            moves.append(now)
         states = [m.FETCHED, m.SPOOLED, m.IMPORTED] if self.sync else []
         can_launch = self.launches and self.ports.launcher is not None
         if can_launch:
@@ -500,6 +504,7 @@ class Service:
             if n:
                 left["retrying"] = n
                 left["next_try_in_s"] = round(first - now, 1)
+                moves.append(first)
         if can_launch:
             limited = [
                 c
@@ -508,13 +513,16 @@ class Service:
             ]
             if limited:
                 left["launch_limits"] = len(limited)
+                moves.append(now + self.pipeline.gate.rate_wait(now))
+        if moves:
+            left["next_move_at"] = min(moves)
         return left
 
     def _progress(self) -> int:
         return self.pipeline.moved + self._events
 
     @staticmethod
-    def describe(left: dict[str, Any], patience: float) -> tuple[int, str]:
+    def describe(left: dict[str, Any], waited: float, patience: float) -> tuple[int, str]:
         """The exit code and the one line `run --once` ends with when something is left."""
         parts = []
         if "source" in left:
@@ -530,10 +538,12 @@ class Service:
         if "launch_limits" in left:
             parts.append(f"{left['launch_limits']} coin(s) held by the launch limits")
         code = RET_SOURCE if ("source" in left or "reports" in left) else RET_WAITING
-        line = (
-            f"run --once: nothing moved for {patience:g} s (service.once_patience); left: "
-            + "; ".join(parts)
+        why = (
+            f"nothing moved for {patience:g} s (service.once_patience)"
+            if waited >= patience
+            else f"nothing can move within service.once_patience ({patience:g} s)"
         )
+        line = f"run --once: {why}; left: " + "; ".join(parts)
         return code, line
 
     def run(self, once: bool = False) -> int:
@@ -544,6 +554,7 @@ class Service:
         code = RET_OK
         clean = False
         progress, progress_at = self._progress(), self.clock()
+        patience = self.cfg.service.once_patience
         try:
             while not self.stopping:
                 now = self.clock()
@@ -561,8 +572,11 @@ class Service:
                             continue
                         if self.source_error is None:
                             break
-                    elif left and now - progress_at >= self.cfg.service.once_patience:
-                        code, self.exit_line = self.describe(left, self.cfg.service.once_patience)
+                    elif left and (
+                        now - progress_at >= patience
+                        or left.get("next_move_at", now) > progress_at + patience
+                    ):  # patience ran out, or nothing can move before it would
+                        code, self.exit_line = self.describe(left, now - progress_at, patience)
                         self.log.warning("%s", self.exit_line)
                         break
                 idle += 1

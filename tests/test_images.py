@@ -6,6 +6,7 @@ import pytest
 
 from moonshot import images
 from moonshot.errors import Rejected, TransientError
+from tests.conftest import DripHost as Drip
 from tests.conftest import make_image
 
 
@@ -89,67 +90,6 @@ def test_transparency_is_flattened_onto_white(tmp_path):
 
 
 # -- one deadline for the whole download (issue 16) ---------------------------------------
-class Drip:
-    """A raw TCP host that is slow in one way: `headers` sends the whole response a byte
-    every 0.2 s, `body` sends the headers at once and drips the body, `stall` never
-    answers, `trickle_redirects` redirects to itself, a little slowly, forever."""
-
-    def __init__(self, mode: str):
-        import socket
-        import threading
-
-        self.mode = mode
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(8)
-        self.port = self.srv.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import threading
-
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn) -> None:
-        import time
-
-        try:
-            conn.recv(65536)
-            if self.mode == "stall":
-                time.sleep(30)
-                return
-            if self.mode == "trickle_redirects":
-                time.sleep(0.3)
-                conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n")
-                return self._serve(conn)
-            body = b"\xff\xd8" + b"x" * 5000
-            head = (
-                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                % len(body)
-            )
-            data = head + body
-            if self.mode == "body":
-                conn.sendall(head)
-                data = body
-            for i in range(len(data)):
-                conn.send(data[i : i + 1])
-                time.sleep(0.2)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.srv.close()
-
-
 @pytest.mark.parametrize("mode", ["headers", "body", "stall", "trickle_redirects"])
 def test_the_deadline_covers_the_whole_download(mode):
     import time

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from moonshot import machine as m
-from moonshot.errors import NeedsReview, TransientError
+from moonshot.errors import NeedsReview, PortUnavailable, Rejected, TransientError
 from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
 from tests.conftest import drain, make_image
@@ -637,3 +637,35 @@ def test_the_retry_wait_is_measured_from_the_failure(cfg_factory, tmp_path):
     assert svc.tick(started + 32.0)
     assert svc.store.get(coin_id).state == m.IMPORTED
     svc.close()
+
+
+@pytest.mark.parametrize(
+    "error, state",
+    [
+        (TransientError("the app window is not on screen"), m.CONFIRMED),
+        (Rejected("coin 1: the name cannot be typed (iPhone Mirroring)"), m.FAILED),
+        (PortUnavailable("not allowed to control the app: grant Accessibility"), m.FAILED),
+    ],
+)
+def test_a_permanent_launcher_error_fails_at_once_a_transient_one_waits(
+    service_factory, tmp_path, error, state
+):
+    from moonshot.app.launcher_ledger import LedgerLauncher
+
+    class Refusing(LedgerLauncher):
+        def prepare(self, coin, image):
+            raise error
+
+    cfg_svc = service_factory()
+    svc = service_factory(cfg=cfg_svc.cfg, launcher=Refusing(cfg_svc.cfg.ledger_path))
+    coin_id = add(svc, "PERM", make_image(tmp_path / "p.png"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # (no drain: a transient error waits 30 s)
+        coin = svc.store.get(coin_id)
+        if coin.state == m.FAILED or (coin.state == m.CONFIRMED and coin.last_error):
+            break
+        svc.tick()
+    assert coin.state == state and str(error) in coin.last_error
+    assert coin.attempts == 1  # one try; a transient one waits launch.retry_backoff (30 s)
+    if state == m.CONFIRMED:
+        assert coin.retry_since is not None and coin.not_before > time.time() + 20

@@ -226,8 +226,8 @@ def test_once_with_the_source_down_exits_ret_source_and_says_why(cfg_factory):
     assert "\n" not in svc.exit_line
     assert "source is unreachable, coins not fetched" in svc.exit_line
     assert "HTTP 503" in svc.exit_line and "service.once_patience" in svc.exit_line
-    assert 1.0 <= took < 15
-    assert len(src.polls) >= 2  # it kept trying, backing off, for the whole patience
+    assert took < 15  # at most the patience, or sooner when the next poll would come after it
+    assert len(src.polls) >= 2  # it kept trying, backing off
 
 
 def test_once_rides_out_a_short_source_outage(cfg_factory, image_server, tmp_path):

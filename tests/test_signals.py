@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from moonshot.cli import cli as cli_main
+from tests.conftest import DripHost
 
 pytestmark = pytest.mark.stress
 
@@ -271,56 +272,6 @@ def test_second_signal_exits_at_once_and_nothing_is_lost(home, tmp_path, gated):
     check_nothing_lost_or_doubled(home, ids)
 
 
-class DripImage:
-    """A raw TCP image host that sends its response one byte a second (issue 16: one
-    attempt once took 6.5 minutes and held SIGTERM for 240 s); `fix()` makes it serve."""
-
-    def __init__(self):
-        import socket
-
-        buf = io.BytesIO()
-        Image.new("RGB", (64, 48), (200, 100, 10)).save(buf, "JPEG")
-        self.body = buf.getvalue()
-        self.fixed = False
-        self.requests = 0
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(8)
-        self.url = f"http://127.0.0.1:{self.srv.getsockname()[1]}/drip.jpg"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        try:
-            conn.recv(65536)
-            self.requests += 1
-            head = (
-                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(self.body)
-            )
-            data = head + self.body
-            if self.fixed:
-                conn.sendall(data)
-                return
-            for i in range(len(data)):
-                conn.send(data[i : i + 1])
-                time.sleep(1.0)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.srv.close()
-
-
 def transitions(home: Path, coin_id: int) -> list[tuple[str, str, str]]:
     conn = sqlite3.connect(home / "moonshot.db")
     try:
@@ -332,7 +283,10 @@ def transitions(home: Path, coin_id: int) -> list[tuple[str, str, str]]:
 
 
 def test_a_drip_host_holds_only_its_coin_and_term_is_honoured_in_time(home, tmp_path):
-    drip = DripImage()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 100, 10)).save(buf, "JPEG")
+    # one byte a second (issue 16: one attempt once took 6.5 minutes, TERM waited 240 s)
+    drip = DripHost("headers", buf.getvalue(), interval=1.0)
     timeout, stop_timeout = 5.0, 4.0
     extra = {
         "MOONSHOT_SPOOL_DOWNLOAD_TIMEOUT": str(timeout),
@@ -367,7 +321,7 @@ def test_a_drip_host_holds_only_its_coin_and_term_is_honoured_in_time(home, tmp_
         assert not list((home / "spool").glob("*.part"))
         assert states(home)[dripping] == "fetched"
         assert "cancelled" in transitions(home, dripping)[-1][2]
-        drip.fixed = True
+        drip.mode = "serve"
         assert cli(home, "run", "--once", extra=extra).returncode == RET_OK
         check_nothing_lost_or_doubled(home, [dripping, *others])
     finally:
