@@ -32,7 +32,11 @@ def test_file_then_environment(tmp_path):
     [
         ("[nope]\nx = 1\n", {}, "unknown section"),
         ("[spool]\nnope = 1\n", {}, "unknown key spool.nope"),
-        ("[spool]\ndownload_attempts = 'x'\n", {}, "spool.download_attempts must be a int"),
+        (
+            "[spool]\ndownload_attempts = 'x'\n",
+            {},
+            "spool.download_attempts must be a whole number",
+        ),
         ("not toml = = =", {}, "not valid TOML"),
         ("", {"MOONSHOT_LAUNCH_MODE": "yolo"}, "launch.mode"),
         ("", {"MOONSHOT_SPOOL_MAX_BYTES": "lots"}, "MOONSHOT_SPOOL_MAX_BYTES"),

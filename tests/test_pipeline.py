@@ -385,17 +385,28 @@ def test_other_files_are_left_alone_and_parts_cleaned(service_factory, tmp_path)
     assert collect(svc.cfg, svc.store)["unknown_spool_files"] == ["holiday.jpg"]
 
 
-def test_undecodable_drop_of_unknown_coin_is_rejected_after_grace(service_factory, monkeypatch):
+def test_undecodable_drop_makes_no_coin_and_is_taken_once_it_changes(
+    service_factory, monkeypatch, tmp_path
+):
+    """Issue 15: a file that does not decode is refused for now, shown by status, and
+    taken when it changes (a drop refused for good could never be fixed)."""
     from moonshot import pipeline
+    from moonshot.ops.status import collect
 
     monkeypatch.setattr(pipeline, "DROP_GRACE", 0.05)
     svc = service_factory()
-    (svc.cfg.spool_dir / "eve_JUNK_1700000003.jpg").write_bytes(
-        b"<svg xmlns='http://www.w3.org/2000/svg'/>"
-    )
+    drop = svc.cfg.spool_dir / "eve_JUNK_1700000003.jpg"
+    drop.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    drain(svc)
+    assert svc.store.coins_in(m.STATES) == []
+    refused = collect(svc.cfg, svc.store, probe=False)["refused_drops"]
+    assert "SVG" in refused["eve_JUNK_1700000003.jpg"]
+    drop.write_bytes(make_image(tmp_path / "good.png", fmt="PNG").read_bytes())
+    svc.watcher.notice(drop)  # what the watchdog thread does on the write
     drain(svc)
     (coin,) = svc.store.coins_in(m.STATES)
-    assert coin.state == m.REJECTED and "SVG" in coin.last_error
+    assert coin.source == "manual" and coin.state == m.CONFIRMED  # waits for approval
+    assert collect(svc.cfg, svc.store, probe=False)["refused_drops"] == {}
 
 
 def test_import_after_crash_reuses_the_asset(service_factory, tmp_path):

@@ -1,6 +1,7 @@
 """What `moonshot status` reports: counts per state, the oldest waiting coin, the last
 success of each stage, whether the service is alive (its heartbeat), what waits for a
-person, and files in spool/ that are not the service's. Reads only."""
+person, files in spool/ that are not the service's or were refused, and database trouble
+(locked by another program, a full disk) that pauses the service. Reads only."""
 
 from __future__ import annotations
 
@@ -67,6 +68,12 @@ def collect(
     h = health.assess(cfg, store, now=now, probe=probe)
     service = h["service"]
     problems = list(h["problems"])
+    blocked = store.write_blocked()
+    if blocked is not None:  # issue 15: the service pauses on this; say why
+        problems.insert(0, f"{blocked} (the service pauses until then)")
+    refused = {
+        name: why for name, why in store.refused_drops().items() if (cfg.spool_dir / name).is_file()
+    }
     report: dict[str, Any] = {
         "home": str(cfg.home),
         "counts": counts,
@@ -94,6 +101,7 @@ def collect(
         "held": held,
         "outbox_pending": store.outbox_pending(),
         "unknown_spool_files": unknown_spool_files(cfg),
+        "refused_drops": refused,
         "launch_mode": cfg.launch.mode,
         "tweets": tweet_decisions(store, now),
         "problems": problems,
@@ -146,6 +154,8 @@ def render(r: dict[str, Any]) -> str:
         lines.append(
             f"spool/{name}: not a canonical name ({{twitter_user}}_{{TICKER}}_{{unix_ts}}.jpg), left alone"
         )
+    for name, why in r.get("refused_drops", {}).items():
+        lines.append(f"spool/{name}: not taken: {why}")
     t = r.get("tweets") or {}
     if t.get("accepted") or t.get("refused") or t.get("pending"):
         lines.append(
