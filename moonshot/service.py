@@ -6,6 +6,7 @@ hand and exits 0, a second one exits at once: every state is already committed."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -207,8 +208,16 @@ class Service:
             return True
         try:
             step(coin, now)
-        except HOME_ERRORS:
-            raise  # the home's trouble, not the coin's: the service pauses (run)
+        except HomeTrouble:
+            # The home's trouble, not the coin's: the service pauses (run), and the
+            # attempt the step had counted does not count against the coin.
+            with contextlib.suppress(HomeTrouble):
+                fresh = self.store.get(coin.id)
+                if fresh and fresh.state == coin.state and fresh.attempts > coin.attempts:
+                    self.store.set_fields(coin.id, attempts=coin.attempts)
+            raise
+        except HomeError:
+            raise
         except Exception as exc:  # noqa: BLE001
             fresh = self.store.get(coin.id)
             if fresh is not None and fresh.state == m.LAUNCHING:
@@ -362,6 +371,9 @@ class Service:
         if self._paused is None:
             self._paused = (now, str(exc))
             self.log.error("paused: %s", exc)
+            # For `moonshot status`, when the database itself can still be written.
+            with contextlib.suppress(HomeTrouble):
+                self.store.meta_set_many({"paused" + self.meta_suffix: str(exc)})
         elapsed = now - self._paused[0]
         return min(max(PAUSE_MIN, elapsed), PAUSE_MAX)
 
@@ -371,6 +383,7 @@ class Service:
         since, why = self._paused
         self._paused = None
         self.log.warning("resumed after %.0f s of: %s", self.clock() - since, why)
+        self.store.meta_delete_many(["paused" + self.meta_suffix])
         if self.launches:
             # A launch step cut off by the trouble left its coin in `launching`; this
             # process holds the launch lock, so none is in hand: invariant 1 applies.

@@ -342,8 +342,11 @@ class Store:
             return exc
         finally:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if _free_bytes(self.path) < LOW_SPACE:
-            return explain(sqlite3.OperationalError("database or disk is full"), self.path)
+        free = _free_bytes(self.path)
+        if free < LOW_SPACE:
+            return HomeTrouble(
+                f"the disk of {self.path.parent} is full ({free} bytes free): free some space"
+            )
         return None
 
     # -- transactions --------------------------------------------------------------
@@ -711,15 +714,17 @@ class Store:
                 list(values.items()),
             )
 
+    def meta_delete_many(self, keys: list[str]) -> None:
+        with self.write() as conn:
+            conn.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in keys])
+
     # Dropped files in spool/ that were not taken, and why (issue 15; `moonshot status`).
     def refuse_drop(self, name: str, why: str) -> None:
         self.meta_set(REFUSED_DROP + name, why)
 
     def clear_refused_drop(self, name: str) -> None:
-        if self.meta_get(REFUSED_DROP + name) is None:
-            return  # no write (and no write lock) for the common case
-        with self.write() as conn:
-            conn.execute("DELETE FROM meta WHERE key = ?", (REFUSED_DROP + name,))
+        if self.meta_get(REFUSED_DROP + name) is not None:  # no write lock for the common case
+            self.meta_delete_many([REFUSED_DROP + name])
 
     def refused_drops(self) -> dict[str, str]:
         rows = self.db.execute(

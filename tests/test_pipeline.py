@@ -585,3 +585,23 @@ def test_status_says_why_a_confirmed_coin_is_held(service_factory, tmp_path):
         {"id": coin_id, "ticker": "HOLD", "reason": f"awaits approval: moonshot approve {coin_id}"}
     ]
     assert f"held in confirmed: coin {coin_id} HOLD: awaits approval" in render(report)
+
+
+def test_a_withdrawn_coin_handed_again_by_a_remote_source_is_not_launched(service_factory):
+    """The Supabase source may hand the same row again (a reset claim), or a new row for
+    the same tweet: neither launches a coin a person withdrew (issue 15)."""
+    from moonshot.pipeline import withdraw
+
+    svc = service_factory()
+    img = str(make_image(svc.cfg.home / "w.png"))
+    first = IncomingCoin("supabase", "row-7", "WD", "w", img, "bob", "77")
+    coin_id, _ = svc.store.add_coin(first, twitter_user="bob")
+    withdraw(svc.cfg, svc.store, svc.store.get(coin_id), "a person said no")
+    assert svc.store.add_coin(first, twitter_user="bob") == (coin_id, False)
+    other = IncomingCoin("supabase", "row-8", "WD", "w", img, "bob", "77")
+    other_id, created = svc.store.add_coin(other, twitter_user="bob")
+    assert created
+    drain(svc)
+    assert svc.store.get(other_id).state == m.REJECTED
+    assert svc.store.get(other_id).last_error == f"tweet 77 is already coin {coin_id}"
+    assert ledger(svc) == []

@@ -68,9 +68,15 @@ def collect(
     h = health.assess(cfg, store, now=now, probe=probe)
     service = h["service"]
     problems = list(h["problems"])
+    # Issue 15: database trouble pauses the service; say why. What this process sees
+    # now, and what the service recorded when it paused (a full disk elsewhere).
     blocked = store.write_blocked()
-    if blocked is not None:  # issue 15: the service pauses on this; say why
-        problems.insert(0, f"{blocked} (the service pauses until then)")
+    if blocked is not None:
+        problems.insert(0, f"{blocked}; the service pauses until then")
+    for stage, suffix in health.STAGE_SUFFIX.items():
+        why = store.meta_get("paused" + suffix)
+        if why and service["alive"]:
+            problems.insert(0, f"service paused{'' if stage == 'all' else f' ({stage})'}: {why}")
     refused = {
         name: why for name, why in store.refused_drops().items() if (cfg.spool_dir / name).is_file()
     }

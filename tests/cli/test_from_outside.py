@@ -365,3 +365,70 @@ def test_the_same_name_dropped_twice_with_other_content_is_said_and_never_import
     lib = sqlite3.connect(home / "library" / "library.db")
     assert lib.execute("SELECT count(*) FROM assets").fetchone()[0] == 1
     assert coin["id"] == 1
+
+
+# -- 9. wrong configuration, from outside ------------------------------------------------------------
+def test_a_misspelt_variable_or_a_dangling_config_link_stops_the_service(home, tmp_path):
+    add(home, tmp_path)
+    proc = run_cli(home, "run", "--once", env={"MOONSHOT_LANCH_MODE": "off"})
+    assert "did you mean MOONSHOT_LAUNCH_MODE?" in one_line_error(proc)
+    (home / "moonshot.toml").symlink_to(tmp_path / "settings" / "moonshot.toml")  # not mounted
+    proc = run_cli(home, "run", "--once")
+    assert "which does not exist" in one_line_error(proc)
+    assert launches(home) == []  # the deny lists and limits never silently went away
+
+
+# -- withdraw (issue 14, item 7) ---------------------------------------------------------------------
+def test_a_withdrawn_coin_never_launches_by_any_path(home, tmp_path):
+    off = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    add(home, tmp_path, "WD", "bob", (9, 9, 9), "--tweet-id", "4711")
+    run_cli(home, "run", "--once", env=off, check=True)  # confirmed: next would be the launch
+    (name,) = [p.name for p in (home / "spool").glob("bob_WD_*.jpg")]
+    proc = run_cli(home, "withdraw", "1", "--reason", "test coin", check=True)
+    assert "confirmed -> rejected (test coin)" in proc.stdout
+    coin = json.loads(run_cli(home, "history", "1", "--json").stdout)["coin"]
+    assert coin["state"] == m.REJECTED and coin["last_error"] == "withdrawn: test coin"
+    assert not (home / "spool" / name).exists()  # its file left spool/ with it
+    # Every way back: retry, approve, resolve, the same tweet again, its file dropped
+    # again, a restart, and a person following status.
+    for args in (["retry", "1"], ["approve", "1"], ["resolve", "1", "--not-launched"]):
+        assert run_cli(home, *args).returncode != 0
+    again = add(home, tmp_path, "WD", "bob", (9, 9, 9), "--tweet-id", "4711")
+    assert again.stdout.strip() == "1" and "already queued" in again.stderr
+    shutil.copy(home / "spool" / "done" / name, home / "spool" / name)
+    follow_status(home, env=FAST)  # restarts: the rescan sees the file
+    follow_status(home, env=FAST)
+    assert launches(home) == [] and status_json(home)["total"] == 1
+    assert json.loads(run_cli(home, "history", "1", "--json").stdout)["coin"]["state"] == m.REJECTED
+    assert not (home / "spool" / name).exists()  # retired again
+
+
+def test_the_withdrawn_coins_own_file_dropped_back_makes_no_coin(home, tmp_path):
+    add(home, tmp_path, "WF")
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_DENY_USERS": "bob", **FAST}, check=True)
+    run_cli(home, "withdraw", "1", check=True)  # from failed
+    (name,) = [p.name for p in (home / "spool" / "done").glob("bob_WF_*.jpg")]
+    shutil.copy(home / "spool" / "done" / name, home / "spool" / name)
+    follow_status(home, env=FAST)
+    assert launches(home) == [] and status_json(home)["total"] == 1
+
+
+@pytest.mark.parametrize(
+    "state, advice",
+    [
+        (m.NEEDS_REVIEW, "moonshot resolve 1 --withdraw"),
+        (m.LAUNCHED, "cannot be withdrawn"),
+    ],
+)
+def test_withdraw_refuses_a_coin_that_may_have_launched_and_says_what_to_do(
+    home, tmp_path, state, advice
+):
+    to_needs_review(home, tmp_path)
+    if state == m.LAUNCHED:
+        run_cli(home, "resolve", "1", "--launched", check=True)
+    assert advice in one_line_error(run_cli(home, "withdraw", "1"))
+    assert status_json(home)["counts"][state] == 1
+    if state == m.NEEDS_REVIEW:  # the advice, followed: no relaunch can slip in between
+        run_cli(home, "resolve", "1", "--withdraw", "--reason", "never made", check=True)
+        follow_status(home, env=FAST)
+        assert launches(home) == [] and status_json(home)["counts"][m.REJECTED] == 1
