@@ -549,6 +549,16 @@ class Store:
     def owned_files(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT name FROM spool_files")}
 
+    def twin(self, coin: Coin, states: tuple[str, ...]) -> Coin | None:
+        """Another coin of the same twitter user and ticker in one of `states`."""
+        marks = ", ".join("?" * len(states))
+        row = self._one(
+            f"SELECT * FROM coins WHERE ticker = ? AND twitter_user = ? COLLATE NOCASE"
+            f" AND id != ? AND state IN ({marks}) ORDER BY id LIMIT 1",
+            (coin.ticker, coin.twitter_user, coin.id, *states),
+        )
+        return Coin.from_row(row) if row else None
+
     def coin_with_tweet(self, tweet_id: str, exclude_id: int) -> int | None:
         row = self.db.execute(
             "SELECT id FROM coins WHERE tweet_id = ? AND id != ? ORDER BY id LIMIT 1",
@@ -583,6 +593,12 @@ class Store:
 
     def get(self, coin_id: int) -> Coin | None:
         row = self._one("SELECT * FROM coins WHERE id = ?", (coin_id,))
+        return Coin.from_row(row) if row else None
+
+    def coin_by_ref(self, source: str, source_ref: str) -> Coin | None:
+        row = self._one(
+            "SELECT * FROM coins WHERE source = ? AND source_ref = ?", (source, source_ref)
+        )
         return Coin.from_row(row) if row else None
 
     def find_by_filename(self, filename: str) -> Coin | None:
@@ -693,6 +709,15 @@ class Store:
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try = ? WHERE id = ?",
                 (error, next_try, entry_id),
             )
+
+    def drop_reports(self, coin_id: int, now: float | None = None) -> int:
+        """Never send this coin's undelivered reports (its claim was given away)."""
+        with self.write() as conn:
+            return conn.execute(
+                "UPDATE outbox SET delivered_at = ?, last_error = 'not sent: claim released'"
+                " WHERE coin_id = ? AND delivered_at IS NULL",
+                (iso(now), coin_id),
+            ).rowcount
 
     def outbox_pending(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tests.conftest import run_cli
 
-# Commands status may advise that move a coin on, as a person would type them.
-ADVICE = re.compile(r"moonshot (approve|retry) (\d+)")
+# Commands status may advise for a coin, as a person would type them, in its order.
+ADVICE = re.compile(r"moonshot (withdraw|approve|retry) (\d+)")
 
 
 def advice(home: Path) -> list[list[str]]:

@@ -18,17 +18,18 @@ import sys, time
 src, dst, rate = sys.argv[1], sys.argv[2], int(sys.argv[3])
 data = open(src, "rb").read()
 with open(dst, "wb") as f:
-    for i in range(0, len(data), 1024):   # 1 KB at a time, `rate` bytes a second
-        f.write(data[i : i + 1024])
+    for i in range(0, len(data), 5120):   # 5 KB bursts, `rate` bytes a second (rsync, pv)
+        f.write(data[i : i + 5120])
         f.flush()
-        time.sleep(1024 / rate)
+        time.sleep(5120 / rate)
 """
 
 
 def test_a_file_dropped_at_10_kb_per_second_is_taken_once_complete(home, tmp_path, service_process):
     src = tmp_path / "slow.jpg"
-    im = Image.frombytes("RGB", (160, 160), random.Random(6).randbytes(160 * 160 * 3))
-    im.save(src, "JPEG", quality=95)  # ~50 KB: about 5 s at 10 KB/s
+    im = Image.frombytes("RGB", (300, 300), random.Random(6).randbytes(300 * 300 * 3))
+    im.save(src, "JPEG", quality=95)  # ~100 KB: about 10 s at 10 KB/s, past any grace
+    assert src.stat().st_size > 80_000
     service = service_process(home, {"MOONSHOT_LAUNCH_MODE": "ledger"})
     wait_for(lambda: (home / "spool").is_dir() and status_json(home)["service"]["alive"])
     drop = home / "spool" / "carol_SLOW_1700000000.jpg"

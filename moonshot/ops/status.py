@@ -44,6 +44,22 @@ def unknown_spool_files(cfg: Config) -> list[str]:
     )
 
 
+def _twin_note(store: Store, coin, why: str) -> str:
+    """A coin awaiting approval that has the user and ticker of a coin launched, being
+    reviewed or withdrawn (a file of it dropped again under another time): the advice
+    must not read as "approve it" alone (issue 15, attacker pass)."""
+    if not why.startswith("awaits approval"):
+        return why
+    twin = store.twin(coin, (m.LAUNCHED, m.LAUNCHING, m.NEEDS_REVIEW, m.REJECTED))
+    if twin is None:
+        return why
+    return (
+        f"awaits approval, but @{coin.twitter_user} ${coin.ticker} was coin {twin.id}"
+        f" ({twin.state}): if it is the same coin, moonshot withdraw {coin.id}; if it is a"
+        f" new one, moonshot approve {coin.id}"
+    )
+
+
 def collect(
     cfg: Config, store: Store, now: float | None = None, probe: bool = True
 ) -> dict[str, Any]:
@@ -60,7 +76,7 @@ def collect(
     ]
     gate = LaunchGate(cfg, store)
     held = [
-        {"id": c.id, "ticker": c.ticker, "reason": why}
+        {"id": c.id, "ticker": c.ticker, "reason": _twin_note(store, c, why)}
         for c in store.coins_in([m.CONFIRMED], order="id", limit=50)
         if (why := gate.blocker(c, now, cfg.launch.mode != "off"))
     ]

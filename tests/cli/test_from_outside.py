@@ -432,3 +432,23 @@ def test_withdraw_refuses_a_coin_that_may_have_launched_and_says_what_to_do(
         run_cli(home, "resolve", "1", "--withdraw", "--reason", "never made", check=True)
         follow_status(home, env=FAST)
         assert launches(home) == [] and status_json(home)["counts"][m.REJECTED] == 1
+
+
+# -- the attacker pass ---------------------------------------------------------------------------------
+def test_a_launched_coins_image_dropped_again_under_another_time_is_not_approved_blindly(
+    home, tmp_path
+):
+    """A person re-drops a launched coin's file under a new name (say, copied back from
+    spool/done/ and renamed). It is a new manual coin; status must not read as "approve
+    it" alone: it names the launched twin and the withdraw first."""
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    (launched,) = launches(home)
+    src = next((home / "spool").rglob(launched["image_filename"]))
+    shutil.copy(src, home / "spool" / "bob_DN_1999999999.jpg")
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    (held,) = status_json(home)["held"]
+    assert "was coin 1 (launched)" in held["reason"]
+    assert held["reason"].index("withdraw") < held["reason"].index("approve")
+    follow_status(home, env=FAST)  # the literal reader runs withdraw first, then approve fails
+    assert launch_counts(home) == {("bob", "DN"): 1}
