@@ -270,6 +270,12 @@ def attach(cfg: Config, store: Store) -> str:
     if home_id is None:
         home_id = store.claim_home_id(uuid.uuid4().hex)
     spool = markers.get(cfg.spool_dir)
+    if spool is None and seq > 0:
+        raise HomeError(
+            f"{cfg.db_path} has made {seq} spool files and launches, but {cfg.spool_dir} has no"
+            f" {MARKER}: was the database copied or moved here without its spool/? Put the"
+            f" home's spool/ back, or run `moonshot recover` ({HOME_TROUBLESHOOTING})"
+        )
     if spool and spool.evidence_seq > seq:
         raise HomeError(
             f"{cfg.db_path} is older than this home: spool/{MARKER} counts"
@@ -321,7 +327,7 @@ def _recover(cfg: Config) -> dict[str, Any]:
         if marker_id and (db_id or not fresh) and db_id != marker_id:
             raise _not_ours(cfg, db_id, cfg.spool_dir, marker_id)
         marker_seq = spool.evidence_seq if spool else 0
-        if not fresh and marker_seq <= seq:
+        if not fresh and marker_seq <= seq and (spool is not None or seq == 0):
             attach(cfg, store)
             return {"home_id": db_id, "reviewed": [], "rebuilt": [], "nothing": True}
         home_id = store.claim_home_id(marker_id or db_id or uuid.uuid4().hex)
@@ -338,8 +344,9 @@ def _review_unsettled(store: Store) -> list[dict[str, Any]]:
     out = []
     for coin in store.coins_in([*m.RETRYABLE, m.LAUNCHING, m.FAILED], order="id"):
         reason = (
-            "moonshot recover: moonshot.db was restored from an older copy, and this coin may"
-            " have moved on since, even launched; check the app, then moonshot resolve"
+            "moonshot recover: moonshot.db was restored from an older copy (or came without its"
+            " spool/), and this coin may have moved on since, even launched; check the app,"
+            " then moonshot resolve"
             f" {coin.id} --launched | --not-launched | --withdraw"
         )
         trigger = "review" if coin.state == m.LAUNCHING else "recover"

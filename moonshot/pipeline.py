@@ -189,6 +189,14 @@ class Pipeline:
         )
         crash.point("after_spool_commit")
 
+    def _missing_file(self, coin: Coin, now: float) -> None:
+        """The coin's file left spool/ (removed or renamed by hand): spool it afresh."""
+        reason = (
+            f"spooled file {coin.image_filename} is missing; `moonshot retry {coin.id}`"
+            " downloads it again"
+        )
+        self._fire(coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.FETCHED)
+
     # -- spooled -> imported ---------------------------------------------------------------
     def import_gate_open(self, coin: Coin) -> bool:
         """Invariant 2: while launching is enabled, import only when no other coin is
@@ -211,10 +219,7 @@ class Pipeline:
         coin = self._attempt(coin, now, import_started=started)
         path = self.spool_path(coin)
         if not path.exists():
-            reason = f"spooled file {path.name} is missing; `moonshot retry {coin.id}` downloads it again"
-            self._fire(
-                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.FETCHED
-            )
+            self._missing_file(coin, now)
             return
         if coin.image_sha256 and file_sha256(path) != coin.image_sha256:
             # Only decoded and re-encoded images are imported (invariant 5).
@@ -351,6 +356,9 @@ class Pipeline:
             self._supersede(coin, why, now)
             return
         if not self._source_holds(coin, now):
+            return
+        if not self.spool_path(coin).exists():  # renamed or removed by hand (issue 15)
+            self._missing_file(coin, now)
             return
         coin = self._attempt(coin, now)
         try:

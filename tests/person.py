@@ -1,6 +1,7 @@
 """A person who follows `moonshot status` literally (issue 15): whatever `moonshot ...`
-command status names as the way forward for a coin (approve it, retry it), they run,
-then run the service again, until status names nothing new. And the count of launches
+command status names as the way forward for a coin (withdraw, approve, retry it) they
+run, in the order it names them, and README's advice for a failed coin (`moonshot retry
+ID`), then run the service again, until nothing new is advised. And the count of launches
 per coin the ledger launcher recorded, which must never be more than one."""
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def advice(home: Path) -> list[list[str]]:
         cmd = shlex.split(match.group(0))[1:]
         if cmd not in seen:
             seen.append(cmd)
+    for failed in re.finditer(r"attention: coin (\d+) \S+ failed", proc.stdout):
+        cmd = ["retry", failed.group(1)]  # README, Troubleshooting: "a coin is failed"
+        if cmd not in seen:
+            seen.append(cmd)
     return seen
 
 
@@ -32,14 +37,16 @@ def follow_status(home: Path, env: dict | None = None, rounds: int = 4) -> list[
     """Run `moonshot run --once`, then every command status advises, until it advises
     nothing new; returns the commands run."""
     done: list[list[str]] = []
+    last: list[list[str]] = []
     for _ in range(rounds):
         run_cli(home, "run", "--once", env=env)
-        todo = [cmd for cmd in advice(home) if cmd not in done]
-        if not todo:
+        todo = advice(home)
+        if not todo or todo == last:
             break
         for cmd in todo:
             run_cli(home, *cmd, env=env)
             done.append(cmd)
+        last = todo
     return done
 
 

@@ -45,12 +45,12 @@ def unknown_spool_files(cfg: Config) -> list[str]:
 
 
 def _twin_note(store: Store, coin, why: str) -> str:
-    """A coin awaiting approval that has the user and ticker of a coin launched, being
-    reviewed or withdrawn (a file of it dropped again under another time): the advice
-    must not read as "approve it" alone (issue 15, attacker pass)."""
+    """A coin awaiting approval that has the user and ticker of another coin (a file of it
+    dropped again, renamed or copied under another time): the advice must not read as
+    "approve it" alone, or the same coin launches twice (issue 15, attacker pass)."""
     if not why.startswith("awaits approval"):
         return why
-    twin = store.twin(coin, (m.LAUNCHED, m.LAUNCHING, m.NEEDS_REVIEW, m.REJECTED))
+    twin = store.twin(coin, tuple(m.STATES))  # any: a renamed or copied file of a live coin too
     if twin is None:
         return why
     return (

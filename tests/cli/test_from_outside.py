@@ -452,3 +452,37 @@ def test_a_launched_coins_image_dropped_again_under_another_time_is_not_approved
     assert held["reason"].index("withdraw") < held["reason"].index("approve")
     follow_status(home, env=FAST)  # the literal reader runs withdraw first, then approve fails
     assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+def test_a_live_coins_file_renamed_by_hand_does_not_make_a_second_launch(home, tmp_path):
+    """mv spool/bob_DN_<t>.jpg spool/bob_DN_<t+1>.jpg while the coin waits: the new name is
+    a new manual coin, the first coin loses its file. README says retry a failed coin,
+    status says approve the manual one: followed literally, both must not launch."""
+    off = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=off, check=True)
+    (own,) = (home / "spool").glob("bob_DN_*.jpg")
+    own.rename(home / "spool" / "bob_DN_1999999999.jpg")
+    run_cli(home, "run", "--once", env=off, check=True)
+    (held,) = [h for h in status_json(home)["held"] if h["id"] == 2]
+    assert "was coin 1" in held["reason"] and "moonshot withdraw 2" in held["reason"]
+    follow_status(home, env=FAST)
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+def test_a_database_copied_to_another_folder_without_its_spool_is_refused(home, tmp_path):
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    src = sqlite3.connect(home / "moonshot.db")
+    dst = sqlite3.connect(copy / "moonshot.db")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    line = one_line_error(run_cli(copy, "run", "--once", env=FAST))
+    assert "without its spool/" in line
+    run_cli(home, "run", "--once", env=FAST, check=True)  # the home itself goes on
+    assert launch_counts(home) == {("bob", "DN"): 1}
+    assert launches(copy) == []
