@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from moonshot import machine as m
 from moonshot.config import Config
@@ -100,13 +101,18 @@ def _library_assets(cfg: Config) -> int:
     if not db.is_file():
         return 0
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("SELECT count(*) FROM assets").fetchone()[0]
-        finally:
-            conn.close()
+        return _read_one(db, "SELECT count(*) FROM assets")
     except sqlite3.Error:
         return 1  # a library we cannot read is still a library that was used
+
+
+def _read_one(db: Path, sql: str) -> Any:
+    """One value from a SQLite file opened read-only (a missing file is not created)."""
+    conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def evidence(cfg: Config) -> list[str]:
@@ -155,11 +161,7 @@ def _peek_version(path: Path) -> int | None:
     if path.is_dir():
         raise HomeError(f"{path} is a folder, not a database; move it away")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            conn.close()
+        return _read_one(path, "PRAGMA user_version")
     except sqlite3.Error as exc:
         raise explain(exc, path) from None
 

@@ -439,11 +439,11 @@ class Service:
                         did = self._poll_source(now, force=True)
                         if not did:
                             break
+                    self._resumed()
                 except HomeTrouble as exc:
                     self._wake.wait(self._pause(exc))
                     self._wake.clear()
                     continue
-                self._resumed()
                 if did:
                     idle = 0
                     continue
