@@ -362,9 +362,7 @@ def _rebuild_unknown(cfg: Config, store: Store) -> list[dict[str, Any]]:
     launches = {e.get("image_filename"): e for e in ledger_lines(cfg)}
     found: dict[str, str] = {}
     for path in coin_files(cfg):
-        where = (
-            "spool/done/ (moved there after a launch)" if path.parent != cfg.spool_dir else "spool/"
-        )
+        where = "spool/done/ (launched, or moved on)" if path.parent != cfg.spool_dir else "spool/"
         found.setdefault(path.name, where)
     for name in launches:
         if isinstance(name, str) and parse_name(name) is not None:
@@ -382,11 +380,6 @@ def _rebuild_unknown(cfg: Config, store: Store) -> list[dict[str, Any]]:
             if isinstance(when, int | float)
             else ""
         )
-        reason = (
-            f"moonshot recover: rebuilt from {name} in {where}{said}; moonshot.db did not know it."
-            " It may have been launched: check the app, then moonshot resolve ID --launched, or"
-            " --withdraw (a rebuilt coin is never launched again from here; `moonshot add` it anew)"
-        )
         name_text = launch.get("name") if isinstance(launch.get("name"), str) else parsed.ticker
         incoming = IncomingCoin(
             RECOVERED,
@@ -402,6 +395,12 @@ def _rebuild_unknown(cfg: Config, store: Store) -> list[dict[str, Any]]:
             trigger="recovered",
             detail={"file": name, "found_in": where, "ledger": launch or None},
             image_filename=name,
+        )
+        reason = (
+            f"moonshot recover: rebuilt from {name} in {where}{said}; moonshot.db did not know it."
+            f" It may have been launched: check the app, then moonshot resolve {coin_id}"
+            " --launched, or --withdraw (a rebuilt coin is never launched again from here;"
+            " `moonshot add` it anew)"
         )
         coin = store.get(coin_id)
         assert coin is not None
