@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -182,10 +183,16 @@ INT_TEXT = re.compile(r"[+-]?[0-9]+")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-def kind_of(section: str, key: str) -> str:
-    """The declared type of `section.key` (its dataclass annotation)."""
+@functools.cache
+def _fields(section: str) -> dict[str, Any]:
+    """The keys of a section and their declared types (dataclass annotations)."""
     cls = type(getattr(Config(home=Path(".")), section))
-    declared = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+    return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def kind_of(section: str, key: str) -> str:
+    """The declared type of `section.key`, one of KINDS."""
+    declared = _fields(section)[key]
     kind = declared if isinstance(declared, str) else getattr(declared, "__name__", "")
     if kind not in KINDS:
         raise TypeError(f"{section}.{key}: type {declared!r} has no config check (config.KINDS)")
@@ -244,12 +251,11 @@ OTHER_VARIABLES = {
 
 def setting_names() -> dict[str, tuple[str, str]]:
     """Every `MOONSHOT_<SECTION>_<KEY>` name -> (section, key)."""
-    out = {}
-    for section in SECTIONS:
-        cls = type(getattr(Config(home=Path(".")), section))
-        for f in dataclasses.fields(cls):
-            out[f"MOONSHOT_{section.upper()}_{f.name.upper()}"] = (section, f.name)
-    return out
+    return {
+        f"MOONSHOT_{section.upper()}_{key.upper()}": (section, key)
+        for section in SECTIONS
+        for key in _fields(section)
+    }
 
 
 def _check_env_names(env: Mapping[str, str], settings: dict[str, tuple[str, str]]) -> None:
