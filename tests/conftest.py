@@ -18,8 +18,8 @@ from PIL import Image
 from moonshot import config as config_mod
 from moonshot.adapters import Ports
 from moonshot.app.launcher_ledger import LedgerLauncher
+from moonshot.home import open_store as open_home_store
 from moonshot.photos.library_folder import FolderLibrary
-from moonshot.store import Store
 from moonshot.supabase.source_local import LocalSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,9 @@ def cfg(cfg_factory):
 
 @pytest.fixture
 def store(cfg):
-    s = Store(cfg.db_path)
+    """The home's store opened as the service and the CLI open it (home.open_store: the
+    markers kept beside its evidence, invariant 7)."""
+    s = open_home_store(cfg)
     yield s
     s.close()
 
@@ -100,7 +102,7 @@ def service_factory(cfg_factory):
 
     def make(env: dict | None = None, library=None, launcher="ledger", cfg=None):
         cfg = cfg or cfg_factory(env)
-        store = Store(cfg.db_path)
+        store = open_home_store(cfg)
         library = library or FolderLibrary(cfg.library_path)
         if launcher == "ledger":
             launcher = LedgerLauncher(cfg.ledger_path) if cfg.launch.mode != "off" else None

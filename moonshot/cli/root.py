@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moonshot.cli.flow",
     "moonshot.cli.ingest",
     "moonshot.cli.dashboard",
+    "moonshot.cli.alerts",
 )
 
 

@@ -405,13 +405,13 @@ def test_two_services_drain_100_coins_once_each(standin, coins_db, tmp_path):
 def inproc(cfg_factory, src: SupabaseSource, **env: str):
     from moonshot.adapters import Ports
     from moonshot.app.launcher_ledger import LedgerLauncher
+    from moonshot.home import open_store
     from moonshot.photos.library_folder import FolderLibrary
     from moonshot.service import Service
-    from moonshot.store import Store
 
     cfg = cfg_factory({**SERVICE_ENV, **env})
     ports = Ports(src, FolderLibrary(cfg.library_path), LedgerLauncher(cfg.ledger_path))
-    return Service(cfg, store=Store(cfg.db_path), ports=ports)
+    return Service(cfg, store=open_store(cfg), ports=ports)
 
 
 def test_status_and_doctor_show_a_rejected_key(standin, coins_db, cfg_factory, monkeypatch):
