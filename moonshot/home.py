@@ -291,12 +291,16 @@ def attach(cfg: Config, store: Store) -> str:
 
     for folder, marker in markers.items():
         want = Marker(home_id, seq if folder == cfg.spool_dir else 0)
-        if marker is None or marker.home_id is None or (folder == cfg.spool_dir and marker != want):
+        stale = marker is None or marker.home_id is None
+        if stale or (folder == cfg.spool_dir and marker != want):
             # Best effort: a marker we cannot write now (a read-only command on a full
-            # disk) is written by the next one; the database stays the authority.
+            # disk) is written by the next one; the database stays the authority. The
+            # library's folder is the library's to create (health tells "missing" by it).
             with contextlib.suppress(OSError, MoonshotError):
-                folder.mkdir(parents=True, exist_ok=True)
-                write_marker(folder, want, durable=True)
+                if folder == cfg.spool_dir:
+                    folder.mkdir(parents=True, exist_ok=True)
+                if folder.is_dir():
+                    write_marker(folder, want, durable=True)
     store.on_evidence = keep
     return home_id
 

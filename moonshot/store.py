@@ -362,7 +362,7 @@ class Store:
             dest.close()
         return target
 
-    def write_blocked(self, wait_ms: int = 200) -> MoonshotError | None:
+    def write_blocked(self, wait_ms: int = 1000) -> MoonshotError | None:
         """Why a write would fail now (another program's lock, a full disk), or None.
         Takes the write lock for an instant and changes nothing (`moonshot status`)."""
         conn = self.db.conn

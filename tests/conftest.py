@@ -115,6 +115,19 @@ def service_factory(cfg_factory):
         svc.close()
 
 
+def home_store(home: Path, env: dict | None = None):
+    """A home's store opened as the CLI opens it (markers kept, invariant 7), for tests
+    that write a state directly before they run the real CLI."""
+    return open_home_store(config_mod.load(home, env=env or {}))
+
+
+def spool_names(folder: Path) -> list[str]:
+    """The names in spool/ but the home's marker (moonshot.home.MARKER)."""
+    from moonshot.home import MARKER
+
+    return sorted(n for n in os.listdir(folder) if n != MARKER)
+
+
 def drain(svc, limit: int = 2000, now=None) -> int:
     """Tick until nothing is done (ignoring timed waits); returns the number of steps."""
     import time

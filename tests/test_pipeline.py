@@ -13,7 +13,7 @@ from moonshot import machine as m
 from moonshot.errors import NeedsReview, TransientError
 from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
-from tests.conftest import drain, make_image
+from tests.conftest import drain, make_image, spool_names
 
 
 def add(svc, ticker="MOON", image=None, user="bob", ref=None, **kw):
@@ -85,7 +85,7 @@ def test_spool_writes_only_canonical_names_atomically(service_factory, tmp_path)
     assert coin.image_filename.startswith("Some_User_MOON_") and coin.image_filename.endswith(
         ".jpg"
     )
-    assert [p.name for p in svc.cfg.spool_dir.iterdir()] == [coin.image_filename]
+    assert spool_names(svc.cfg.spool_dir) == [coin.image_filename]
     assert not svc.cfg.ledger_path.exists()
 
 
@@ -116,7 +116,7 @@ def test_invalid_input_is_rejected_with_reason(service_factory, tmp_path, image_
     assert "HTTP 404" in reasons[gone].last_error
     assert "scheme 'ftp'" in reasons[ftp].last_error
     assert ledger(svc) == []
-    assert list(svc.cfg.spool_dir.iterdir()) == []
+    assert spool_names(svc.cfg.spool_dir) == []
 
 
 def test_transient_errors_back_off_then_succeed(service_factory, tmp_path, image_server):
