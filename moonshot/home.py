@@ -264,8 +264,10 @@ def attach(cfg: Config, store: Store) -> str:
     """Check the open database against the home's markers, give it a home id if it has
     none (a new home, or one from before homes had an id), refresh the markers and have
     the store keep the spool marker's count. Returns the home id."""
-    home_id, seq = store.identity()
+    # The markers first, then the database: the store writes the marker after each
+    # commit, so a marker read first is never ahead of the database read after it.
     markers = {folder: read_marker(folder) for folder in marker_folders(cfg)}
+    home_id, seq = store.identity()
     for folder, marker in markers.items():
         if marker and marker.home_id and marker.home_id != home_id:
             raise _not_ours(cfg, home_id, folder, marker.home_id)
@@ -287,7 +289,16 @@ def attach(cfg: Config, store: Store) -> str:
         )
 
     def keep(new_seq: int, durable: bool) -> None:
-        write_marker(cfg.spool_dir, Marker(home_id, new_seq), durable)
+        now = read_marker(cfg.spool_dir)
+        if now is not None and now.home_id == home_id and now.evidence_seq >= new_seq:
+            return  # the other stage's agent wrote a later count meanwhile (--split)
+        try:
+            write_marker(cfg.spool_dir, Marker(home_id, new_seq), durable)
+        except HomeTrouble:
+            if durable:
+                raise  # no launch without it
+            # A spool file's count may lag (the next one writes it): a lagging marker is
+            # only a weaker check, never a false refusal.
 
     for folder, marker in markers.items():
         want = Marker(home_id, seq if folder == cfg.spool_dir else 0)

@@ -542,13 +542,15 @@ class Store:
                     )
                     fields["trigger"] = trigger
                     self._enqueue(conn, coin_id, source, ref, to_state, fields, stamp)
-            if trigger in machine.LEAVES_EVIDENCE:
-                # Before the side effect that leaves evidence outside the database, the
-                # home's marker learns how far this database has come (home.py), inside
-                # the transaction: if the marker cannot be written, nothing is committed.
-                seq = self._bump_evidence(conn)
-                if self.on_evidence is not None:
-                    self.on_evidence(seq, to_state == machine.LAUNCHING)
+            seq = self._bump_evidence(conn) if trigger in machine.LEAVES_EVIDENCE else None
+        if seq is not None and self.on_evidence is not None:
+            # After the commit, before the side effect that leaves evidence outside the
+            # database, the home's marker learns how far this database has come (home.py).
+            # After, not before: a reader that sees the marker's count then finds the
+            # database at least there. Durable before a launch; if it cannot be written
+            # then, this raises with the coin in `launching` and nothing clicked, and the
+            # coin goes to needs_review (invariant 1), never on without its marker.
+            self.on_evidence(seq, to_state == machine.LAUNCHING)
 
     # -- spool file owners and the home's identity (issue 15, invariant 7) --------------------
     def _own_file(self, conn: sqlite3.Connection, coin_id: int, name: str, stamp: str) -> None:
