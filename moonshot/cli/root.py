@@ -306,15 +306,16 @@ def withdraw(ctx: click.Context, coin_id: int, reason: str) -> None:
     cfg = load_config(ctx)
     store = open_store(cfg)
     coin = coin_or_fail(store, coin_id)
-    try:
-        if coin.state in NOT_WITHDRAWABLE:
-            raise StaleState(coin.state)
-        new = withdraw_coin(cfg, store, coin, reason)
-    except StaleState:
-        coin = coin_or_fail(store, coin_id)  # it moved on meanwhile: say what it is now
-        why = NOT_WITHDRAWABLE.get(coin.state, "moved on meanwhile; try again").format(id=coin_id)
-        raise click.ClickException(f"coin {coin_id} {why}") from None
-    click.echo(f"coin {coin_id}: {coin.state} -> {new} ({reason})")
+    if coin.state not in NOT_WITHDRAWABLE:
+        try:
+            new = withdraw_coin(cfg, store, coin, reason)
+        except StaleState:  # the service moved it on meanwhile: say what it is now
+            coin = coin_or_fail(store, coin_id)
+        else:
+            click.echo(f"coin {coin_id}: {coin.state} -> {new} ({reason})")
+            return
+    why = NOT_WITHDRAWABLE.get(coin.state, "moved on meanwhile; try again")
+    raise click.ClickException(f"coin {coin_id} {why.format(id=coin_id)}")
 
 
 @cli.command()

@@ -11,13 +11,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
 from moonshot import machine as m
 from moonshot.crash import CRASH_EXIT
-from tests.conftest import cli_env, make_image, missing_service, run_cli
+from tests.conftest import cli_env, make_image, missing_service, run_cli, wait_for
 from tests.person import follow_status, launch_counts, launches, status_json
 
 FAST = {"MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01"}
@@ -130,30 +129,16 @@ def test_a_lost_database_is_never_started_afresh_over_the_homes_evidence(home, t
     assert launch_counts(home) == {("bob", "DN"): 1, ("bob", "UP"): 1}
 
 
-def test_a_database_deleted_under_the_running_service_is_noticed(home, tmp_path):
+def test_a_database_deleted_under_the_running_service_is_noticed(home, tmp_path, service_process):
     add(home, tmp_path)
     run_cli(home, "run", "--once", env=FAST, check=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moonshot", "--home", str(home), "run"],
-        env=cli_env(FAST),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.time() + 30
-        while status_json(home)["service"]["state"] != "running":
-            assert time.time() < deadline, "the service did not start"
-            time.sleep(0.2)
-        (home / "moonshot.db").unlink()
-        line = one_line_error(run_cli(home, "status"))  # never "never started, 0 coins"
-        assert "missing" in line, line
-        _, err = proc.communicate(timeout=30)  # the service stops by itself
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0
+    proc = service_process(home, FAST)
+    wait_for(lambda: status_json(home)["service"]["state"] == "running", what="the service")
+    (home / "moonshot.db").unlink()
+    line = one_line_error(run_cli(home, "status"))  # never "never started, 0 coins"
+    assert "missing" in line, line
+    assert proc.wait(timeout=30) != 0  # the service stops by itself
+    err = proc.err()
     assert "moonshot.db was deleted while moonshot run used it" in err
     assert "Traceback" not in err
     (saved,) = home.glob("moonshot.db.saved-*")
