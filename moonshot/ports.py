@@ -47,6 +47,7 @@ class Coin:
     import_started: float | None = None
     supersede_count: int = 0
     failed_from: str | None = None
+    image_sha256: str | None = None  # of the JPEG the coin spooled (issue 15)
     retry_since: float | None = None  # first transient failure at this stage
     released: bool = False  # the source claim was handed back (a clean stop)
 

@@ -370,7 +370,7 @@ def test_an_outage_mid_run_loses_and_duplicates_nothing(standin, coins_db, tmp_p
     def during() -> None:
         if "outage" not in state and svc.ledger():
             # Mid-run, the database behind PostgREST goes away. (Storage outages are the
-            # image download's retry policy: spool.download_attempts, tested in core.)
+            # image download's retry policy: moonshot.retry, tested in core.)
             state["outage"] = standin.faults.outage(path="/rest/v1/")
             state["at"] = time.monotonic()
         elif "outage" in state and state["outage"].times and time.monotonic() - state["at"] > 2:
@@ -403,13 +403,13 @@ def test_two_services_drain_100_coins_once_each(standin, coins_db, tmp_path):
 def inproc(cfg_factory, src: SupabaseSource, **env: str):
     from moonshot.adapters import Ports
     from moonshot.app.launcher_ledger import LedgerLauncher
+    from moonshot.home import open_store
     from moonshot.photos.library_folder import FolderLibrary
     from moonshot.service import Service
-    from moonshot.store import Store
 
     cfg = cfg_factory({**SERVICE_ENV, **env})
     ports = Ports(src, FolderLibrary(cfg.library_path), LedgerLauncher(cfg.ledger_path))
-    return Service(cfg, store=Store(cfg.db_path), ports=ports)
+    return Service(cfg, store=open_store(cfg), ports=ports)
 
 
 def test_status_and_doctor_show_a_rejected_key(standin, coins_db, cfg_factory, monkeypatch):
@@ -608,3 +608,42 @@ def test_two_homes_share_40_coins_through_503s_and_dropped_connections(standin, 
             assert db.execute("SELECT count(*) FROM coins WHERE state = 'failed'").fetchone() == (
                 0,
             )
+
+
+def test_release_hands_a_coin_over_so_that_only_the_other_mac_launches_it(
+    standin, coins_db, cfg_factory, home, monkeypatch
+):
+    """Issue 15, attacker pass: `supabase release` as the README says ("before retiring
+    this Mac"), with this home's coin already spooled. This home must never launch it:
+    it is withdrawn here, its pending reports are not sent (they would claim it back),
+    and a running service (its lease good in its memory) makes the release refuse."""
+    from click.testing import CliRunner
+
+    from moonshot.cli import cli
+    from moonshot.supabase.source_supabase import worker_id
+    from tests.conftest import drain
+
+    (coin,) = add_coins(standin, coins_db, 1)
+    monkeypatch.setenv("SUPABASE_URL", standin.url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", standin.key)
+    for name, value in SERVICE_ENV.items():  # the CLI loads the config itself
+        monkeypatch.setenv(name, value)
+    svc = inproc(cfg_factory, source(standin, worker_id(home)))
+    deadline = time.monotonic() + 30
+    while not svc.store.coins_in(["spooled"]) and time.monotonic() < deadline:
+        svc.tick()  # fetched (claimed), then spooled once its download ends
+    (local,) = svc.store.coins_in(["spooled"])
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["--home", str(home), "supabase", "release", str(coin)])
+    assert refused.exit_code == 1 and "stop it first" in refused.output
+    svc.close()
+    released = runner.invoke(cli, ["--home", str(home), "supabase", "release", str(coin)])
+    assert released.exit_code == 0 and f"released 1 claim(s): {coin}" in released.output
+    assert svc.store.get(local.id).state == "rejected"
+    assert svc.store.outbox_pending() == 0
+    other = start_service(home.parent, "other", standin)
+    run_until([other], all_launched(coins_db, 1), timeout=30)
+    again = inproc(cfg_factory, source(standin, worker_id(home)))
+    drain(again)
+    assert again.ports.launcher.entries() == [] and other.ledger() == ["T000"]
+    again.close()
