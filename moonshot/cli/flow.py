@@ -376,6 +376,10 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
     from moonshot.store import Store
 
     cfg = _cfg(ctx)
+    try:
+        fl = load_flow(cfg)  # a flow that is refused is refused first
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
     coin = Store(cfg.db_path).get(coin_id)
     if coin is None:
         raise click.ClickException(f"no coin with id {coin_id}")
@@ -385,7 +389,6 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
             " a dry run needs an imported coin"
         )
     try:
-        fl = load_flow(cfg)
         launcher = GuiLauncher(cfg, fl, _driver(fl), build_library(cfg))
         launcher.prepare(coin, cfg.spool_dir / coin.image_filename)
     except MoonshotError as exc:
