@@ -11,20 +11,25 @@ from typing import Protocol
 
 from PIL import Image, ImageOps
 
-# A box is cut to its ink plus a margin of PAD times the ink's height before recognition.
-# Measured on 400 rendered tickers and names (DejaVu Sans, Bold, Serif, Mono, Condensed,
-# 10-20 px, 1x and 2x, six colour themes, boxes tight or 340 px wide), the read-back rules
-# accepted 395-397 read this way, 312 read from the raw box; a margin of half the height
-# read worse (391). Scaling the ink up before recognition changed nothing (the recogniser
-# scales every line to 48 px itself), so it is not done.
+# A box is cut to its ink plus a margin of PAD times the ink's height, and ink smaller than
+# INK_HEIGHT is scaled up to it, before recognition. Measured (bench/ocr.py's renderings,
+# the read-back rules on what was read): over 400 tickers and names (DejaVu Sans, Bold,
+# Serif, Mono, Condensed, 10-20 px, 1x and 2x, six colour themes, tight or 340 px boxes)
+# 312 were accepted read from the raw box, 394-398 cut to the ink; a margin of half the
+# height read worse (391). Over 300 small ones (10-14 px at 1x) scaling to 32 px took the
+# ink crop from 291 to 296.
 PAD = 0.25
+INK_HEIGHT = 32
 # For the detector (read_block) text is scaled so a line is about this tall: at the boxes'
 # own size it found the lines of 50 of 60 wrapped names, at 32 px all 60.
 LINE_HEIGHT = 32
 # A box whose every pixel is within this many grey levels of its background holds no text.
 BLANK_CONTRAST = 24
-# A row or column this full of ink is a rule or a field's frame, not text.
-LINE_FILL = 0.9
+# A piece of ink (connected) that spans this much of the box's width, or of its height at
+# a side, and is a line or an outline (it fills at most FRAME_FILL of its bounding box) is
+# a rule or a field's frame, not text: a Tk Entry's sunken frame read as '[' otherwise.
+LINE_FILL = 0.8
+FRAME_FILL = 0.3
 
 
 @dataclass(frozen=True)
@@ -63,17 +68,25 @@ def background(img: Image.Image) -> tuple[int, int, int]:
 
 
 def _ink(img: Image.Image):
-    """A mask of what differs from the background, rules and a field's frame left out;
+    """A mask of what differs from the background, without rules and a field's frame;
     None for a blank box."""
+    import cv2
+
     np = _np()
     bg = np.asarray(background(img), dtype=np.int16)
     diff = np.abs(np.asarray(img.convert("RGB"), dtype=np.int16) - bg).max(axis=2)
     if diff.max() < BLANK_CONTRAST:
         return None
     ink = diff >= max(BLANK_CONTRAST, int(diff.max()) // 3)
-    rules, frames = ink.mean(axis=1) > LINE_FILL, ink.mean(axis=0) > LINE_FILL
-    ink[rules, :] = False
-    ink[:, frames] = False
+    h, w = ink.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), 8)
+    for i in range(1, count):
+        x, y, cw, ch, area = (int(v) for v in stats[i])
+        thin = area <= FRAME_FILL * cw * ch
+        rule = cw >= LINE_FILL * w and (ch <= 4 or thin)
+        side = ch >= LINE_FILL * h and (cw <= 4 or thin) and (x <= 2 or x + cw >= w - 2)
+        if rule or side:
+            ink[labels == i] = False
     return ink if ink.any() else None
 
 
@@ -87,13 +100,16 @@ def ink_box(img: Image.Image) -> tuple[int, int, int, int] | None:
 
 
 def prepare(img: Image.Image) -> Image.Image | None:
-    """The text cut to its ink with a margin of the background colour; None for a
-    blank box."""
+    """The text cut to its ink, small ink scaled up, with a margin of the background
+    colour; None for a blank box."""
     img = img.convert("RGB")
     box = ink_box(img)
     if box is None:
         return None
     crop = img.crop(box)
+    if crop.height < INK_HEIGHT:
+        s = INK_HEIGHT / crop.height
+        crop = crop.resize((max(1, round(crop.width * s)), INK_HEIGHT), Image.BICUBIC)
     return ImageOps.expand(crop, border=max(4, round(crop.height * PAD)), fill=background(img))
 
 

@@ -51,6 +51,7 @@ def test_a_missing_engine_names_the_install(monkeypatch):
         ("Grey text", {"fg": (160, 160, 160)}),
         ("Low Contrast", {"fg": (150, 150, 150), "bg": (120, 120, 120)}),
         ("Serif Name", {"face": "DejaVuSerif.ttf", "size": 13}),
+        ("Prefilled Doge Hat", {"face": "DejaVuSans.ttf", "size": 11}),  # small: scaled up
     ],
 )
 def test_read_line_reads_text_and_keeps_spaces(reader, text, kwargs):
