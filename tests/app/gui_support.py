@@ -65,9 +65,21 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+# Each test module binds these session fixtures under its own name (`xserver =
+# gui_support.xserver`), so pytest holds one fixture definition per module, each run once
+# per session. They must still share one X server: pyautogui opens its display when it is
+# first imported, and a second Xvfb would leave this process clicking on the first one
+# while the stand-ins draw on the second (found when two gui modules ran in one session).
+_SHARED: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def xserver(tmp_path_factory):
-    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd)."""
+    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd), one per
+    test process."""
+    if "xserver" in _SHARED:
+        yield _SHARED["xserver"]
+        return
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         _missing(f"gui tests need {', '.join(missing)}: apt-get install xvfb xdotool xclip")
@@ -92,7 +104,9 @@ def xserver(tmp_path_factory):
         pytest.fail("Xvfb did not start")
     saved = {k: os.environ.get(k) for k in ("DISPLAY", "XDG_SESSION_TYPE", "XAUTHORITY")}
     os.environ.update(DISPLAY=f":{number}", XDG_SESSION_TYPE="x11", XAUTHORITY=str(auth))
+    _SHARED["xserver"] = f":{number}"
     yield f":{number}"
+    _SHARED.pop("xserver", None)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -200,18 +214,24 @@ def calibrate(base: Path, template: Path, script: Path, captures: list) -> Path:
 
 @pytest.fixture(scope="session")
 def calibrated_flow(xserver, tmp_path_factory) -> Path:
-    return calibrate(tmp_path_factory.mktemp("calibration"), FLOW, STANDIN, CAPTURES)
+    if "calibrated_flow" not in _SHARED:
+        base = tmp_path_factory.mktemp("calibration")
+        _SHARED["calibrated_flow"] = calibrate(base, FLOW, STANDIN, CAPTURES)
+    return _SHARED["calibrated_flow"]
 
 
 @pytest.fixture(scope="session")
 def multi_flow(xserver, tmp_path_factory) -> Path:
     from tests.app.standin_multi import BOX
 
-    captures = [
-        (step, ",".join(str(v) for v in BOX[box]), screen, image)
-        for step, box, screen, image in MULTI_CAPTURES
-    ]
-    return calibrate(tmp_path_factory.mktemp("multi-calibration"), MULTI_FLOW, MULTI, captures)
+    if "multi_flow" not in _SHARED:
+        captures = [
+            (step, ",".join(str(v) for v in BOX[box]), screen, image)
+            for step, box, screen, image in MULTI_CAPTURES
+        ]
+        base = tmp_path_factory.mktemp("multi-calibration")
+        _SHARED["multi_flow"] = calibrate(base, MULTI_FLOW, MULTI, captures)
+    return _SHARED["multi_flow"]
 
 
 def checked_home(flow: Path, tmp_path: Path, script: Path, *app_args: str, **launch: str):
