@@ -178,6 +178,44 @@ def cli(home: Path, *args: str):
     return CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
 
 
+def add_coin(home: Path, image: Path, name: str, ticker: str, user: str) -> int:
+    """`moonshot add` for the embedded source; the new coin's id."""
+    result = cli(
+        home,
+        "add",
+        "--ticker",
+        ticker,
+        "--name",
+        name,
+        "--image",
+        str(image),
+        "--twitter-user",
+        user,
+    )
+    assert result.exit_code == 0, result.output
+    return int(result.output.split()[0])
+
+
+def run_once(
+    home: Path, extra_env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """`moonshot run --once` in a subprocess on this display; a hang fails the test with
+    what the service logged."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "moonshot", "--home", str(home), "run", "--once"],
+            env={**env(), **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"moonshot run --once hung {timeout:g}s:\n{(exc.stderr or b'').decode()[-4000:]}"
+        )
+
+
 def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[photos]", 'kind = "folder"', "[launch]", 'mode = "app"', f'flow = "{flow_file}"']
