@@ -373,14 +373,14 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
         )
     from moonshot.adapters import build_library
     from moonshot.app.launcher_gui import GuiLauncher, load_flow
-    from moonshot.store import Store
+    from moonshot.cli.common import open_store
 
     cfg = _cfg(ctx)
     try:
         fl = load_flow(cfg)  # a flow that is refused is refused first
     except MoonshotError as exc:
         raise click.ClickException(str(exc)) from None
-    coin = Store(cfg.db_path).get(coin_id)
+    coin = open_store(cfg).get(coin_id)
     if coin is None:
         raise click.ClickException(f"no coin with id {coin_id}")
     if not coin.image_filename or not coin.photos_asset_id:
