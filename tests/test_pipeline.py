@@ -682,6 +682,37 @@ def test_a_permanent_launcher_error_fails_at_once_a_transient_one_waits(
         assert coin.retry_since is not None and coin.not_before > time.time() + 20
 
 
+def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path):
+    """A launcher that refuses before the spend (a read-back, a reset that cannot reach
+    the start screen) leaves the coin in confirmed: status says why, and when it retries."""
+    from moonshot.errors import TransientError
+    from moonshot.ops.status import collect, render
+
+    class Refusing:
+        kind = "app"
+
+        def prepare(self, coin, image):
+            raise TransientError(f"coin {coin.id}: reset failed, the app is not back home")
+
+        def launch(self, coin):  # pragma: no cover - never reached
+            raise AssertionError("launched after a refused prepare")
+
+    svc = service_factory({"MOONSHOT_LAUNCH_RETRY_BACKOFF": "600"}, launcher=Refusing())
+    coin_id = add(svc, "WAIT", make_image(tmp_path / "a.png"))
+    for _ in range(50):  # up to the first refusal (drain would wait out the backoff)
+        svc.tick(time.time())
+        if svc.store.get(coin_id).last_error:
+            break
+    report = collect(svc.cfg, svc.store, probe=False)
+    (row,) = report["retrying"]
+    assert (row["id"], row["attempts"]) == (coin_id, 1)
+    # spool.backoff_max caps the backoff; the jitter shortens a wait by up to 25 %
+    assert 0.75 * 300 - 10 < row["retry_in_s"] <= 300
+    line = next(ln for ln in render(report).splitlines() if ln.startswith("retrying:"))
+    assert line.startswith(f"retrying: coin {coin_id} WAIT (attempt 1, retry in ")
+    assert line.endswith("reset failed, the app is not back home")
+
+
 def test_a_withdrawn_coin_handed_again_by_a_remote_source_is_not_launched(service_factory):
     """The Supabase source may hand the same row again (a reset claim), or a new row for
     the same tweet: neither launches a coin a person withdrew (issue 15)."""
