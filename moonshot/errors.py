@@ -22,6 +22,12 @@ class TransientError(MoonshotError):
     """Worth retrying later (network, 5xx, library locked); counts one attempt."""
 
 
+class Mismatch(TransientError):
+    """Before the spend, a read-back did not confirm this coin (the app showed other
+    text or another picture, or a field could not be read back). Worth another try, but only `launch.prepare_attempts` of them, not a
+    whole retry window: the coin holds the import gate, so every coin waits behind it."""
+
+
 class PortUnavailable(MoonshotError):
     """A port's real adapter cannot work here (missing platform, package or permission)."""
 

@@ -89,6 +89,8 @@ class Cancel:
         self._socks: list[socket.socket] = []
         self._timer: threading.Timer | None = None
         self.reason: str | None = None
+        self._deadline: float | None = None
+        self._deadline_reason = ""
 
     def attach(self, sock: socket.socket) -> None:
         with self._lock:
@@ -107,9 +109,18 @@ class Cancel:
             _shutdown(sock)
 
     def arm(self, seconds: float, reason: str) -> None:
+        self._deadline, self._deadline_reason = time.monotonic() + seconds, reason
         self._timer = threading.Timer(max(seconds, 0.0), self.fire, args=(reason,))
         self._timer.daemon = True
         self._timer.start()
+
+    def expired(self) -> bool:
+        """Cut off, or past the deadline (a socket timeout of the time left may end a
+        read a moment before the timer fires: the cause is the same deadline)."""
+        deadline = self._deadline
+        if self.reason is None and deadline is not None and time.monotonic() >= deadline:
+            self.fire(self._deadline_reason)
+        return self.reason is not None
 
     def disarm(self) -> None:
         """The download is over: its (pooled) connections are no longer ours to cut."""
@@ -200,7 +211,7 @@ def download(
     try:
         body = _fetch(url, time.monotonic() + timeout, max_bytes, allowed_hosts, http, cancel)
     except MoonshotError:
-        if cancel.reason:  # whatever the cut looked like (a reset, an empty body): transient
+        if cancel.expired():  # whatever the cut looked like (a reset, a timeout): transient
             raise TransientError(cancel.reason) from None
         raise
     finally:

@@ -21,6 +21,7 @@ from moonshot.config import Config
 from moonshot.errors import (
     HomeError,
     HomeTrouble,
+    Mismatch,
     MoonshotError,
     NeedsReview,
     Rejected,
@@ -106,6 +107,15 @@ class Pipeline:
         `failed_at`, the moment the side effect failed; `failed` once the retry window
         has passed since the stage's first transient failure."""
         reason = str(err) or type(err).__name__
+        tries = self.cfg.launch.prepare_attempts
+        if isinstance(err, Mismatch) and coin.attempts >= tries:
+            self.fail(
+                coin,
+                f"{reason}; a read-back refused this coin in {coin.attempts} attempt(s)"
+                f" (launch.prepare_attempts = {tries})",
+                failed_at,
+            )
+            return
         backoff = retry.for_stage(self.cfg, coin.state)
         window = self.cfg.service.retry_window
         at, since = retry.next_try(

@@ -107,6 +107,35 @@ def test_the_deadline_covers_the_whole_download(mode):
     assert took < 1.0 + 0.8, f"{mode}: cut off after {took:.2f} s, not at the 1 s deadline"
 
 
+def test_a_socket_timeout_at_the_deadline_is_named_as_the_deadline(monkeypatch):
+    """The socket's own timeout is the time left, so a host that never answers may end
+    the read a moment before the deadline's timer fires (seen under load): the reason is
+    still the deadline."""
+
+    class LateTimer:  # the timer that loses the race: it never fires
+        def __init__(self, *args, **kwargs):
+            self.daemon = True
+
+        def start(self):
+            pass
+
+        def cancel(self):
+            pass
+
+    monkeypatch.setattr(images.threading, "Timer", LateTimer)
+    host = Drip("stall")
+    try:
+        with pytest.raises(TransientError, match="longer than 0.5 s .spool.download_timeout"):
+            images.download(
+                f"http://127.0.0.1:{host.port}/x.jpg",
+                timeout=0.5,
+                max_bytes=10**6,
+                allowed_hosts=[],
+            )
+    finally:
+        host.close()
+
+
 def test_another_thread_can_cut_a_download_off_at_once():
     import threading
     import time

@@ -682,6 +682,41 @@ def test_a_permanent_launcher_error_fails_at_once_a_transient_one_waits(
         assert coin.retry_since is not None and coin.not_before > time.time() + 20
 
 
+@pytest.mark.parametrize("error", ["mismatch", "transient"])
+def test_a_coin_the_app_keeps_showing_wrong_fails_after_prepare_attempts(
+    service_factory, tmp_path, error
+):
+    """A read-back that refuses (the app shows another ticker, name or picture) is tried
+    launch.prepare_attempts times, then the coin fails: it holds the import gate, so a
+    whole retry window of refusals would stop every coin behind it. An app that is not
+    there (a transient error) is waited for within the retry window instead."""
+    from moonshot.app.launcher_ledger import LedgerLauncher
+    from moonshot.errors import Mismatch
+
+    class Refusing(LedgerLauncher):
+        def prepare(self, coin, image):
+            if error == "mismatch":
+                raise Mismatch(f"coin {coin.id}: the app does not show the coin's ticker")
+            raise TransientError(f"coin {coin.id}: no window 'Moonshot' on screen")
+
+    env = {"MOONSHOT_LAUNCH_PREPARE_ATTEMPTS": "2", "MOONSHOT_LAUNCH_RETRY_BACKOFF": "0.01"}
+    cfg_svc = service_factory(env)
+    svc = service_factory(cfg=cfg_svc.cfg, launcher=Refusing(cfg_svc.cfg.ledger_path))
+    coin_id = add(svc, "SHOWN", make_image(tmp_path / "s.png"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        coin = svc.store.get(coin_id)
+        if coin.state == m.FAILED or (coin.state == m.CONFIRMED and coin.attempts >= 4):
+            break
+        svc.tick()
+        time.sleep(0.01)
+    if error == "mismatch":
+        assert coin.state == m.FAILED and coin.attempts == 2
+        assert "launch.prepare_attempts = 2" in coin.last_error
+    else:
+        assert coin.state == m.CONFIRMED and coin.attempts >= 4  # still within the window
+
+
 def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path):
     """A launcher that refuses before the spend (a read-back, a reset that cannot reach
     the start screen) leaves the coin in confirmed: status says why, and when it retries."""

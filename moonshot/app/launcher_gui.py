@@ -16,7 +16,14 @@ from moonshot.app import safetext
 from moonshot.app.ocr import TextReader
 from moonshot.app.runner import Context, Driver, Runner, StepFailed
 from moonshot.config import Config
-from moonshot.errors import ConfigError, NeedsReview, PortUnavailable, Rejected, TransientError
+from moonshot.errors import (
+    ConfigError,
+    Mismatch,
+    NeedsReview,
+    PortUnavailable,
+    Rejected,
+    TransientError,
+)
 from moonshot.ports import Check, Coin, LaunchResult, PhotosLibrary
 
 CHECK_RECORD = "flow-check.json"  # under logs/: written by `moonshot flow check` on a pass
@@ -172,7 +179,8 @@ class GuiLauncher:
         except StepFailed as exc:
             # Nothing was spent: back to the start screen for the next attempt.
             back = self.reset(coin.id, runner)
-            raise TransientError(f"coin {coin.id}: {exc}{'; ' + back if back else ''}") from None
+            error = Mismatch if exc.mismatch else TransientError
+            raise error(f"coin {coin.id}: {exc}{'; ' + back if back else ''}") from None
         self._prepared = (coin.id, ctx, runner)
 
     @property

@@ -53,7 +53,18 @@ class Driver(Protocol):
 
 
 class StepFailed(MoonshotError):
-    def __init__(self, step: Step, reason: str, screenshot: Path | None, clicked: bool):
+    """A step did not do what it should. `mismatch`: a read-back did not confirm the coin
+    (the app showed other text or another picture, or a field could not be read back), as
+    opposed to a screen that did not come or a window that is missing."""
+
+    def __init__(
+        self,
+        step: Step,
+        reason: str,
+        screenshot: Path | None,
+        clicked: bool,
+        mismatch: bool = False,
+    ):
         shot = f"; screenshot {screenshot}" if screenshot else ""
         super().__init__(f"flow {step.label} ({step.action}) failed: {reason}{shot}")
         self.step, self.reason, self.screenshot, self.irreversible_clicked = (
@@ -62,6 +73,7 @@ class StepFailed(MoonshotError):
             screenshot,
             clicked,
         )
+        self.mismatch = mismatch
 
 
 @dataclass
@@ -134,9 +146,9 @@ class Runner:
             ctx.results["interrupts"] = ", ".join(f"{k} x{v}" for k, v in self.handled.items())
         return ctx.results
 
-    def _fail(self, step: Step, ctx: Context, reason: str) -> StepFailed:
+    def _fail(self, step: Step, ctx: Context, reason: str, mismatch: bool = False) -> StepFailed:
         return StepFailed(
-            step, reason, self.save_screen(step, ctx.coin_id), self.irreversible_clicked
+            step, reason, self.save_screen(step, ctx.coin_id), self.irreversible_clicked, mismatch
         )
 
     def save_screen(self, step: Step, coin_id: int | None) -> Path | None:
@@ -370,7 +382,10 @@ class Runner:
             verdict = self._ocr_verdict(step, text, self.driver.screenshot())
         if not verdict.ok:
             raise self._fail(
-                step, ctx, f"the {step.field} field does not hold the coin's text: {verdict.reason}"
+                step,
+                ctx,
+                f"the {step.field} field does not hold the coin's text: {verdict.reason}",
+                mismatch=True,
             )
         ctx.results[step.name] = verdict.reason
 
@@ -392,6 +407,7 @@ class Runner:
                         ctx,
                         f"the {step.field} field could not be copied back (select all + copy"
                         ' left the clipboard unchanged); use verify = "ocr" with its region',
+                        mismatch=True,
                     )
                 self.sleep(0.05)
             return got
@@ -426,7 +442,10 @@ class Runner:
                 return
             if self.clock() >= deadline:
                 raise self._fail(
-                    step, ctx, f"the app does not show the coin's {step.field}: {verdict.reason}"
+                    step,
+                    ctx,
+                    f"the app does not show the coin's {step.field}: {verdict.reason}",
+                    mismatch=True,
                 )
             self.sleep(0.1)
 
@@ -455,6 +474,7 @@ class Runner:
                     ctx,
                     f"{what} {ctx.photo.name} (similarity {score:.2f} < {conf:.2f});"
                     " another photo is newest or was chosen",
+                    mismatch=True,
                 )
             self.sleep(0.1)
 
