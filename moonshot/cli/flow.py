@@ -351,10 +351,10 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
         )
     from moonshot.adapters import build_library
     from moonshot.app.launcher_gui import GuiLauncher, load_flow
-    from moonshot.store import Store
+    from moonshot.cli.common import open_store
 
     cfg = _cfg(ctx)
-    coin = Store(cfg.db_path).get(coin_id)
+    coin = open_store(cfg).get(coin_id)
     if coin is None:
         raise click.ClickException(f"no coin with id {coin_id}")
     if not coin.image_filename or not coin.photos_asset_id:
