@@ -310,8 +310,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def check_version(path: Path | str, version: int) -> int:
     """A database written by a newer moonshot is refused, never migrated down or read as
-    if it were ours: one line naming the fix. Store.migrate and `moonshot dashboard`
-    (which opens moonshot.db read-only) both ask here."""
+    if it were ours: one line naming the fix. Store.migrate and home.check_readonly
+    (`moonshot dashboard`, which opens moonshot.db read-only) both ask here."""
     if version > SCHEMA_VERSION:
         raise MoonshotError(
             f"{path}: schema version {version} is newer than this moonshot ({SCHEMA_VERSION}); upgrade moonshot"

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from moonshot import home
 from moonshot.config import Config
 from moonshot.errors import MoonshotError
-from moonshot.store import check_version
 
 INSTALL = "pip install 'moonshot[dashboard]'"
 # What the [dashboard] extra installs: (module, distribution), each checked at start.
@@ -139,17 +139,9 @@ def build(cfg: Config, host: str = "127.0.0.1", port: int = 8001) -> Site:
     """A Datasette over cfg.db_path, read-only. DashboardError when it cannot be built."""
     check_installed()
     db_path = cfg.db_path
-    if db_path.is_dir():
-        raise DashboardError(
-            f"{db_path} is a folder, not the database file: check --home, or move the folder"
-            " away (`moonshot run` creates the file; the dashboard never does)"
-        )
-    if not db_path.exists():
-        raise DashboardError(
-            f"no moonshot.db in {cfg.home}: nothing to show yet; `moonshot run` creates it"
-            " (the dashboard never does)"
-        )
-    check_database(db_path)
+    # What `moonshot status` checks before it opens the home's database, reading only:
+    # no home yet, a lost, empty or foreign file, a newer schema, another home's.
+    home.check_readonly(cfg)
     import_datasette()
     from moonshot.ops import dashboard_plugin
 
@@ -181,29 +173,6 @@ def connect_ro(db_path: Path | str, module: Any = sqlite3) -> sqlite3.Connection
     conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_PATTERN_BYTES)
     conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES)
     return conn
-
-
-def check_database(db_path: Path) -> None:
-    """One line at start, not an error on every page: a file SQLite cannot read, one
-    without moonshot's tables (empty or another program's), or one of a newer moonshot
-    (the check `moonshot status` makes, store.check_version)."""
-    try:
-        conn = connect_ro(db_path)
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("select name from sqlite_master")}
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise DashboardError(
-            f"{db_path} cannot be read as a SQLite database ({exc}); is it the home's?"
-        ) from None
-    check_version(db_path, version)
-    if version == 0 or not {"coins", "transitions"} <= tables:
-        raise DashboardError(
-            f"{db_path} has no moonshot tables (empty, or another program's database):"
-            " check --home; `moonshot run` creates them in a new home"
-        )
 
 
 def loopback_address(address: str) -> bool:

@@ -132,7 +132,7 @@ def test_a_partial_install_names_the_install_line(home, store, monkeypatch, modu
 def test_a_home_without_a_database_is_one_line_and_stays_empty(home):
     result = run(home)
     assert result.exit_code == 1
-    assert "no moonshot.db in" in result.output and "never does" in result.output
+    assert "no moonshot home at" in result.output and "nothing has run here" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert list(home.iterdir()) == []  # no moonshot.db, spool/ or logs/ made
 
@@ -142,7 +142,7 @@ def test_a_database_that_is_not_one_is_one_line(home):
     before = (home / "moonshot.db").read_bytes()
     result = run(home)
     assert result.exit_code == 1
-    assert "cannot be read as a SQLite database" in result.output
+    assert "is not a usable SQLite database" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert (home / "moonshot.db").read_bytes() == before
 
@@ -220,12 +220,12 @@ def test_a_host_that_is_not_this_machines_says_so(home, store):
 
 
 def test_a_folder_named_moonshot_db_is_said_to_be_one(home):
+    """The check `moonshot status` makes (home.check_readonly), not "no moonshot.db"."""
     (home / "moonshot.db").mkdir()
     result = run(home)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Error: {home / 'moonshot.db'} is a folder, not the database file: check --home, or"
-        " move the folder away (`moonshot run` creates the file; the dashboard never does)"
+        f"Error: {home / 'moonshot.db'} is a folder, not a database; move it away"
     ]
 
 

@@ -331,12 +331,13 @@ def test_an_oversized_value_is_a_400_and_one_line(home, tmp_path):
 # -- finding 3: a database that is not moonshot's ------------------------------------------
 
 
-def test_an_empty_foreign_or_newer_database_is_refused_at_start(tmp_path, home):
-    cases = {}
+def test_a_database_that_is_not_this_homes_is_refused_at_start(tmp_path, home):
+    """An empty file, another program's database, one of a newer moonshot, another
+    home's: one line at start, the line `moonshot status` prints (home.check_readonly),
+    and the file unchanged. The dashboard used to start and print tracebacks instead."""
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "moonshot.db").touch()
-    cases[empty] = "has no moonshot tables"
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     db = sqlite3.connect(foreign / "moonshot.db")
@@ -344,16 +345,22 @@ def test_an_empty_foreign_or_newer_database_is_refused_at_start(tmp_path, home):
     db.execute("pragma user_version = 2")
     db.commit()
     db.close()
-    cases[foreign] = "has no moonshot tables"
     newer = tmp_path / "newer"
-    shutil.copytree(home.path, newer, ignore=shutil.ignore_patterns("logs", "spool", "library"))
+    shutil.copytree(home.path, newer, ignore=shutil.ignore_patterns("logs", "library"))
     db = sqlite3.connect(newer / "moonshot.db")
     db.execute("pragma user_version = 999")
     db.commit()
     db.close()
-    status = run_cli(newer, "status")
-    assert status.returncode == 1 and "schema version 999 is newer" in status.stderr
-    cases[newer] = status.stderr.strip()  # the very line `moonshot status` prints
+    other = tmp_path / "other"
+    shutil.copytree(home.path, other, ignore=shutil.ignore_patterns("logs", "library"))
+    marker = other / "spool" / ".moonshot-home"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "home_id": "f" * 32}))
+    cases = {
+        empty: "nothing has run here yet",
+        foreign: "is not a usable SQLite database (no such table: meta)",
+        newer: "schema version 999 is newer than this moonshot",
+        other: "is not this home's database",
+    }
     for folder, expected in cases.items():
         before = (folder / "moonshot.db").read_bytes()
         out = run_cli(folder, "dashboard", "--port", str(_free_port()), timeout=60)
@@ -361,6 +368,9 @@ def test_an_empty_foreign_or_newer_database_is_refused_at_start(tmp_path, home):
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (folder.name, out.stderr)
         assert (folder / "moonshot.db").read_bytes() == before
+        if folder is not foreign:  # status would migrate another program's file
+            status = run_cli(folder, "status")
+            assert status.returncode == 1 and status.stderr.strip() == lines[0], folder.name
 
 
 def _free_port() -> int:
