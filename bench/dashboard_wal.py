@@ -8,9 +8,6 @@ page answered meanwhile, and how long a TRUNCATE checkpoint then waits."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,8 +18,8 @@ from argparse import ArgumentParser
 from pathlib import Path
 from statistics import median
 
+from bench.dashboard import serving
 from bench.recovery import build
-from bench.stats import env
 from moonshot.store import Store
 
 ATTACKS = (
@@ -36,12 +33,6 @@ ATTACKS = (
 ATTACKERS = 3  # datasette's num_sql_threads: the report's "three such requests"
 ATTACK_TIMEOUT_S = 2.0
 PAYLOAD = "x" * 2000
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float) -> int:
@@ -140,39 +131,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="moonshot-dashboard-wal-") as tmp:
         home = Path(tmp) / "home"
         build(home, a.coins)
-        port = _port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moonshot", "--home", str(home), "dashboard"]
-            + ["--port", str(port)],
-            env=env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if _get(base + "/-/versions.json", 5) == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the dashboard did not start in 60 s")
-                time.sleep(0.2)
+        with serving(home) as base:
             out = {
                 "coins": a.coins,
                 "seconds": a.seconds,
                 "idle": _phase(home, base, a.seconds, attack=False),
                 "attack": _phase(home, base, a.seconds, attack=True),
             }
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
     if a.json:
         print(json.dumps(out))
     else:

@@ -47,8 +47,9 @@ LOGGER = "moonshot.dashboard"
 # quadratic in its strings' length, LIKE and GLOB are length times pattern, and a row
 # holds at most a statement's worth of calls. With these, the worst row found (270
 # GLOBs of a 10,000-byte string, 64-byte patterns) takes 0.9 s here, instr() at the
-# bound 0.7 ms. No value moonshot.db holds comes near 10,000 bytes: errors are cut to
-# 200 characters, JSON details and URLs are a few hundred (a test checks a real home).
+# bound 0.7 ms. moonshot's own values (reasons, JSON details, URLs) are a few hundred
+# bytes, far from 10,000 (tests/ops/test_dashboard_hostile.py checks a real home); a
+# longer one makes its page a 400 that says so.
 MAX_VALUE_BYTES = 10_000  # any string, blob or row (SQLITE_LIMIT_LENGTH)
 MAX_PATTERN_BYTES = 64  # a LIKE or GLOB pattern (SQLite's default 50,000: an 11 s GLOB)
 MAX_SQL_BYTES = 4_000  # a statement; the longest canned query (stage_latency) is 1,204
