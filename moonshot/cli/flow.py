@@ -19,6 +19,9 @@ from moonshot.app import matching as imagematch
 from moonshot.cli.common import COIN_ID
 from moonshot.errors import MoonshotError
 
+# Steps whose --box is a region read on the screen (not a reference image to find).
+REGION_ACTIONS = ("check_photo", "read_text", "read_photo", "type")
+
 
 def _cfg(ctx: click.Context) -> config_mod.Config:
     try:
@@ -161,15 +164,16 @@ def _apply(
     image: str | None = None,
 ) -> flowmod.Flow:
     if image is not None:
-        target = next((p for p in step.failure if p.name == image), None)
+        others = [p for p in (step.target, *step.failure) if p is not None]
+        target = next((p for p in others if p.name == image), None)
         if target is None or box is None:
             raise click.ClickException(
-                f"{step.label}: --image must name one of its failure images"
-                f" ({', '.join(p.name for p in step.failure) or 'none'}) with --box"
+                f"{step.label}: --image must name one of its other images"
+                f" ({', '.join(p.name for p in others) or 'none'}) with --box"
             )
         _capture(driver, fl, win, step, box, target)
         return fl
-    if box is not None and step.action == "check_photo":
+    if box is not None and step.action in REGION_ACTIONS:
         new = dataclasses.replace(step, region=tuple(box))
     elif box is not None:
         if step.action in ("activate", "type"):
@@ -178,11 +182,21 @@ def _apply(
             )
         new = dataclasses.replace(step, image=_capture(driver, fl, win, step, box), at=None)
     else:
-        if step.action not in ("click", "read_address"):
-            raise click.ClickException(f"{step.label}: only click and read_address take a position")
-        new = dataclasses.replace(step, at=tuple(at), image=None)
-    steps = tuple(new if s.index == step.index else s for s in fl.steps)
-    return dataclasses.replace(fl, steps=steps)
+        if step.action not in ("click", "read_address", "interrupt"):
+            raise click.ClickException(
+                f"{step.label}: only click, read_address and interrupts take a position"
+            )
+        if step.action == "interrupt":  # where to click when its image shows
+            new = dataclasses.replace(step, at=tuple(at), target=None)
+        else:
+            new = dataclasses.replace(step, at=tuple(at), image=None)
+    return _replace_entry(fl, new)
+
+
+def _replace_entry(fl: flowmod.Flow, new: flowmod.Step) -> flowmod.Flow:
+    field = {"step": "steps", "reset": "reset", "interrupt": "interrupts"}[new.section]
+    entries = tuple(new if s.name == new.name else s for s in getattr(fl, field))
+    return dataclasses.replace(fl, **{field: entries})
 
 
 @flow.command()
@@ -206,7 +220,8 @@ def _apply(
 @click.option(
     "--image",
     default=None,
-    help="With --step and --box: capture this failure image of an outcome step.",
+    help="With --step and --box: capture this other image of the step (an outcome's"
+    " failure image, an interrupt's target).",
 )
 @click.option(
     "--window",
@@ -267,10 +282,10 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
         click.echo(f"calibration window {win.w:g}x{win.h:g}, pixel ratio {ratio:g} saved to {path}")
         return
     if step_name is not None:
-        step = next((s for s in fl.steps if s.name == step_name), None)
+        step = fl.entry(step_name)
         if step is None:
             raise click.ClickException(
-                f"no step {step_name!r} in {path}; steps: {', '.join(s.name for s in fl.steps)}"
+                f"no step {step_name!r} in {path}; steps: {', '.join(s.name for s in fl.entries)}"
             )
         if (box is None) == (at_text is None):
             raise click.ClickException("give exactly one of --box X,Y,W,H or --at X,Y with --step")
@@ -308,20 +323,22 @@ def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> Non
             click.echo(f"skip {step.label}: shown only after a launch (use --all, or --step later)")
             continue
         step = fl.steps[step.index - 1]
-        wants_image = (
-            step.image is not None
-            or step.action in ("wait", "verify", "outcome")
-            or step.action == "check_photo"
+        region = step.action in REGION_ACTIONS and (
+            step.action != "type" or fl.verify_method(step) == "ocr"
         )
-        if step.action in ("activate", "type"):
+        wants_image = (
+            region or step.image is not None or step.action in ("wait", "verify", "outcome")
+        )
+        if step.action == "activate" or (step.action == "type" and not region):
             continue
         click.echo(f"{step.label} ({step.action}{', IRREVERSIBLE' if step.irreversible else ''}):")
         if wants_image:
-            what = (
-                "the first (newest) photo thumbnail"
-                if step.action == "check_photo"
-                else "the target"
-            )
+            what = {
+                "check_photo": "the first (newest) photo thumbnail",
+                "read_text": f"where the app shows the {step.field}",
+                "read_photo": "the chosen picture",
+                "type": f"the {step.field} field",
+            }.get(step.action, "the target")
             a = _corner(driver, win, f"put the mouse on the TOP-LEFT corner of {what}")
             b = _corner(driver, win, "now on its BOTTOM-RIGHT corner") if a else None
             if a and b:
@@ -333,6 +350,11 @@ def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> Non
                 fl = _apply(driver, fl, win, step, at=p)
         fl.path.write_text(flowmod.dump(fl), encoding="utf-8")  # keep progress if interrupted
     _save(fl)
+    for s in fl.reset + fl.interrupts:
+        click.echo(
+            f"{s.label}: capture its image on its own screen with"
+            f" `moonshot flow calibrate --step {s.name} --box X,Y,W,H`"
+        )
     click.echo("calibrated; now run `moonshot flow check` with the form showing")
 
 
@@ -354,6 +376,10 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
     from moonshot.cli.common import open_store
 
     cfg = _cfg(ctx)
+    try:
+        fl = load_flow(cfg)  # a flow that is refused is refused first
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
     coin = open_store(cfg).get(coin_id)
     if coin is None:
         raise click.ClickException(f"no coin with id {coin_id}")
@@ -363,16 +389,25 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
             " a dry run needs an imported coin"
         )
     try:
-        fl = load_flow(cfg)
         launcher = GuiLauncher(cfg, fl, _driver(fl), build_library(cfg))
         launcher.prepare(coin, cfg.spool_dir / coin.image_filename)
     except MoonshotError as exc:
         raise click.ClickException(f"dry run stopped: {exc}") from None
     stop = fl.steps[fl.irreversible_index]
+    for key, value in launcher.prepared_results.items():
+        click.echo(f"  {key}: {value}")
     click.echo(
-        f"dry run passed for coin {coin_id}: {len(fl.before)} steps done, stopped before"
-        f" {stop.label}; nothing irreversible was clicked (clear the form in the app)"
+        f"dry run passed for coin {coin_id}: {len(fl.before)} steps done, the app showed"
+        f" the coin's ticker, name and picture, stopped before {stop.label}; nothing"
+        " irreversible was clicked"
     )
+    problem = launcher.reset(coin_id)
+    if problem:
+        raise click.ClickException(problem)
+    if fl.reset:
+        click.echo(f"reset: {len(fl.reset)} steps, the app is back on its start screen")
+    else:
+        click.echo("no [[reset]] in the flow: clear the form in the app by hand")
 
 
 commands = [flow]

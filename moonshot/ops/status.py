@@ -66,7 +66,8 @@ def collect(
     now = time.time() if now is None else now
     counts = store.counts()
     waiting = [s for s in m.STATES if s not in m.TERMINAL and s not in m.VISIBLE]
-    oldest = store.coins_in(waiting, order="created_at, id", limit=1)
+    # Coins whose claim went back to the source at a clean stop are not waiting here.
+    oldest = store.coins_in(waiting, order="created_at, id", limit=1, released=False)
     last = {
         s: store.last_transition_at(s) for s in (m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHED)
     }
@@ -75,11 +76,21 @@ def collect(
         for c in store.coins_in([m.NEEDS_REVIEW, m.FAILED], order="id", limit=50)
     ]
     gate = LaunchGate(cfg, store)
-    held = [
-        {"id": c.id, "ticker": c.ticker, "reason": _twin_note(store, c, why)}
-        for c in store.coins_in([m.CONFIRMED], order="id", limit=50)
-        if (why := gate.blocker(c, now, cfg.launch.mode != "off"))
-    ]
+    held, retrying = [], []
+    for c in store.coins_in([m.CONFIRMED], order="id", limit=50):
+        why = gate.blocker(c, now, cfg.launch.mode != "off")
+        if why:
+            held.append({"id": c.id, "ticker": c.ticker, "reason": _twin_note(store, c, why)})
+        elif c.last_error:  # the launcher refused or failed before the spend: it retries
+            retrying.append(
+                {
+                    "id": c.id,
+                    "ticker": c.ticker,
+                    "attempts": c.attempts,
+                    "retry_in_s": round(max(c.not_before - now, 0.0), 1),
+                    "reason": c.last_error,
+                }
+            )
     # Service, source, library, queues (issue 6): `probe` reaches the source and Photos.
     h = health.assess(cfg, store, now=now, probe=probe)
     service = h["service"]
@@ -121,6 +132,7 @@ def collect(
         "last_launch_at": h["last_launch_at"],
         "attention": attention,
         "held": held,
+        "retrying": retrying,
         "outbox_pending": store.outbox_pending(),
         "alerts": undelivered_alerts(cfg, store),
         "unknown_spool_files": unknown_spool_files(cfg),
@@ -171,6 +183,11 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"attention: coin {a['id']} {a['ticker']} {a['state']}: {a['reason']}")
     for h in r.get("held", []):
         lines.append(f"held in confirmed: coin {h['id']} {h['ticker']}: {h['reason']}")
+    for w in r.get("retrying", []):
+        lines.append(
+            f"retrying: coin {w['id']} {w['ticker']} (attempt {w['attempts']},"
+            f" retry in {w['retry_in_s']:g} s): {w['reason']}"
+        )
     if r["outbox_pending"]:
         lines.append(f"reports waiting for the source: {r['outbox_pending']}")
     waiting = r.get("alerts") or {}

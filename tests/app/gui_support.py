@@ -1,6 +1,7 @@
 """Fixtures for the gui tests: a real X server (Xvfb on a free display, started here),
-the Tk stand-in app in a subprocess, and the stand-in's flow calibrated from the live
-window with the real `moonshot flow calibrate`. Missing tools skip locally, fail in CI."""
+the Tk stand-in apps in a subprocess (the form of standin_app.py, the multi-screen
+standin_multi.py), and their flows calibrated from the live window with the real
+`moonshot flow calibrate`. Missing tools skip locally, fail in CI."""
 
 from __future__ import annotations
 
@@ -18,16 +19,43 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "app" / "standin_app.py"
 FLOW = ROOT / "tests" / "app" / "flows" / "standin.toml"
+MULTI = ROOT / "tests" / "app" / "standin_multi.py"
+MULTI_FLOW = ROOT / "tests" / "app" / "flows" / "multi.toml"
 TOOLS = ("Xvfb", "xdotool", "xclip")
 # (step, --box on the stand-in's screen, screen shown, failure image name)
 CAPTURES = [
     ("form", "20,14,230,36", "form", None),
     ("tap-create", "20,500,380,50", "form", None),
     ("picker", "20,14,120,36", "picker", None),
+    ("close-picker", "300,16,100,36", "picker", None),
     ("outcome", "20,14,200,36", "success", None),
     ("copy-address", "20,120,180,40", "success", None),
     ("done", "220,120,180,40", "success", None),
     ("outcome", "20,14,300,36", "error", "error.png"),
+]
+# The multi-screen stand-in: (step, its box name in standin_multi.BOX, screen, image).
+MULTI_CAPTURES = [
+    ("home", "home", "home", None),
+    ("new-coin", "new-coin", "home", None),
+    ("details", "details", "details", None),
+    ("choose-photo", "choose-photo", "details", None),
+    ("next", "next", "details", None),
+    ("leave-details", "back", "details", None),  # back.png: both Back buttons look alike
+    ("picker", "picker", "picker", None),
+    ("leave-picker", "picker-cancel", "picker", None),
+    ("review", "review", "review", None),
+    ("launch", "launch", "review", None),
+    ("read-ticker", "ticker", "review", None),  # regions: set, nothing captured
+    ("read-name", "name", "review", None),
+    ("read-picture", "picture", "review", None),
+    ("dialog", "dialog", "dialog", None),
+    ("confirm", "confirm", "dialog", None),
+    ("cancel-dialog", "dialog-cancel", "dialog", None),
+    ("outcome", "live", "success", None),
+    ("copy-address", "copy", "success", None),
+    ("done", "done", "success", None),
+    ("whats-new", "whats-new", "whats-new", None),
+    ("whats-new", "got-it", "whats-new", "got-it.png"),
 ]
 
 
@@ -37,9 +65,21 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+# Each test module binds these session fixtures under its own name (`xserver =
+# gui_support.xserver`), so pytest holds one fixture definition per module, each run once
+# per session. They must still share one X server: pyautogui opens its display when it is
+# first imported, and a second Xvfb would leave this process clicking on the first one
+# while the stand-ins draw on the second (found when two gui modules ran in one session).
+_SHARED: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def xserver(tmp_path_factory):
-    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd)."""
+    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd), one per
+    test process."""
+    if "xserver" in _SHARED:
+        yield _SHARED["xserver"]
+        return
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         _missing(f"gui tests need {', '.join(missing)}: apt-get install xvfb xdotool xclip")
@@ -64,7 +104,9 @@ def xserver(tmp_path_factory):
         pytest.fail("Xvfb did not start")
     saved = {k: os.environ.get(k) for k in ("DISPLAY", "XDG_SESSION_TYPE", "XAUTHORITY")}
     os.environ.update(DISPLAY=f":{number}", XDG_SESSION_TYPE="x11", XAUTHORITY=str(auth))
+    _SHARED["xserver"] = f":{number}"
     yield f":{number}"
+    _SHARED.pop("xserver", None)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -84,18 +126,19 @@ def env() -> dict[str, str]:
 
 
 class Standin:
-    """The stand-in app in a subprocess; `events()` reads what it recorded."""
+    """A stand-in app in a subprocess; `events()` reads what it recorded."""
 
-    def __init__(self, library: Path, record: Path):
-        self.library, self.record, self.proc = library, record, None
+    def __init__(self, library: Path, record: Path, script: Path = STANDIN):
+        self.library, self.record, self.script, self.proc = library, record, script, None
 
-    def start(self, screen: str = "form", outcome: str = "success") -> Standin:
+    def start(self, screen: str | None = None, outcome: str = "success", *extra: str) -> Standin:
         self.stop()
         before = len(self.events("ready"))
+        screen = screen or ("form" if self.script == STANDIN else "home")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(STANDIN),
+                str(self.script),
                 "--library",
                 str(self.library),
                 "--record",
@@ -104,6 +147,7 @@ class Standin:
                 screen,
                 "--outcome",
                 outcome,
+                *extra,
             ],
             env=env(),
         )
@@ -134,6 +178,44 @@ def cli(home: Path, *args: str):
     return CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
 
 
+def add_coin(home: Path, image: Path, name: str, ticker: str, user: str) -> int:
+    """`moonshot add` for the embedded source; the new coin's id."""
+    result = cli(
+        home,
+        "add",
+        "--ticker",
+        ticker,
+        "--name",
+        name,
+        "--image",
+        str(image),
+        "--twitter-user",
+        user,
+    )
+    assert result.exit_code == 0, result.output
+    return int(result.output.split()[0])
+
+
+def run_once(
+    home: Path, extra_env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """`moonshot run --once` in a subprocess on this display; a hang fails the test with
+    what the service logged."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "moonshot", "--home", str(home), "run", "--once"],
+            env={**env(), **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"moonshot run --once hung {timeout:g}s:\n{(exc.stderr or b'').decode()[-4000:]}"
+        )
+
+
 def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[photos]", 'kind = "folder"', "[launch]", 'mode = "app"', f'flow = "{flow_file}"']
@@ -142,22 +224,21 @@ def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def calibrated_flow(xserver, tmp_path_factory) -> Path:
-    """The stand-in flow with its reference images captured from the live stand-in by
-    `moonshot flow calibrate --step ... --box ...` (the same code a user runs)."""
+def calibrate(base: Path, template: Path, script: Path, captures: list) -> Path:
+    """A copy of the flow template with its reference images and regions captured from
+    the live stand-in by `moonshot flow calibrate --step ... --box ...` (the same code a
+    user runs)."""
     from moonshot.photos.library_folder import FolderLibrary
 
-    base = tmp_path_factory.mktemp("calibration")
     flow_dir = base / "flow"
     flow_dir.mkdir()
-    shutil.copyfile(FLOW, flow_dir / "flow.toml")
+    shutil.copyfile(template, flow_dir / "flow.toml")
     home = write_home(base / "home", flow_dir / "flow.toml")
     FolderLibrary(base / "library").close()
-    app = Standin(base / "library", base / "record.jsonl")
+    app = Standin(base / "library", base / "record.jsonl", script)
     try:
         shown = None
-        for step, box, screen, image in CAPTURES:
+        for step, box, screen, image in captures:
             if screen != shown:
                 app.start(screen)
                 shown = screen
@@ -169,18 +250,47 @@ def calibrated_flow(xserver, tmp_path_factory) -> Path:
     return flow_dir
 
 
-@pytest.fixture
-def app_home(calibrated_flow, tmp_path):
+@pytest.fixture(scope="session")
+def calibrated_flow(xserver, tmp_path_factory) -> Path:
+    if "calibrated_flow" not in _SHARED:
+        base = tmp_path_factory.mktemp("calibration")
+        _SHARED["calibrated_flow"] = calibrate(base, FLOW, STANDIN, CAPTURES)
+    return _SHARED["calibrated_flow"]
+
+
+@pytest.fixture(scope="session")
+def multi_flow(xserver, tmp_path_factory) -> Path:
+    from tests.app.standin_multi import BOX
+
+    if "multi_flow" not in _SHARED:
+        captures = [
+            (step, ",".join(str(v) for v in BOX[box]), screen, image)
+            for step, box, screen, image in MULTI_CAPTURES
+        ]
+        base = tmp_path_factory.mktemp("multi-calibration")
+        _SHARED["multi_flow"] = calibrate(base, MULTI_FLOW, MULTI, captures)
+    return _SHARED["multi_flow"]
+
+
+def checked_home(flow: Path, tmp_path: Path, script: Path, *app_args: str, **launch: str):
     """A home in app mode with its own copy of the calibrated flow, its folder library,
     the stand-in app showing that library, and a passing `flow check`."""
     from moonshot.photos.library_folder import FolderLibrary
 
     flow_dir = tmp_path / "flow"
-    shutil.copytree(calibrated_flow, flow_dir)
-    home = write_home(tmp_path / "home", flow_dir / "flow.toml")
+    shutil.copytree(flow, flow_dir)
+    home = write_home(tmp_path / "home", flow_dir / "flow.toml", **launch)
     FolderLibrary(home / "library").close()
-    app = Standin(home / "library", tmp_path / "record.jsonl").start()
+    app = Standin(home / "library", tmp_path / "record.jsonl", script).start(
+        None, "success", *app_args
+    )
     result = cli(home, "flow", "check")
     assert result.exit_code == 0, result.output
+    return home, app
+
+
+@pytest.fixture
+def app_home(calibrated_flow, tmp_path):
+    home, app = checked_home(calibrated_flow, tmp_path, STANDIN)
     yield home, app
     app.stop()
