@@ -5,6 +5,7 @@ error page, so this says how many coins the canned queries stand."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from argparse import ArgumentParser
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import median
 
@@ -38,6 +40,39 @@ def _get(url: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+@contextlib.contextmanager
+def serving(home: Path) -> Iterator[str]:
+    """The real `moonshot dashboard` child over `home` on a free port, once it answers:
+    its base URL; stopped (TERM) after."""
+    port = _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moonshot", "--home", str(home), "dashboard", "--port", str(port)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _get(base + "/-/versions.json")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the dashboard did not start in 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--coins", type=int, default=10_000)
@@ -54,26 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         conn = sqlite3.connect(f"file:{home / 'moonshot.db'}?mode=ro", uri=True)
         transitions = conn.execute("select count(*) from transitions").fetchone()[0]
-        port = _port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moonshot", "--home", str(home), "dashboard"]
-            + ["--port", str(port)],
-            env=env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if _get(base + "/-/versions.json")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the dashboard did not start in 60 s")
-                time.sleep(0.2)
+        with serving(home) as base:
             for name, q in queries.items():
                 params = {"id": 1, "_moonshot_home": "'.'"}
                 base_times, http_times, status = [], [], 200
@@ -90,10 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "dashboard_ms": round(median(http_times) * 1000, 1),
                     "status": status,
                 }
-        finally:
-            proc.terminate()
-            proc.wait(20)
-            conn.close()
+        conn.close()
     out = {"coins": a.coins, "transitions": transitions, "queries": results}
     if a.json:
         print(json.dumps(out))

@@ -26,7 +26,7 @@ from moonshot.errors import HomeError, HomeTrouble, MoonshotError
 from moonshot.fsutil import write_atomic
 from moonshot.naming import parse_name
 from moonshot.ports import IncomingCoin
-from moonshot.store import HOME_TROUBLESHOOTING, Store, explain
+from moonshot.store import HOME_TROUBLESHOOTING, Store, check_version, explain
 
 MARKER = ".moonshot-home"
 SAVED = "moonshot.db.saved-"  # a copy the service made of a database deleted under it
@@ -106,13 +106,17 @@ def _library_assets(cfg: Config) -> int:
         return 1  # a library we cannot read is still a library that was used
 
 
-def _read_one(db: Path, sql: str) -> Any:
-    """One value from a SQLite file opened read-only (a missing file is not created)."""
+def _read_all(db: Path, sql: str) -> list[tuple]:
+    """The rows of a query on a SQLite file opened read-only (a missing file is not created)."""
     conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=5)
     try:
-        return conn.execute(sql).fetchone()[0]
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def _read_one(db: Path, sql: str) -> Any:
+    return _read_all(db, sql)[0][0]
 
 
 def evidence(cfg: Config) -> list[str]:
@@ -226,10 +230,9 @@ def _lost(cfg: Config, how: str, found: list[str]) -> HomeError:
     )
 
 
-def open_store(cfg: Config, *, create: bool = True) -> Store:
-    """The home's database, checked against the home's evidence (invariant 7). `create`:
-    a fresh home (no database, no evidence) is started; without it, a home that has no
-    database yet is an error (read-only commands never create a home)."""
+def _before_open(cfg: Config, create: bool) -> int | None:
+    """The database's schema version, after the checks open_store makes before opening
+    it; reads only."""
     version = _peek_version(cfg.db_path)
     if not version:
         found = evidence(cfg)
@@ -241,6 +244,29 @@ def open_store(cfg: Config, *, create: bool = True) -> Store:
                 f"no moonshot home at {cfg.home}{where}: nothing has run here yet;"
                 " `moonshot run` or `moonshot add` starts one (or give --home)"
             )
+    return version
+
+
+def check_readonly(cfg: Config) -> int:
+    """What open_store(cfg, create=False) checks, for a reader that must never write
+    (`moonshot dashboard`): no home, a lost or empty database, a folder, not SQLite, a
+    newer schema, another home's or an older database are each its one line. Returns
+    the schema version; migrates nothing, writes no marker."""
+    version = check_version(cfg.db_path, _before_open(cfg, create=False) or 0)
+    try:
+        meta = dict(_read_all(cfg.db_path, "SELECT key, value FROM meta"))
+    except sqlite3.Error as exc:  # no meta table: not a moonshot database
+        raise explain(exc, cfg.db_path) from None
+    markers = {folder: read_marker(folder) for folder in marker_folders(cfg)}
+    _check_markers(cfg, markers, meta.get("home_id"), int(meta.get("evidence_seq") or 0))
+    return version
+
+
+def open_store(cfg: Config, *, create: bool = True) -> Store:
+    """The home's database, checked against the home's evidence (invariant 7). `create`:
+    a fresh home (no database, no evidence) is started; without it, a home that has no
+    database yet is an error (read-only commands never create a home)."""
+    if not _before_open(cfg, create):
         cfg.ensure_dirs()
     store = Store(cfg.db_path)
     try:
@@ -260,19 +286,13 @@ def _not_ours(cfg: Config, db_id: str | None, where: Path, marker_id: str) -> Ho
     )
 
 
-def attach(cfg: Config, store: Store) -> str:
-    """Check the open database against the home's markers, give it a home id if it has
-    none (a new home, or one from before homes had an id), refresh the markers and have
-    the store keep the spool marker's count. Returns the home id."""
-    # The markers first, then the database: the store writes the marker after each
-    # commit, so a marker read first is never ahead of the database read after it.
-    markers = {folder: read_marker(folder) for folder in marker_folders(cfg)}
-    home_id, seq = store.identity()
+def _check_markers(
+    cfg: Config, markers: dict[Path, Marker | None], home_id: str | None, seq: int
+) -> None:
+    """The database (its home id and evidence count) against the home's markers."""
     for folder, marker in markers.items():
         if marker and marker.home_id and marker.home_id != home_id:
             raise _not_ours(cfg, home_id, folder, marker.home_id)
-    if home_id is None:
-        home_id = store.claim_home_id(uuid.uuid4().hex)
     spool = markers.get(cfg.spool_dir)
     if spool is None and seq > 0:
         raise HomeError(
@@ -287,6 +307,19 @@ def attach(cfg: Config, store: Store) -> str:
             " from an older backup?). Coins may have moved on since, even launched: run"
             f" `moonshot recover`, which has a person settle each one ({HOME_TROUBLESHOOTING})"
         )
+
+
+def attach(cfg: Config, store: Store) -> str:
+    """Check the open database against the home's markers, give it a home id if it has
+    none (a new home, or one from before homes had an id), refresh the markers and have
+    the store keep the spool marker's count. Returns the home id."""
+    # The markers first, then the database: the store writes the marker after each
+    # commit, so a marker read first is never ahead of the database read after it.
+    markers = {folder: read_marker(folder) for folder in marker_folders(cfg)}
+    home_id, seq = store.identity()
+    _check_markers(cfg, markers, home_id, seq)
+    if home_id is None:
+        home_id = store.claim_home_id(uuid.uuid4().hex)
 
     def keep(new_seq: int, durable: bool) -> None:
         now = read_marker(cfg.spool_dir)

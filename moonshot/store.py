@@ -318,6 +318,17 @@ MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def check_version(path: Path | str, version: int) -> int:
+    """A database written by a newer moonshot is refused, never migrated down or read as
+    if it were ours: one line naming the fix. Store.migrate and home.check_readonly
+    (`moonshot dashboard`, which opens moonshot.db read-only) both ask here."""
+    if version > SCHEMA_VERSION:
+        raise MoonshotError(
+            f"{path}: schema version {version} is newer than this moonshot ({SCHEMA_VERSION}); upgrade moonshot"
+        )
+    return version
+
+
 class Store:
     def __init__(self, path: Path | str, *, readonly: bool = False):
         self.path = Path(path)
@@ -411,11 +422,7 @@ class Store:
 
     def migrate(self) -> int:
         """Bring the schema to SCHEMA_VERSION; a newer one is refused."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise MoonshotError(
-                f"{self.path}: schema version {version} is newer than this moonshot ({SCHEMA_VERSION}); upgrade moonshot"
-            )
+        version = check_version(self.path, self.db.execute("PRAGMA user_version").fetchone()[0])
         while version < SCHEMA_VERSION:
             with self.write():
                 again = self.db.execute("PRAGMA user_version").fetchone()[0]

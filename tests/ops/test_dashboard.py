@@ -7,11 +7,13 @@ holds no lock the service needs and lets the WAL checkpoint."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import shlex
 import socket
 import sqlite3
 import sys
 import time
+import urllib.parse
 
 import pytest
 from click.testing import CliRunner
@@ -113,10 +115,24 @@ def test_without_datasette_the_command_names_the_install_line(home, store, monke
     ]
 
 
+@pytest.mark.parametrize(
+    "module, dist",
+    [("datasette_dashboards", "datasette-dashboards"), ("uvicorn", "uvicorn"), ("yaml", "PyYAML")],
+)
+def test_a_partial_install_names_the_install_line(home, store, monkeypatch, module, dist):
+    """datasette without datasette-dashboards started silently and the plots 404'd."""
+    monkeypatch.setitem(sys.modules, module, None)
+    result = run(home)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: the dashboard needs {dist} ({module} is not installed): {dash.INSTALL}"
+    ]
+
+
 def test_a_home_without_a_database_is_one_line_and_stays_empty(home):
     result = run(home)
     assert result.exit_code == 1
-    assert "no moonshot.db in" in result.output and "never does" in result.output
+    assert "no moonshot home at" in result.output and "nothing has run here" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert list(home.iterdir()) == []  # no moonshot.db, spool/ or logs/ made
 
@@ -126,7 +142,7 @@ def test_a_database_that_is_not_one_is_one_line(home):
     before = (home / "moonshot.db").read_bytes()
     result = run(home)
     assert result.exit_code == 1
-    assert "cannot be read as a SQLite database" in result.output
+    assert "is not a usable SQLite database" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert (home / "moonshot.db").read_bytes() == before
 
@@ -151,7 +167,7 @@ def test_a_host_off_loopback_says_there_is_no_authentication(home, store, monkey
     assert off.exit_code == 0, off.output
     assert "no authentication" in off.output
     assert served == ["http://192.0.2.7:8123/"]
-    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2", "127.1", "::ffff:127.0.0.1"):
         on = run(home, "--host", host)
         assert on.exit_code == 0 and "authentication" not in on.output, (host, on.output)
     opened = []
@@ -163,6 +179,8 @@ def test_a_host_off_loopback_says_there_is_no_authentication(home, store, monkey
         "http://localhost:8001/",
         "http://[::1]:8001/",
         "http://127.0.0.2:8001/",
+        "http://127.1:8001/",
+        "http://[::ffff:127.0.0.1]:8001/",
         "http://127.0.0.1:8124/",
     ]
 
@@ -172,6 +190,43 @@ def test_is_loopback():
     assert dash.is_loopback("localhost") and dash.is_loopback("127.9.9.9")
     assert not dash.is_loopback("0.0.0.0") and not dash.is_loopback("192.168.1.2")
     assert not dash.is_loopback("::") and not dash.is_loopback("example.com")
+    # other spellings of the same loopback address (what bind listens on decides)
+    for host in ("127.1", "0x7f.1", "2130706433", "::ffff:127.0.0.1", "::ffff:7f00:1"):
+        assert dash.is_loopback(host), host
+    assert not dash.is_loopback("::ffff:8.8.8.8") and not dash.is_loopback("8.8.8.8")
+
+
+def test_only_host_headers_that_name_loopback_pass():
+    for value in (
+        "127.0.0.1", "127.0.0.1:8001", "localhost", "localhost:8001", "LocalHost:1",
+        "localhost.:8001", "[::1]", "[::1]:8001", "127.1:8001", "[::ffff:127.0.0.1]:8001",
+    ):  # fmt: skip
+        assert dash.loopback_host_header(value), value
+    for value in (
+        "attacker.example", "attacker.example:8001", "127.0.0.1.attacker.example",
+        "localhost.attacker.example:8001", "8.8.8.8:8001", "[::]:8001", "0.0.0.0:8001",
+        "", ":8001", "[::1", "127.0.0.1 x", "user@127.0.0.1",
+    ):  # fmt: skip
+        assert not dash.loopback_host_header(value), value
+
+
+def test_a_host_that_is_not_this_machines_says_so(home, store):
+    result = run(home, "--host", "192.0.2.7", "--port", "8125")  # TEST-NET-1
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: cannot listen on 192.0.2.7:8125: Cannot assign requested address; that address"
+        " is not one of this machine's: give one of its own, or leave --host out"
+    )
+
+
+def test_a_folder_named_moonshot_db_is_said_to_be_one(home):
+    """The check `moonshot status` makes (home.check_readonly), not "no moonshot.db"."""
+    (home / "moonshot.db").mkdir()
+    result = run(home)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {home / 'moonshot.db'} is a folder, not a database; move it away"
+    ]
 
 
 # -- the read-only database, through datasette's own client ---------------------------
@@ -265,9 +320,12 @@ def test_other_datasette_plugins_are_switched_off(cfg, store):
         names = {getattr(p, "__name__", "") for p in pm.get_plugins()}
         assert "datasette_dashboards" not in names
         assert "moonshot.ops.dashboard_plugin" in names
+        assert "datasette.handle_exception" not in {pm.get_name(p) for p in pm.get_plugins()}
         assert "datasette-dashboards" in {s.lower() for s in skipped}
-    finally:
-        pm.load_setuptools_entrypoints("datasette")  # put them back for the other tests
+    finally:  # put them back for the other tests
+        for ep in importlib.metadata.entry_points(group="datasette"):
+            pm.unblock(ep.name)
+        pm.load_setuptools_entrypoints("datasette")
 
 
 def test_stage_latency_counts_the_moves_of_the_last_7_days(site, store):
@@ -309,3 +367,123 @@ def test_a_home_with_spaces_and_uri_characters(tmp_path):
     assert dash.shell_home(home) == shlex.quote(str(home)) and "'" in dash.shell_home(home)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         site.datasette.get_database("moonshot").connect(write=True).execute("delete from meta")
+
+
+# -- the request guard and errors, in-process -------------------------------------------
+
+
+class FailingPlugin:
+    """A page that fails with an unexpected error (a bug), its locals holding a secret."""
+
+    __name__ = "FailingPlugin"
+
+    @hookimpl
+    def register_routes(self, datasette):
+        async def boom(request):
+            token = "sk-local-secret"  # noqa: F841 - what rich printed with show_locals
+            raise RuntimeError("boom")
+
+        return [(r"^/boom(\.json)?$", boom)]
+
+
+def test_a_server_error_is_one_line_without_locals(cfg, store, capfd, caplog):
+    pm.register(FailingPlugin(), name="failing-plugin")
+    try:
+        site = dash.build(cfg)
+
+        async def go():
+            return await site.datasette.client.get("/boom"), await site.datasette.client.get(
+                "/boom.json"
+            )
+
+        page, data = asyncio.run(go())
+    finally:
+        pm.unregister(name="failing-plugin")
+    assert page.status_code == 500 and "boom" in page.text
+    assert data.status_code == 500 and data.json()["error"] == "boom"
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "sk-local-secret" not in out + err
+    ours = [r.getMessage() for r in caplog.records if r.name == dash.LOGGER]
+    assert ours == ["500 for /boom: RuntimeError: boom", "500 for /boom.json: RuntimeError: boom"]
+
+
+def test_the_host_check_holds_on_loopback_only(cfg, store):
+    async def status(site, host):
+        return (
+            await site.datasette.client.get("/-/versions.json", headers={"host": host})
+        ).status_code
+
+    on = dash.build(cfg, "127.0.0.1")
+    assert asyncio.run(status(on, "attacker.example")) == 421
+    assert asyncio.run(status(on, "localhost:8001")) == 200
+    # bound to every interface, the user chose the names it is reached by
+    off = dash.build(cfg, "0.0.0.0")
+    assert asyncio.run(status(off, "attacker.example")) == 200
+
+
+def test_a_websocket_is_closed_before_it_opens(cfg, store):
+    app = dash.build(cfg).datasette.app()
+    sent = []
+
+    async def go():
+        inbox = asyncio.Queue()
+        await inbox.put({"type": "websocket.connect"})
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "websocket", "path": "/", "raw_path": b"/", "query_string": b"",
+                 "headers": [(b"host", b"127.0.0.1:8001")], "scheme": "ws"}  # fmt: skip
+        await app(scope, inbox.get, send)
+
+    asyncio.run(go())
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_a_request_whose_client_left_stops_its_query(cfg, store, monkeypatch):
+    """With a time limit of 60 s, only the hang-up can end this query early: its read
+    snapshot must end with it, so the service's checkpoint resets the WAL."""
+    monkeypatch.setattr(dash, "SETTINGS", {**dash.SETTINGS, "sql_time_limit_ms": 60_000})
+    add(store, "ONE")
+    site = dash.build(cfg)
+    app = site.datasette.app()
+    forever = (
+        "with recursive n(x) as (select 1 union all select x + 1 from n)"
+        " select count(*) from n, coins"
+    )
+    sent = []
+
+    async def go():
+        await site.datasette.invoke_startup()
+        inbox = asyncio.Queue()
+        await inbox.put({"type": "http.request", "body": b"", "more_body": False})
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http", "method": "GET", "path": "/moonshot.json",
+            "raw_path": b"/moonshot.json", "root_path": "", "scheme": "http",
+            "query_string": urllib.parse.urlencode({"sql": forever}).encode(),
+            "headers": [(b"host", b"127.0.0.1:8001")], "http_version": "1.1",
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8001),
+        }  # fmt: skip
+        request = asyncio.ensure_future(app(scope, inbox.get, send))
+        await asyncio.sleep(0.5)
+        assert not request.done()  # the query runs
+        await inbox.put({"type": "http.disconnect"})
+        await asyncio.wait_for(request, 30)
+
+    asyncio.run(go())
+    assert sent == []  # nobody to answer
+    writer = sqlite3.connect(cfg.db_path, timeout=10, isolation_level=None)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('left', '1')")
+            if writer.execute("pragma wal_checkpoint(truncate)").fetchone() == (0, 0, 0):
+                break
+            assert time.monotonic() < deadline, "the query of a departed client still reads"
+            time.sleep(0.1)
+    finally:
+        writer.close()
