@@ -20,6 +20,7 @@ import os
 import random
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from moonshot.config import Config
 from moonshot.errors import ConfigError, MoonshotError
 from moonshot.ops import alert_events as ev
 from moonshot.ops import alert_urls, health, logs
+from moonshot.ops.screens import Refused, Screens
 from moonshot.ports import Check
 from moonshot.store import Store, iso
 
@@ -343,17 +345,25 @@ class Sender:
         scrub = alert_urls.scrub
         return scrub(title, self._secret_pieces), scrub(body, self._secret_pieces), kind
 
-    def _attachment(self, alert: dict[str, Any]) -> str | None:
-        """The screenshot, only from logs/screens/ and only if it is still there."""
+    @contextlib.contextmanager
+    def _attachment(self, alert: dict[str, Any]) -> Iterator[str | None]:
+        """The screenshot named in the alert, read as the dashboard reads it (only a
+        launcher PNG in logs/screens, no symlink or hard link: moonshot.env linked there
+        is never sent), handed to apprise as a private copy outside the home."""
         path = alert.get("attachment")
-        if not path:
-            return None
-        screens = (self.cfg.logs_dir / "screens").resolve()
+        if not path or Path(path).parent != self.cfg.logs_dir / "screens":
+            yield None
+            return
         try:
-            real = Path(path).resolve()
-        except OSError:
-            return None
-        return str(real) if real.parent == screens and real.is_file() else None
+            data = Screens(self.cfg.home.resolve()).read(Path(path).name)
+        except (Refused, OSError) as exc:
+            log.warning("alert %s: screenshot not attached: %s", alert["key"], exc)
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix="moonshot-alert-") as tmp:
+            copy = Path(tmp) / Path(path).name
+            copy.write_bytes(data)
+            yield str(copy)
 
     def _send(self, group: list[dict[str, Any]], now: float) -> int:
         """One message for the group to every receiver that lacks one of its alerts;
@@ -361,10 +371,11 @@ class Sender:
         current = {t.id for t in self.receivers}
         missing = [t for t in self.receivers if any(t.id not in a["delivered"] for a in group)]
         title, body, kind = self._text(group)
-        attach = self._attachment(group[0]) if len(group) == 1 else None
-        crash.point("before_send", ALERT_CRASH_POINTS, "alert_")
-        results = deliver_all(missing, title, body, kind, self.cfg.alerts.timeout, attach)
-        crash.point("after_send", ALERT_CRASH_POINTS, "alert_")
+        single = group[0] if len(group) == 1 else {}
+        with self._attachment(single) as attach:
+            crash.point("before_send", ALERT_CRASH_POINTS, "alert_")
+            results = deliver_all(missing, title, body, kind, self.cfg.alerts.timeout, attach)
+            crash.point("after_send", ALERT_CRASH_POINTS, "alert_")
         ok = {tid for tid, (good, _) in results.items() if good}
         errors = [f"{t.label}: {results[t.id][1]}" for t in missing if t.id not in ok]
         sent = 0

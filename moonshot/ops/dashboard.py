@@ -36,7 +36,7 @@ REQUIRED = (
     ("yaml", "PyYAML"),
 )
 DATABASE = "moonshot"  # the name (and URL path) of moonshot.db in datasette
-SCREENS = "screens"  # logs/screens, served read-only at /screens/ (dashboard_screens)
+SCREENS = "screens"  # logs/screens, served read-only at /screens/ (moonshot.ops.screens)
 LOGGER = "moonshot.dashboard"
 # datasette's time limit is a progress handler, which SQLite calls every 1000 steps of
 # a statement at a jump, never inside one call of a built-in function: instr() of a

@@ -36,7 +36,7 @@ from moonshot.ops.dashboard import (
     loopback_host_header,
     shell_home,
 )
-from moonshot.ops.dashboard_screens import Refused, Screens
+from moonshot.ops.screens import Refused, Screens
 
 PLUGIN_NAME = "moonshot"
 SHOTS_SHOWN = 3  # newest screenshots linked per coin

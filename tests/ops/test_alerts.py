@@ -7,6 +7,7 @@ the source hooks, launch limits, the daily summary, the restart and `watch` chec
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sqlite3
 import time
@@ -415,3 +416,34 @@ def test_watch_alerts_once_per_stale_heartbeat(alert_cfg, receiver, pid):
     # A running service: nothing.
     store.meta_set_many({"heartbeat_at": repr(time.time()), "heartbeat_pid": str(os.getpid())})
     assert alerts.watch(cfg, store)["healthy"]
+
+
+@pytest.mark.parametrize("trick", ["screens-is-a-link", "hard-link", "named-like-a-shot"])
+def test_an_alert_never_attaches_a_secret_linked_into_logs(alert_cfg, receiver, trick):
+    """The dashboard attack (`ln -s .. logs/screens`) aimed at alerts: moonshot.env must
+    never leave the Mac as an 'attachment', however it was put in logs/screens."""
+    cfg = alert_cfg()
+    store = Store(cfg.db_path)
+    secret = cfg.home / "moonshot.env"
+    secret.write_text("SUPABASE_SERVICE_ROLE_KEY=sk-never-sent\n")
+    screens = cfg.logs_dir / "screens"
+    screens.parent.mkdir(parents=True, exist_ok=True)
+    if trick == "screens-is-a-link":  # logs/screens -> elsewhere, holding a real PNG
+        elsewhere = cfg.home / "elsewhere"
+        make_image(elsewhere / "x-coin1-outcome.png", fmt="PNG")
+        screens.symlink_to(elsewhere)
+        shot = screens / "x-coin1-outcome.png"
+    elif trick == "hard-link":
+        screens.mkdir()
+        shot = screens / "x-coin1-outcome.png"
+        os.link(secret, shot)
+    else:
+        screens.mkdir()
+        shot = screens / "x-coin1-outcome.png"
+        shot.write_bytes(secret.read_bytes())  # not a PNG
+    (a,) = add(store)
+    review(store, a, f"unknown screen; screenshot {shot}; check the app")
+    sender(cfg, store).round()
+    (post,) = receiver.posts
+    assert post["body"]["attachments"] == []
+    assert "sk-never-sent" not in json.dumps(post)

@@ -1,7 +1,8 @@
-"""The launcher's screenshots in logs/screens, as `moonshot dashboard` links and serves
-them: only regular, singly linked PNG files named as the launcher names them, opened
-through the home's real folder without following a symlink at any level below it, at
-the time of each request. Never serves anything else of the home (moonshot.env)."""
+"""The launcher's screenshots in logs/screens, as `moonshot dashboard` serves them and
+alerts attach them: only regular, singly linked PNG files named as the launcher names
+them, opened through the home's real folder without following a symlink at any level
+below it, at the time of each read. Never hands out anything else of the home
+(moonshot.env), whatever was linked into logs/."""
 
 from __future__ import annotations
 
