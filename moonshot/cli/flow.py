@@ -4,18 +4,18 @@ stops before the irreversible step. Nothing here ever makes the irreversible cli
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
 import click
+from PIL import Image
 
 from moonshot import config as config_mod
 from moonshot.app import flow as flowmod
 from moonshot.app import matching as imagematch
+from moonshot.app.flowfile import FlowFile
 from moonshot.cli.common import COIN_ID
 from moonshot.errors import MoonshotError
 
@@ -112,15 +112,27 @@ def _own_flow_file(cfg: config_mod.Config) -> Path:
     return path
 
 
-def _save(fl: flowmod.Flow) -> flowmod.Flow:
-    text = flowmod.dump(fl)
-    part = fl.path.with_name(fl.path.name + ".part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, fl.path)
+def _save(ff: FlowFile, captured: list[Path] = ()) -> flowmod.Flow:
+    """Write the user's file (comments and layout kept), say what changed, validate."""
+    changes = ff.save()
+    for line in changes:
+        click.echo(f"  {line}")
+    for image in captured:
+        with Image.open(image) as img:
+            click.echo(f"  captured {image.name} ({img.width}x{img.height} px)")
+    if not changes and not captured:
+        click.echo(f"  {ff.path.name}: no change")
     try:
-        return flowmod.load(fl.path)
+        return flowmod.load(ff.path)
     except MoonshotError as exc:
         raise click.ClickException(f"saved, but the flow is not complete yet: {exc}") from None
+
+
+def _image_key(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _capture(
@@ -154,12 +166,15 @@ def _capture(
 def _apply(
     driver,
     fl: flowmod.Flow,
+    ff: FlowFile,
     win: flowmod.Rect,
     step: flowmod.Step,
     box=None,
     at=None,
     image: str | None = None,
-) -> flowmod.Flow:
+) -> Path | None:
+    """Capture one step into the document `ff`; returns the image file written, if any."""
+    table = ff.find(step.name)
     if image is not None:
         target = next((p for p in step.failure if p.name == image), None)
         if target is None or box is None:
@@ -167,22 +182,28 @@ def _apply(
                 f"{step.label}: --image must name one of its failure images"
                 f" ({', '.join(p.name for p in step.failure) or 'none'}) with --box"
             )
-        _capture(driver, fl, win, step, box, target)
-        return fl
+        return _capture(driver, fl, win, step, box, target)
     if box is not None and step.action == "check_photo":
-        new = dataclasses.replace(step, region=tuple(box))
-    elif box is not None:
+        ff.put(table, "region", [round(v, 2) for v in box])
+        return None
+    if box is not None:
         if step.action in ("activate", "type"):
             raise click.ClickException(
                 f"{step.label}: action {step.action} has no image to capture"
             )
-        new = dataclasses.replace(step, image=_capture(driver, fl, win, step, box), at=None)
-    else:
-        if step.action not in ("click", "read_address"):
-            raise click.ClickException(f"{step.label}: only click and read_address take a position")
-        new = dataclasses.replace(step, at=tuple(at), image=None)
-    steps = tuple(new if s.index == step.index else s for s in fl.steps)
-    return dataclasses.replace(fl, steps=steps)
+        target = _capture(driver, fl, win, step, box)
+        ff.swap(table, "at", "image", _image_key(target, fl.path.parent))
+        return target
+    if step.action not in ("click", "read_address"):
+        raise click.ClickException(f"{step.label}: only click and read_address take a position")
+    ff.swap(table, "image", "at", [round(v, 2) for v in at])
+    return None
+
+
+def _calibration(ff: FlowFile, win: flowmod.Rect, ratio: float) -> None:
+    table = ff.table("calibration")
+    ff.put(table, "window", [float(win.w), float(win.h)])
+    ff.put(table, "pixel_ratio", round(ratio, 3))
 
 
 @flow.command()
@@ -248,10 +269,9 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             f" calibrated at {before.window[0]:g}x{before.window[1]:g} ({before.pixel_ratio:g});"
             " recapture every step: a skipped one keeps positions that no longer fit"
         )
+    ff = _open_file(path)
     if set_window or step_name is None:
-        fl = dataclasses.replace(
-            fl, calibration=flowmod.Calibration((win.w, win.h), round(ratio, 3))
-        )
+        _calibration(ff, win, ratio)
     elif (
         abs(win.w - fl.calibration.window[0]) > 1
         or abs(win.h - fl.calibration.window[1]) > 1
@@ -263,7 +283,8 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             " recalibrate every step (`moonshot flow calibrate`) or add --window"
         )
     if set_window and step_name is None:
-        _save(fl)
+        click.echo(f"{path}:")
+        _save(ff)
         click.echo(f"calibration window {win.w:g}x{win.h:g}, pixel ratio {ratio:g} saved to {path}")
         return
     if step_name is not None:
@@ -274,19 +295,28 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             )
         if (box is None) == (at_text is None):
             raise click.ClickException("give exactly one of --box X,Y,W,H or --at X,Y with --step")
-        fl = _apply(
+        captured = _apply(
             driver,
             fl,
+            ff,
             win,
             step,
             _pair(box, 4, "--box") if box else None,
             _pair(at_text, 2, "--at") if at_text else None,
             image,
         )
-        _save(fl)
+        click.echo(f"{path}:")
+        _save(ff, [captured] if captured else [])
         click.echo(f"{step.label} calibrated in {path}")
         return
-    _guided(driver, fl, win, all_steps)
+    _guided(driver, fl, ff, win, all_steps)
+
+
+def _open_file(path: Path) -> FlowFile:
+    try:
+        return FlowFile.open(path)
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _corner(driver, win: flowmod.Rect, prompt: str) -> tuple[float, float] | None:
@@ -297,24 +327,30 @@ def _corner(driver, win: flowmod.Rect, prompt: str) -> tuple[float, float] | Non
     return (x - win.x, y - win.y)
 
 
-def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> None:
+def _guided(driver, fl: flowmod.Flow, ff: FlowFile, win: flowmod.Rect, all_steps: bool) -> None:
     cut = fl.steps[fl.irreversible_index].index
     click.echo(
         f"Calibrating {fl.path} on a {win.w:g}x{win.h:g} window. Show each screen in the app"
         " yourself; nothing is clicked. Answer s to keep a step as it is."
     )
+    captured: list[Path] = []
+    original = ff.original
     for step in fl.steps:
         if step.index > cut and not all_steps:
             click.echo(f"skip {step.label}: shown only after a launch (use --all, or --step later)")
             continue
-        step = fl.steps[step.index - 1]
-        wants_image = (
-            step.image is not None
-            or step.action in ("wait", "verify", "outcome")
-            or step.action == "check_photo"
-        )
         if step.action in ("activate", "type"):
             continue
+        if step.image is not None and step.image in captured:
+            # Two steps may share an image (a wait for a button, then its click): ask once.
+            click.echo(f"{step.label}: {step.image.name} captured above")
+            continue
+        wants_image = step.image is not None or step.action in (
+            "wait",
+            "verify",
+            "outcome",
+            "check_photo",
+        )
         click.echo(f"{step.label} ({step.action}{', IRREVERSIBLE' if step.irreversible else ''}):")
         if wants_image:
             what = (
@@ -326,14 +362,17 @@ def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> Non
             b = _corner(driver, win, "now on its BOTTOM-RIGHT corner") if a else None
             if a and b:
                 box = (min(a[0], b[0]), min(a[1], b[1]), abs(b[0] - a[0]), abs(b[1] - a[1]))
-                fl = _apply(driver, fl, win, step, box=box)
+                shot = _apply(driver, fl, ff, win, step, box=box)
+                captured += [shot] if shot else []
         else:
             p = _corner(driver, win, "put the mouse on the target")
             if p:
-                fl = _apply(driver, fl, win, step, at=p)
-        fl.path.write_text(flowmod.dump(fl), encoding="utf-8")  # keep progress if interrupted
-    _save(fl)
-    click.echo("calibrated; now run `moonshot flow check` with the form showing")
+                _apply(driver, fl, ff, win, step, at=p)
+        ff.save()  # keep progress if interrupted; the summary below covers the whole run
+    click.echo(f"{fl.path}:")
+    ff.original = original
+    _save(ff, captured)
+    click.echo("calibrated; check it: `moonshot flow show`, then `moonshot flow check`")
 
 
 @flow.command("run")

@@ -112,3 +112,64 @@ def test_single_steps_and_their_errors(setup):
         "flow check failed at step 8 'picker': reference image picker.png is missing"
         in missing.output
     )
+
+
+def commented(text: str) -> str:
+    """The fake flow as a person keeps it: a comment above every step, one after
+    every value, and a header."""
+    out = ["# My flow for the fake app: hand-written, keep these notes."]
+    for line in text.strip().splitlines():
+        if line == "[[step]]":
+            out += ["", f"# note {len(out)}: what this step is for", line]
+        elif "=" in line:
+            out.append(f"{line}   # because {len(out)}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def comments(text: str) -> list[str]:
+    return [line[line.index("#") :] for line in text.splitlines() if "#" in line]
+
+
+def test_calibrate_keeps_every_comment_and_says_what_it_changed(setup):
+    home, flow_file, fake = setup
+    hand = commented(flow_file.read_text(encoding="utf-8"))
+    flow_file.write_text(hand, encoding="utf-8")
+    fake.win = flowmod.Rect(100, 50, 300, 400)
+    moved = run(home, "flow", "calibrate", "--step", "tap-name", "--at", "33,71")
+    assert moved.exit_code == 0, moved.output
+    assert "~ step 'tap-name': at [150.0, 75.0] -> [33.0, 71.0]" in moved.output
+    swapped = run(home, "flow", "calibrate", "--step", "tap-image", "--box", "10,150,80,80")
+    assert swapped.exit_code == 0, swapped.output
+    assert "+ step 'tap-image': image = \"tap-image.png\"" in swapped.output
+    assert "- step 'tap-image': at (was [50.0, 190.0])" in swapped.output
+    assert "captured tap-image.png (80x80 px)" in swapped.output
+    fake.positions = [corner(fake, "form", "header"), corner(fake, "form", "header", far=True)]
+    guided = run(home, "flow", "calibrate", input="\n\n" + "s\n" * 12)
+    assert guided.exit_code == 0, guided.output
+    assert "captured form.png" in guided.output
+    text = flow_file.read_text(encoding="utf-8")
+    assert comments(text) == comments(hand)
+    # The values moved where they were, comment and all.
+    assert "at = [33.0, 71.0]   # because" in text
+    assert 'image = "tap-image.png"   # because' in text
+    assert flowmod.load(flow_file).steps[6].image.name == "tap-image.png"
+
+
+def test_guided_calibration_asks_once_for_an_image_two_steps_share(setup):
+    home, flow_file, fake = setup
+    text = flow_file.read_text(encoding="utf-8").replace(
+        '[[step]]\nname = "tap-create"',
+        '[[step]]\nname = "form-again"\naction = "wait"\nimage = "create.png"\n'
+        '[[step]]\nname = "tap-create"',
+    )
+    flow_file.write_text(text, encoding="utf-8")
+    result = run(home, "flow", "calibrate", input="s\n" * 20)
+    assert result.exit_code == 0, result.output
+    assert "step 12 'tap-create': create.png captured above" not in result.output  # skipped: s
+    fake.positions = [corner(fake, "form", "create"), corner(fake, "form", "create", far=True)]
+    answers = "s\n" * 7 + "\n\n"  # skip up to form-again, capture it
+    result = run(home, "flow", "calibrate", input=answers + "s\n" * 10)
+    assert result.exit_code == 0, result.output
+    assert "step 12 'tap-create': create.png captured above" in result.output
