@@ -17,8 +17,23 @@ from moonshot.errors import ConfigError
 PACKAGED = Path(__file__).parent / "flows" / "default.toml"
 HOME_FLOW = "flow.toml"
 
-ACTIONS = ("activate", "click", "type", "wait", "verify", "check_photo", "read_address", "outcome")
+ACTIONS = (
+    "activate",
+    "click",
+    "type",
+    "wait",
+    "verify",
+    "check_photo",
+    "read_text",
+    "read_photo",
+    "read_address",
+    "outcome",
+)
+RESET_ACTIONS = ("activate", "click", "wait", "verify")  # a [[reset]] only moves around
+OPTIONAL_ACTIONS = ("click", "wait", "verify")  # run if their image shows, else skipped
 FIELDS = ("name", "ticker")
+VERIFY_METHODS = ("clipboard", "ocr")  # how a type step reads its field back
+TABLES = ("flow", "calibration", "step", "interrupt", "reset")
 STEP_KEYS = {
     "name",
     "action",
@@ -32,8 +47,13 @@ STEP_KEYS = {
     "check",
     "failure",
     "clear",
+    "optional",
+    "verify",
+    "lines",
+    "min_confidence",
     "note",
 }
+INTERRUPT_KEYS = {"name", "image", "at", "target", "times", "confidence", "note"}
 FLOW_KEYS = {
     "app",
     "non_ascii",
@@ -43,9 +63,14 @@ FLOW_KEYS = {
     "type_interval",
     "settle",
     "photo_confidence",
+    "min_confidence",
+    "verify",
 }
 CAL_KEYS = {"window", "pixel_ratio"}
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+OPTIONAL_WAIT = 1.0  # seconds an optional step waits for its image before it is skipped
+MAX_LINES = 4  # read_text: the most lines a wrapped name may take
+MAX_TIMES = 20  # an interrupt is handled at most this many times in one run
 # Solana addresses are 32-byte public keys in base58 (no 0, O, I, l): 32-44 characters.
 BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 ADDRESS_RE = re.compile(f"[{BASE58}]{{32,44}}")
@@ -75,6 +100,9 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Step:
+    """One [[step]], [[reset]] or [[interrupt]] entry (`section` says which); an
+    interrupt's action is "interrupt": when `image` shows, click `target` or `at`."""
+
     index: int
     name: str
     action: str
@@ -88,13 +116,21 @@ class Step:
     check: bool | None = None
     failure: tuple[Path, ...] = ()
     clear: bool = False
+    section: str = "step"  # step | reset | interrupt
+    optional: bool = False
+    verify: str | None = None  # type: clipboard | ocr (None: the flow's default)
+    lines: int = 1  # read_text: how many lines the text may wrap to
+    min_confidence: float | None = None  # read_text, type with verify = "ocr"
+    target: Path | None = None  # interrupt: the image to click (default: its image)
+    times: int = 1  # interrupt: at most this many times per run
 
     @property
     def label(self) -> str:
-        return f"step {self.index} {self.name!r}"
+        return f"{self.section} {self.index} {self.name!r}"
 
     def images(self) -> list[Path]:
-        return ([self.image] if self.image else []) + list(self.failure)
+        own = [p for p in (self.image, self.target) if p is not None]
+        return own + list(self.failure)
 
 
 @dataclass(frozen=True)
@@ -110,6 +146,10 @@ class Flow:
     type_interval: float = 0.0
     settle: float = 0.2
     photo_confidence: float = 0.8
+    min_confidence: float = 0.8
+    verify: str = "clipboard"
+    reset: tuple[Step, ...] = ()
+    interrupts: tuple[Step, ...] = ()
     digest: str = field(default="", compare=False)
 
     @property
@@ -126,15 +166,34 @@ class Flow:
         """The irreversible step and the rest: `launch`."""
         return self.steps[self.irreversible_index :]
 
+    @property
+    def entries(self) -> tuple[Step, ...]:
+        """Every step, reset step and interrupt: what has images and names."""
+        return self.steps + self.reset + self.interrupts
+
+    def entry(self, name: str) -> Step | None:
+        return next((s for s in self.entries if s.name == name), None)
+
+    def before_spend(self, step: Step) -> bool:
+        """Shown before the irreversible click (so its images can be captured without
+        spending): steps up to it, the reset sequence and the interrupts."""
+        return step.section != "step" or step.index <= self.steps[self.irreversible_index].index
+
     def checked(self, step: Step) -> bool:
         """`flow check` looks for this step's image on the current screen: by default
-        the steps before the irreversible one (later screens exist only after a launch)."""
+        the steps before the irreversible one (later screens exist only after a launch);
+        never the reset steps and interrupts (other screens, popups at random)."""
+        if step.section != "step":
+            return False
         if step.check is not None:
             return step.check
         return step.index <= self.steps[self.irreversible_index].index and step.image is not None
 
     def missing_images(self) -> list[tuple[Step, Path]]:
-        return [(s, p) for s in self.steps for p in s.images() if not p.is_file()]
+        return [(s, p) for s in self.entries for p in s.images() if not p.is_file()]
+
+    def verify_method(self, step: Step) -> str:
+        return step.verify or self.verify
 
 
 def flow_path(home: Path, configured: str = "") -> Path:
@@ -171,14 +230,17 @@ def load(path: Path) -> Flow:
 
 def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
     where = str(path)
-    unknown = set(data) - {"flow", "calibration", "step"}
+    unknown = set(data) - set(TABLES)
     if unknown:
         raise FlowError(
-            f"{where}: unknown table [{sorted(unknown)[0]}]; expected [flow], [calibration], [[step]]"
+            f"{where}: unknown table [{sorted(unknown)[0]}]; expected [flow], [calibration],"
+            " [[step]], [[interrupt]], [[reset]]"
         )
     head = data.get("flow", {})
     cal = data.get("calibration", {})
     for table, keys, allowed in (("flow", head, FLOW_KEYS), ("calibration", cal, CAL_KEYS)):
+        if not isinstance(keys, dict):
+            raise FlowError(f"{where}: [{table}] must be a table")
         bad = set(keys) - allowed
         if bad:
             raise FlowError(
@@ -190,10 +252,16 @@ def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
     non_ascii = head.get("non_ascii", "paste")
     if non_ascii not in NON_ASCII_METHODS:
         raise FlowError(f"{where}: flow.non_ascii = {non_ascii!r}: expected paste or refuse")
+    verify = head.get("verify", "clipboard")
+    if verify not in VERIFY_METHODS:
+        raise FlowError(
+            f"{where}: flow.verify = {verify!r}: expected clipboard (select all + copy) or ocr"
+        )
     opts: dict[str, float] = {}
     for key, lo, hi in (
         ("confidence", 0.5, 1.0),
         ("photo_confidence", 0.3, 1.0),
+        ("min_confidence", 0.3, 1.0),
         ("timeout", 0.1, 600),
         ("pause", 0.0, 2.0),
         ("type_interval", 0.0, 1.0),
@@ -219,10 +287,33 @@ def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
         raise FlowError(
             f"{where}: no [[step]]; a flow needs its steps, one marked irreversible = true"
         )
-    steps = tuple(_step(i, s, path.parent, where) for i, s in enumerate(raw_steps, 1))
+    sections = {}
+    for section in ("step", "reset", "interrupt"):
+        entries = data.get(section, [])
+        if not isinstance(entries, list):
+            raise FlowError(f"{where}: {section} must be written [[{section}]] (a list of tables)")
+        parse_one = _interrupt if section == "interrupt" else _step
+        sections[section] = tuple(
+            parse_one(i, s, path.parent, where, section) for i, s in enumerate(entries, 1)
+        )
+    steps, reset, interrupts = sections["step"], sections["reset"], sections["interrupt"]
     _check_order(steps, where)
-    digest = hashlib.sha256(raw)
+    _check_names(steps + reset + interrupts, where)
+    _check_read_back(steps, where)
     for s in steps:
+        if s.action == "type" and (s.verify or verify) == "ocr" and s.region is None:
+            raise FlowError(
+                f'{where}: {s.label}: verify = "ocr" reads the field back from the screen:'
+                " it needs region = [x, y, width, height] of the field"
+            )
+    for s in reset:
+        if s.action not in RESET_ACTIONS:
+            raise FlowError(
+                f"{where}: {s.label}: action {s.action} cannot be in [[reset]]; a reset only"
+                f" moves back to the start screen ({', '.join(RESET_ACTIONS)})"
+            )
+    digest = hashlib.sha256(raw)
+    for s in steps + reset + interrupts:
         for p in s.images():
             digest.update(p.name.encode())
             digest.update(p.read_bytes() if p.is_file() else b"<missing>")
@@ -232,41 +323,63 @@ def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
         steps,
         Calibration((float(window[0]), float(window[1])), float(ratio)),
         non_ascii,
+        verify=verify,
+        reset=reset,
+        interrupts=interrupts,
         digest=digest.hexdigest(),
         **opts,
     )
 
 
-def _step(i: int, s: Any, base: Path, where: str) -> Step:
+def _header(i: int, s: Any, where: str, section: str, allowed: set[str]) -> tuple[str, str]:
     if not isinstance(s, dict):
-        raise FlowError(f"{where}: step {i} must be a table [[step]]")
+        raise FlowError(f"{where}: {section} {i} must be a table [[{section}]]")
     name = s.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise FlowError(
-            f'{where}: step {i}: name = {name!r}: expected 1-40 of a-z 0-9 _ - (e.g. "tap-create")'
+            f"{where}: {section} {i}: name = {name!r}: expected 1-40 of a-z 0-9 _ -"
+            ' (e.g. "tap-create")'
         )
-    label = f"{where}: step {i} {name!r}"
-    bad = set(s) - STEP_KEYS
+    label = f"{where}: {section} {i} {name!r}"
+    bad = set(s) - allowed
     if bad:
         raise FlowError(
-            f"{label}: unknown key {sorted(bad)[0]!r}; known: {', '.join(sorted(STEP_KEYS))}"
+            f"{label}: unknown key {sorted(bad)[0]!r}; known: {', '.join(sorted(allowed))}"
         )
-    action = s.get("action")
-    if action not in ACTIONS:
-        raise FlowError(f"{label}: action = {action!r}: expected one of {', '.join(ACTIONS)}")
+    return name, label
 
-    def image(value: Any, key: str) -> Path:
-        if not isinstance(value, str) or not value.endswith(".png") or "\x00" in value:
-            raise FlowError(f"{label}: {key} must be a .png file name, relative to the flow file")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
 
-    img = image(s["image"], "image") if "image" in s else None
-    at = s.get("at")
-    if at is not None and (not _nums(at, 2) or min(at) < 0):
+def _image(label: str, base: Path, value: Any, key: str) -> Path:
+    if not isinstance(value, str) or not value.endswith(".png") or "\x00" in value:
+        raise FlowError(f"{label}: {key} must be a .png file name, relative to the flow file")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _point(label: str, at: Any) -> tuple[float, float] | None:
+    if at is None:
+        return None
+    if not _nums(at, 2) or min(at) < 0:
         raise FlowError(
             f"{label}: at must be [x, y] points from the window's top-left at calibration"
         )
+    return (float(at[0]), float(at[1]))
+
+
+def _ranged(label: str, s: dict, key: str, lo: float, hi: float) -> float | None:
+    v = s.get(key)
+    if v is not None and (not _num(v) or not lo <= v <= hi):
+        raise FlowError(f"{label}: {key} = {v!r}: expected a number from {lo} to {hi}")
+    return None if v is None else float(v)
+
+
+def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step:
+    name, label = _header(i, s, where, section, STEP_KEYS)
+    action = s.get("action")
+    if action not in ACTIONS:
+        raise FlowError(f"{label}: action = {action!r}: expected one of {', '.join(ACTIONS)}")
+    img = _image(label, base, s["image"], "image") if "image" in s else None
+    at = _point(label, s.get("at"))
     region = s.get("region")
     if region is not None and (not _nums(region, 4) or min(region) < 0 or min(region[2:]) <= 0):
         raise FlowError(
@@ -276,14 +389,23 @@ def _step(i: int, s: Any, base: Path, where: str) -> Step:
     failure = s.get("failure", [])
     if not isinstance(failure, list):
         raise FlowError(f"{label}: failure must be a list of .png file names")
-    fails = tuple(image(f, "failure") for f in failure)
-    for key, lo, hi in (("timeout", 0.0, 600.0), ("confidence", 0.5, 1.0)):
-        v = s.get(key)
-        if v is not None and (not _num(v) or not lo <= v <= hi):
-            raise FlowError(f"{label}: {key} = {v!r}: expected a number from {lo} to {hi}")
-    for key in ("irreversible", "check", "clear"):
+    fails = tuple(_image(label, base, f, "failure") for f in failure)
+    timeout = _ranged(label, s, "timeout", 0.0, 600.0)
+    confidence = _ranged(label, s, "confidence", 0.5, 1.0)
+    min_conf = _ranged(label, s, "min_confidence", 0.3, 1.0)
+    for key in ("irreversible", "check", "clear", "optional"):
         if key in s and not isinstance(s[key], bool):
             raise FlowError(f"{label}: {key} must be true or false")
+    lines = s.get("lines", 1)
+    if not isinstance(lines, int) or isinstance(lines, bool) or not 1 <= lines <= MAX_LINES:
+        raise FlowError(
+            f"{label}: lines = {lines!r}: expected a whole number from 1 to {MAX_LINES}"
+        )
+    verify = s.get("verify")
+    if verify is not None and verify not in VERIFY_METHODS:
+        raise FlowError(
+            f"{label}: verify = {verify!r}: expected clipboard (select all + copy) or ocr"
+        )
 
     def need(cond: bool, what: str) -> None:
         if not cond:
@@ -293,7 +415,7 @@ def _step(i: int, s: Any, base: Path, where: str) -> Step:
         need((img is None) != (at is None), 'needs exactly one of image = "x.png" or at = [x, y]')
     if action in ("wait", "verify", "outcome"):
         need(img is not None, 'needs image = "x.png"')
-    if action == "type":
+    if action in ("type", "read_text"):
         need(
             fld in FIELDS,
             'needs field = "name" or "ticker" (untrusted text is never written in the flow)',
@@ -303,32 +425,102 @@ def _step(i: int, s: Any, base: Path, where: str) -> Step:
             region is not None,
             "needs region = [x, y, width, height] of the picker's first thumbnail",
         )
+    if action == "read_text":
+        need(
+            region is not None,
+            f"needs region = [x, y, width, height] where the app shows the {fld}",
+        )
+        need(fld == "name" or lines == 1, "reads a ticker on one line: lines = 1")
+    if action == "read_photo":
+        need(
+            region is not None,
+            "needs region = [x, y, width, height] where the app shows the chosen picture",
+        )
+    if "lines" in s:
+        need(action == "read_text", "cannot have lines (only read_text can)")
+    if min_conf is not None:
+        need(
+            action in ("read_text", "type"), "cannot have min_confidence (only read_text and type)"
+        )
+    if verify is not None:
+        need(action == "type", "cannot have verify (only type can)")
+    if s.get("clear"):
+        need(action in ("type", "click"), "cannot clear a field (only type and click can)")
     if failure:
         need(action == "outcome", "cannot have failure images (only outcome can)")
     if s.get("irreversible"):
         need(action == "click", "cannot be irreversible: only a click can be")
+        need(section == "step", "cannot be irreversible in [[reset]]")
+        need(not s.get("clear"), "cannot clear a field: it is the click that spends")
+    if s.get("optional"):
+        need(
+            action in OPTIONAL_ACTIONS and img is not None and not s.get("irreversible"),
+            'cannot be optional: only a click, wait or verify with image = "x.png" can be'
+            " (it runs when its image shows)",
+        )
     return Step(
         i,
         name,
         action,
         img,
-        tuple(float(v) for v in at) if at else None,
+        at,
         tuple(float(v) for v in region) if region else None,
         fld,
-        float(s["timeout"]) if "timeout" in s else None,
-        float(s["confidence"]) if "confidence" in s else None,
+        timeout,
+        confidence,
         bool(s.get("irreversible", False)),
         s.get("check"),
         fails,
         bool(s.get("clear", False)),
+        section=section,
+        optional=bool(s.get("optional", False)),
+        verify=verify,
+        lines=lines,
+        min_confidence=min_conf,
     )
 
 
+def _interrupt(i: int, s: Any, base: Path, where: str, section: str = "interrupt") -> Step:
+    name, label = _header(i, s, where, section, INTERRUPT_KEYS)
+    if "image" not in s:
+        raise FlowError(f'{label}: needs image = "x.png", the popup it answers')
+    img = _image(label, base, s["image"], "image")
+    at = _point(label, s.get("at"))
+    target = _image(label, base, s["target"], "target") if "target" in s else None
+    if at is not None and target is not None:
+        raise FlowError(
+            f'{label}: give at most one of target = "x.png" or at = [x, y] (what to click)'
+        )
+    times = s.get("times", 1)
+    if not isinstance(times, int) or isinstance(times, bool) or not 1 <= times <= MAX_TIMES:
+        raise FlowError(
+            f"{label}: times = {times!r}: expected a whole number from 1 to {MAX_TIMES}"
+        )
+    return Step(
+        i,
+        name,
+        "interrupt",
+        img,
+        at,
+        confidence=_ranged(label, s, "confidence", 0.5, 1.0),
+        section=section,
+        target=target,
+        times=times,
+    )
+
+
+def _check_names(entries: tuple[Step, ...], where: str) -> None:
+    seen: dict[str, Step] = {}
+    for s in entries:
+        if s.name in seen:
+            raise FlowError(
+                f"{where}: name {s.name!r} is used twice ({seen[s.name].label}, {s.label});"
+                " names must be unique across steps, resets and interrupts"
+            )
+        seen[s.name] = s
+
+
 def _check_order(steps: tuple[Step, ...], where: str) -> None:
-    names = [s.name for s in steps]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise FlowError(f"{where}: step name {dup!r} is used twice; names must be unique")
     marked = [s for s in steps if s.irreversible]
     if len(marked) != 1:
         which = ", ".join(repr(s.name) for s in marked) or "none"
@@ -336,24 +528,50 @@ def _check_order(steps: tuple[Step, ...], where: str) -> None:
             f"{where}: exactly one step must be irreversible = true (the click that spends), found {which}"
         )
     cut = marked[0].index
+    before_only = ("type", "check_photo", "read_text", "read_photo")
     for s in steps:
         if s.index < cut and s.action in ("outcome", "read_address"):
             raise FlowError(
                 f"{where}: {s.label}: {s.action} must come after the irreversible step {marked[0].name!r}"
             )
-        if s.index > cut and s.action in ("type", "check_photo"):
+        if s.index > cut and s.action in before_only:
             raise FlowError(
                 f"{where}: {s.label}: {s.action} must come before the irreversible step {marked[0].name!r}"
             )
-    if not any(s.action in ("outcome", "read_address") for s in steps[cut + 1 :]):
+        if s.index > cut and s.optional:
+            raise FlowError(
+                f"{where}: {s.label}: optional steps must come before the irreversible step"
+                f" {marked[0].name!r}; after it an unexpected screen is for a person (needs_review)"
+            )
+    if not any(s.action in ("outcome", "read_address") for s in steps[cut:]):
         raise FlowError(
             f"{where}: no outcome or read_address step after the irreversible step"
             f" {marked[0].name!r}; without one a failed launch would be recorded as launched"
         )
-    if not any(s.action == "check_photo" for s in steps[: cut - 1]):
+
+
+def _check_read_back(steps: tuple[Step, ...], where: str) -> None:
+    """Invariant 6: between the last step that changes what the app will use (typing;
+    for the picture, also the picker check) and the irreversible click, the flow reads
+    back what the app shows."""
+    cut = next(s for s in steps if s.irreversible)
+    last_type = max((s.index for s in steps if s.action == "type"), default=0)
+    last_pick = max((s.index for s in steps if s.action == "check_photo"), default=last_type)
+    need = [
+        ("read_text", "ticker", last_type, 'read_text step with field = "ticker"', "the ticker"),
+        ("read_text", "name", last_type, 'read_text step with field = "name"', "the name"),
+        ("read_photo", None, max(last_type, last_pick), "read_photo step", "the chosen picture"),
+    ]
+    for action, fld, bound, what, shows in need:
+        if any(
+            s.action == action and s.field == fld and bound < s.index < cut.index for s in steps
+        ):
+            continue
+        span = f"between {steps[bound - 1].label} and" if bound else "before"
         raise FlowError(
-            f"{where}: no check_photo step before {marked[0].name!r}; the flow must prove the"
-            " picker's first thumbnail is the coin's image (invariant 2)"
+            f"{where}: no {what} {span} the irreversible step {cut.name!r}; the flow must"
+            f" read back {shows} where the app shows it before the spend"
+            ' (invariant 6; README "Read-back steps")'
         )
 
 
@@ -432,8 +650,10 @@ def dump(flow: Flow) -> str:
     ]
     for key in (
         "non_ascii",
+        "verify",
         "confidence",
         "photo_confidence",
+        "min_confidence",
         "timeout",
         "pause",
         "type_interval",
@@ -446,19 +666,30 @@ def dump(flow: Flow) -> str:
         f"window = {_toml(list(flow.calibration.window))}",
         f"pixel_ratio = {_toml(flow.calibration.pixel_ratio)}",
     ]
-    for s in flow.steps:
-        out += ["", "[[step]]", f"name = {_toml(s.name)}", f"action = {_toml(s.action)}"]
-        if s.image:
-            out.append(f"image = {_toml(_rel(s.image, base))}")
-        for key in ("at", "region", "field", "timeout", "confidence"):
+    for s in flow.interrupts:
+        out += ["", "[[interrupt]]", f"name = {_toml(s.name)}"]
+        out.append(f"image = {_toml(_rel(s.image, base))}")
+        if s.target:
+            out.append(f"target = {_toml(_rel(s.target, base))}")
+        for key in ("at", "confidence"):
             if getattr(s, key) is not None:
                 out.append(f"{key} = {_toml(getattr(s, key))}")
+        if s.times != 1:
+            out.append(f"times = {s.times}")
+    for s in flow.steps + flow.reset:
+        out += ["", f"[[{s.section}]]", f"name = {_toml(s.name)}", f"action = {_toml(s.action)}"]
+        if s.image:
+            out.append(f"image = {_toml(_rel(s.image, base))}")
+        for key in ("at", "region", "field", "verify", "timeout", "confidence", "min_confidence"):
+            if getattr(s, key) is not None:
+                out.append(f"{key} = {_toml(getattr(s, key))}")
+        if s.lines != 1:
+            out.append(f"lines = {s.lines}")
         if s.failure:
             out.append(f"failure = {_toml([_rel(p, base) for p in s.failure])}")
         if s.check is not None:
             out.append(f"check = {_toml(s.check)}")
-        if s.clear:
-            out.append("clear = true")
-        if s.irreversible:
-            out.append("irreversible = true")
+        for key in ("optional", "clear", "irreversible"):
+            if getattr(s, key):
+                out.append(f"{key} = true")
     return "\n".join(out) + "\n"

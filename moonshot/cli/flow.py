@@ -19,6 +19,9 @@ from moonshot.app.flowfile import FlowFile
 from moonshot.cli.common import COIN_ID
 from moonshot.errors import MoonshotError
 
+# Steps whose --box is a region read on the screen (not a reference image to find).
+REGION_ACTIONS = ("check_photo", "read_text", "read_photo", "type")
+
 
 def _cfg(ctx: click.Context) -> config_mod.Config:
     try:
@@ -176,14 +179,15 @@ def _apply(
     """Capture one step into the document `ff`; returns the image file written, if any."""
     table = ff.find(step.name)
     if image is not None:
-        target = next((p for p in step.failure if p.name == image), None)
+        others = [p for p in (step.target, *step.failure) if p is not None]
+        target = next((p for p in others if p.name == image), None)
         if target is None or box is None:
             raise click.ClickException(
-                f"{step.label}: --image must name one of its failure images"
-                f" ({', '.join(p.name for p in step.failure) or 'none'}) with --box"
+                f"{step.label}: --image must name one of its other images"
+                f" ({', '.join(p.name for p in others) or 'none'}) with --box"
             )
         return _capture(driver, fl, win, step, box, target)
-    if box is not None and step.action == "check_photo":
+    if box is not None and step.action in REGION_ACTIONS:
         ff.put(table, "region", [round(v, 2) for v in box])
         return None
     if box is not None:
@@ -194,9 +198,14 @@ def _apply(
         target = _capture(driver, fl, win, step, box)
         ff.swap(table, "at", "image", _image_key(target, fl.path.parent))
         return target
-    if step.action not in ("click", "read_address"):
-        raise click.ClickException(f"{step.label}: only click and read_address take a position")
-    ff.swap(table, "image", "at", [round(v, 2) for v in at])
+    if step.action not in ("click", "read_address", "interrupt"):
+        raise click.ClickException(
+            f"{step.label}: only click, read_address and interrupts take a position"
+        )
+    # An interrupt clicks `target` (an image) or `at` when its own image shows.
+    ff.swap(
+        table, "target" if step.action == "interrupt" else "image", "at", [round(v, 2) for v in at]
+    )
     return None
 
 
@@ -227,7 +236,8 @@ def _calibration(ff: FlowFile, win: flowmod.Rect, ratio: float) -> None:
 @click.option(
     "--image",
     default=None,
-    help="With --step and --box: capture this failure image of an outcome step.",
+    help="With --step and --box: capture this other image of the step (an outcome's"
+    " failure image, an interrupt's target).",
 )
 @click.option(
     "--window",
@@ -288,10 +298,10 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
         click.echo(f"calibration window {win.w:g}x{win.h:g}, pixel ratio {ratio:g} saved to {path}")
         return
     if step_name is not None:
-        step = next((s for s in fl.steps if s.name == step_name), None)
+        step = fl.entry(step_name)
         if step is None:
             raise click.ClickException(
-                f"no step {step_name!r} in {path}; steps: {', '.join(s.name for s in fl.steps)}"
+                f"no step {step_name!r} in {path}; steps: {', '.join(s.name for s in fl.entries)}"
             )
         if (box is None) == (at_text is None):
             raise click.ClickException("give exactly one of --box X,Y,W,H or --at X,Y with --step")
@@ -339,25 +349,26 @@ def _guided(driver, fl: flowmod.Flow, ff: FlowFile, win: flowmod.Rect, all_steps
         if step.index > cut and not all_steps:
             click.echo(f"skip {step.label}: shown only after a launch (use --all, or --step later)")
             continue
-        if step.action in ("activate", "type"):
+        region = step.action in REGION_ACTIONS and (
+            step.action != "type" or fl.verify_method(step) == "ocr"
+        )
+        if step.action == "activate" or (step.action == "type" and not region):
             continue
         if step.image is not None and step.image in captured:
             # Two steps may share an image (a wait for a button, then its click): ask once.
             click.echo(f"{step.label}: {step.image.name} captured above")
             continue
-        wants_image = step.image is not None or step.action in (
-            "wait",
-            "verify",
-            "outcome",
-            "check_photo",
+        wants_image = (
+            region or step.image is not None or step.action in ("wait", "verify", "outcome")
         )
         click.echo(f"{step.label} ({step.action}{', IRREVERSIBLE' if step.irreversible else ''}):")
         if wants_image:
-            what = (
-                "the first (newest) photo thumbnail"
-                if step.action == "check_photo"
-                else "the target"
-            )
+            what = {
+                "check_photo": "the first (newest) photo thumbnail",
+                "read_text": f"where the app shows the {step.field}",
+                "read_photo": "the chosen picture",
+                "type": f"the {step.field} field",
+            }.get(step.action, "the target")
             a = _corner(driver, win, f"put the mouse on the TOP-LEFT corner of {what}")
             b = _corner(driver, win, "now on its BOTTOM-RIGHT corner") if a else None
             if a and b:
@@ -372,6 +383,11 @@ def _guided(driver, fl: flowmod.Flow, ff: FlowFile, win: flowmod.Rect, all_steps
     click.echo(f"{fl.path}:")
     ff.original = original
     _save(ff, captured)
+    for s in fl.reset + fl.interrupts:
+        click.echo(
+            f"{s.label}: capture its image on its own screen with"
+            f" `moonshot flow calibrate --step {s.name} --box X,Y,W,H`"
+        )
     click.echo("calibrated; check it: `moonshot flow show`, then `moonshot flow check`")
 
 

@@ -90,6 +90,23 @@ name = "tap-first-photo"
 action = "click"
 at = [50.0, 100.0]
 [[step]]
+name = "read-name"
+action = "read_text"
+field = "name"
+region = [10.0, 60.0, 280.0, 30.0]
+timeout = 0.2
+[[step]]
+name = "read-ticker"
+action = "read_text"
+field = "ticker"
+region = [10.0, 100.0, 280.0, 30.0]
+timeout = 0.2
+[[step]]
+name = "read-picture"
+action = "read_photo"
+region = [10.0, 150.0, 80.0, 80.0]
+timeout = 0.2
+[[step]]
 name = "tap-create"
 action = "click"
 image = "create.png"
@@ -111,6 +128,16 @@ name = "done"
 action = "click"
 image = "done.png"
 timeout = 0.3
+[[reset]]
+name = "leave-picker"
+action = "click"
+image = "picker.png"
+optional = true
+timeout = 0.2
+[[reset]]
+name = "on-form"
+action = "verify"
+image = "form.png"
 """
 
 

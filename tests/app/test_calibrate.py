@@ -57,18 +57,28 @@ def test_guided_calibration_captures_every_step_up_to_the_irreversible_one(setup
         corner(fake, "picker", "thumb"),
         corner(fake, "picker", "thumb", far=True),  # first-photo-is-coin
         (fake.win.x + 50, fake.win.y + 100),  # tap-first-photo
-        corner(fake, "form", "create", show=True),
+        corner(fake, "form", "name", show=True),
+        corner(fake, "form", "name", far=True),  # read-name
+        corner(fake, "form", "ticker"),
+        corner(fake, "form", "ticker", far=True),  # read-ticker
+        corner(fake, "form", "tile"),
+        corner(fake, "form", "tile", far=True),  # read-picture
+        corner(fake, "form", "create"),
         corner(fake, "form", "create", far=True),  # tap-create
     ]
-    prompts = 12
+    prompts = 18
     result = run(home, "flow", "calibrate", input="\n" * prompts)
     assert result.exit_code == 0, result.output
     assert fake.clicks == [] and fake.positions == []
-    assert "skip step 12 'outcome': shown only after a launch" in result.output
+    assert "skip step 15 'outcome': shown only after a launch" in result.output
     fl = flowmod.load(flow_file)
     steps = {s.name: s for s in fl.steps}
     assert steps["tap-name"].at == (33.0, 71.0) and steps["tap-image"].at == (55.0, 170.0)
     assert steps["first-photo-is-coin"].region == (10.0, 60.0, 80.0, 80.0)
+    assert steps["read-name"].region == (10.0, 60.0, 280.0, 30.0)
+    assert steps["read-ticker"].region == (10.0, 100.0, 280.0, 30.0)
+    assert steps["read-picture"].region == (10.0, 150.0, 80.0, 80.0)
+    assert "reset 2 'on-form': capture its image on its own screen" in result.output
     assert fl.calibration == flowmod.Calibration((300.0, 400.0), 1.0)
     for name, scene, element in (
         ("form", "form", "header"),
@@ -91,7 +101,7 @@ def test_single_steps_and_their_errors(setup):
     home, flow_file, fake = setup
     ok = run(home, "flow", "calibrate", "--step", "tap-create", "--box", "10,340,280,40")
     assert ok.exit_code == 0, ok.output
-    assert flowmod.load(flow_file).steps[10].image.is_file()
+    assert flowmod.load(flow_file).entry("tap-create").image.is_file()
     moved = run(home, "flow", "calibrate", "--step", "tap-name", "--at", "12,70")
     assert moved.exit_code == 0 and flowmod.load(flow_file).steps[2].at == (12.0, 70.0)
     unknown = run(home, "flow", "calibrate", "--step", "tap-nope", "--at", "1,1")
@@ -167,9 +177,41 @@ def test_guided_calibration_asks_once_for_an_image_two_steps_share(setup):
     flow_file.write_text(text, encoding="utf-8")
     result = run(home, "flow", "calibrate", input="s\n" * 20)
     assert result.exit_code == 0, result.output
-    assert "step 12 'tap-create': create.png captured above" not in result.output  # skipped: s
+    assert "'tap-create': create.png captured above" not in result.output  # skipped: s
     fake.positions = [corner(fake, "form", "create"), corner(fake, "form", "create", far=True)]
-    answers = "s\n" * 7 + "\n\n"  # skip up to form-again, capture it
+    answers = "s\n" * 10 + "\n\n"  # skip up to form-again, capture it
     result = run(home, "flow", "calibrate", input=answers + "s\n" * 10)
     assert result.exit_code == 0, result.output
-    assert "step 12 'tap-create': create.png captured above" in result.output
+    assert "'tap-create': create.png captured above" in result.output
+    assert result.output.count("captured create.png (280x40 px)") == 1
+
+
+def test_interrupts_reset_steps_and_read_back_regions_are_captured_by_name(setup):
+    home, flow_file, fake = setup
+    text = flow_file.read_text(encoding="utf-8")
+    text += '\n[[interrupt]]\nname = "popup"\nimage = "popup.png"\ntarget = "close.png"\n'
+    flow_file.write_text(text, encoding="utf-8")
+    steps = [
+        ("popup", "--box", "10,10,200,30", []),
+        ("popup", "--box", "10,60,130,40", ["--image", "close.png"]),
+        ("on-form", "--box", "10,10,200,30", []),
+        ("read-ticker", "--box", "12,101,200,28", []),
+    ]
+    fake.scene = "success"
+    for name, flag, value, extra in steps:
+        done = run(home, "flow", "calibrate", "--step", name, flag, value, *extra)
+        assert done.exit_code == 0, done.output
+    fl = flowmod.load(flow_file)
+    popup = fl.entry("popup")
+    assert popup.image.is_file() and popup.target.is_file() and popup.section == "interrupt"
+    assert fl.entry("on-form").image.is_file()
+    assert fl.entry("read-ticker").region == (12.0, 101.0, 200.0, 28.0)
+    moved = run(home, "flow", "calibrate", "--step", "popup", "--at", "40,50")
+    assert moved.exit_code == 0, moved.output
+    popup = flowmod.load(flow_file).entry("popup")
+    assert popup.at == (40.0, 50.0) and popup.target is None  # clicks a position now
+    wrong = run(
+        home, "flow", "calibrate", "--step", "popup", "--box", "1,1,50,50", "--image", "x.png"
+    )
+    assert wrong.exit_code == 1 and "--image must name one of its other images" in wrong.output
+    assert fake.clicks == []

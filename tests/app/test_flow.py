@@ -4,6 +4,7 @@ found, the scaling math from calibration to this screen, and the address check."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -80,7 +81,7 @@ CASES = [
     (
         "click both ways",
         lambda d: step_named(d, "tap-create").update(at=[1, 2]),
-        "step 11 'tap-create': action click needs exactly one of",
+        "step 14 'tap-create': action click needs exactly one of",
     ),
     (
         "address before",
@@ -95,9 +96,156 @@ CASES = [
         "'late': check_photo must come before",
     ),
     (
-        "no photo check",
-        lambda d: d["step"].remove(step_named(d, "first-photo-is-coin")),
-        "no check_photo step before 'tap-create'",
+        "no ticker read-back",
+        lambda d: d["step"].remove(step_named(d, "read-ticker")),
+        "no read_text step with field = \"ticker\" between step 6 'type-ticker' and"
+        " the irreversible step 'tap-create'",
+    ),
+    (
+        "no name read-back",
+        lambda d: d["step"].remove(step_named(d, "read-name")),
+        'no read_text step with field = "name" between step 6',
+    ),
+    (
+        "no picture read-back",
+        lambda d: d["step"].remove(step_named(d, "read-picture")),
+        "no read_photo step between step 9 'first-photo-is-coin' and the irreversible",
+    ),
+    (
+        "read-back before the last typing",
+        lambda d: d["step"].insert(3, d["step"].pop(d["step"].index(step_named(d, "read-name")))),
+        "no read_text step with field = \"name\" between step 7 'type-ticker'",
+    ),
+    (
+        "picture read before the picker",
+        lambda d: d["step"].insert(
+            6, d["step"].pop(d["step"].index(step_named(d, "read-picture")))
+        ),
+        "no read_photo step between step 10 'first-photo-is-coin'",
+    ),
+    (
+        "read_text without region",
+        lambda d: step_named(d, "read-name").pop("region"),
+        "'read-name': action read_text needs region",
+    ),
+    (
+        "read_text of the wrong field",
+        lambda d: step_named(d, "read-name").update(field="address"),
+        "'read-name': action read_text needs field",
+    ),
+    (
+        "ticker on two lines",
+        lambda d: step_named(d, "read-ticker").update(lines=2),
+        "reads a ticker on one line",
+    ),
+    (
+        "too many lines",
+        lambda d: step_named(d, "read-name").update(lines=9),
+        "lines = 9: expected a whole number from 1 to 4",
+    ),
+    (
+        "lines elsewhere",
+        lambda d: step_named(d, "form").update(lines=2),
+        "'form': action verify cannot have lines",
+    ),
+    (
+        "read_text after the click",
+        lambda d: d["step"].append(
+            {"name": "late", "action": "read_text", "field": "name", "region": [0, 0, 9, 9]}
+        ),
+        "'late': read_text must come before",
+    ),
+    (
+        "verify typo",
+        lambda d: step_named(d, "type-name").update(verify="eyes"),
+        "verify = 'eyes': expected clipboard",
+    ),
+    (
+        "flow verify typo",
+        lambda d: d["flow"].update(verify="eyes"),
+        "flow.verify = 'eyes'",
+    ),
+    (
+        "ocr verify needs a region",
+        lambda d: step_named(d, "type-name").update(verify="ocr"),
+        "step 4 'type-name': verify = \"ocr\" reads the field back from the screen",
+    ),
+    (
+        "ocr verify by default needs a region",
+        lambda d: d["flow"].update(verify="ocr"),
+        "step 4 'type-name': verify = \"ocr\"",
+    ),
+    (
+        "verify on a click",
+        lambda d: step_named(d, "tap-name").update(verify="ocr"),
+        "action click cannot have verify",
+    ),
+    (
+        "optional type",
+        lambda d: step_named(d, "type-name").update(optional=True),
+        "action type cannot be optional",
+    ),
+    (
+        "optional click without image",
+        lambda d: step_named(d, "tap-name").update(optional=True),
+        "action click cannot be optional",
+    ),
+    (
+        "optional irreversible",
+        lambda d: step_named(d, "tap-create").update(optional=True),
+        "action click cannot be optional",
+    ),
+    (
+        "optional after the click",
+        lambda d: step_named(d, "done").update(optional=True),
+        "'done': optional steps must come before the irreversible step",
+    ),
+    (
+        "clear on a wait",
+        lambda d: step_named(d, "picker").update(clear=True),
+        "action wait cannot clear a field",
+    ),
+    (
+        "typing in the reset",
+        lambda d: d["reset"].append({"name": "retype", "action": "type", "field": "name"}),
+        "reset 5 'retype': action type cannot be in [[reset]]",
+    ),
+    (
+        "spending in the reset",
+        lambda d: d["reset"][0].update(irreversible=True),
+        "reset 1 'close-picker': action click cannot be irreversible in [[reset]]",
+    ),
+    (
+        "reset name reused",
+        lambda d: d["reset"][0].update(name="tap-create"),
+        "name 'tap-create' is used twice (step 14 'tap-create', reset 1 'tap-create')",
+    ),
+    (
+        "interrupt without image",
+        lambda d: d.update(interrupt=[{"name": "popup", "at": [1, 1]}]),
+        "interrupt 1 'popup': needs image",
+    ),
+    (
+        "interrupt clicks two things",
+        lambda d: d.update(
+            interrupt=[{"name": "popup", "image": "p.png", "at": [1, 1], "target": "x.png"}]
+        ),
+        "interrupt 1 'popup': give at most one of target",
+    ),
+    (
+        "interrupt forever",
+        lambda d: d.update(interrupt=[{"name": "popup", "image": "p.png", "times": 0}]),
+        "times = 0: expected a whole number from 1 to 20",
+    ),
+    (
+        "interrupt with an action",
+        lambda d: d.update(interrupt=[{"name": "popup", "image": "p.png", "action": "click"}]),
+        "interrupt 1 'popup': unknown key 'action'",
+    ),
+    (
+        "interrupt as a table",
+        lambda d: d.update(interrupt={"name": "popup"}),
+        "interrupt must be written [[interrupt]]",
     ),
     (
         "bad name",
@@ -107,7 +255,7 @@ CASES = [
     (
         "duplicate name",
         lambda d: step_named(d, "tap-ticker").update(name="tap-name"),
-        "step name 'tap-name' is used twice",
+        "name 'tap-name' is used twice (step 3 'tap-name', step 5 'tap-name')",
     ),
     (
         "bad confidence",
@@ -161,46 +309,64 @@ def test_flow_file_precedence(tmp_path):
     assert flowmod.flow_path(tmp_path, "/abs/y.toml") == Path("/abs/y.toml")
 
 
-def test_dump_round_trips(tmp_path):
-    fl = flowmod.load(STANDIN)
-    target = tmp_path / "flow.toml"
-    again = flowmod.parse(tomllib.loads(flowmod.dump(fl)), target)
-    strip = [
-        (
-            s.name,
-            s.action,
-            s.image and s.image.name,
-            s.at,
-            s.region,
-            s.field,
-            s.timeout,
-            s.confidence,
-            s.irreversible,
-            s.check,
-            tuple(p.name for p in s.failure),
-            s.clear,
-        )
-        for s in fl.steps
-    ]
-    strip2 = [
-        (
-            s.name,
-            s.action,
-            s.image and s.image.name,
-            s.at,
-            s.region,
-            s.field,
-            s.timeout,
-            s.confidence,
-            s.irreversible,
-            s.check,
-            tuple(p.name for p in s.failure),
-            s.clear,
-        )
-        for s in again.steps
-    ]
-    assert strip == strip2
-    assert (again.app, again.calibration, again.non_ascii) == (fl.app, fl.calibration, fl.non_ascii)
+def _shape(fl: flowmod.Flow) -> list[dict]:
+    """Every entry's fields, image paths by file name (dump writes them relative)."""
+
+    def name(v):
+        if isinstance(v, Path):
+            return v.name
+        if isinstance(v, tuple) and v and isinstance(v[0], Path):
+            return tuple(p.name for p in v)
+        return v
+
+    return [{k: name(v) for k, v in dataclasses.asdict(s).items()} for s in fl.entries]
+
+
+WITH_EXTRAS = {
+    "interrupt": [
+        {"name": "whats-new", "image": "new.png", "target": "got-it.png", "times": 3},
+        {"name": "rate-us", "image": "rate.png", "at": [10, 20], "confidence": 0.8},
+    ],
+}
+
+
+@pytest.mark.parametrize("extra", [{}, WITH_EXTRAS], ids=["standin", "with-interrupts"])
+def test_dump_round_trips(tmp_path, extra):
+    data = {**standin_data(), **extra}
+    step_named(data, "type-name").update(verify="ocr", region=[1, 2, 3, 4], min_confidence=0.7)
+    step_named(data, "read-name").update(lines=2)
+    fl = flowmod.parse(data, STANDIN)
+    again = flowmod.parse(tomllib.loads(flowmod.dump(fl)), tmp_path / "flow.toml")
+    assert _shape(again) == _shape(fl)
+    keys = ("app", "calibration", "non_ascii", "verify", "min_confidence", "confidence")
+    assert [getattr(again, k) for k in keys] == [getattr(fl, k) for k in keys]
+
+
+def test_interrupts_and_reset_parse_with_their_defaults():
+    data = {**standin_data(), **WITH_EXTRAS}
+    fl = flowmod.parse(data, STANDIN)
+    new, rate = fl.interrupts
+    assert (new.label, new.action, new.times, new.target.name, new.at) == (
+        "interrupt 1 'whats-new'",
+        "interrupt",
+        3,
+        "got-it.png",
+        None,
+    )
+    assert (rate.times, rate.target, rate.at, rate.confidence) == (1, None, (10.0, 20.0), 0.8)
+    assert [s.label for s in fl.reset][0] == "reset 1 'close-picker'"
+    assert fl.reset[0].optional and fl.reset[1].clear
+    assert fl.verify_method(step_named_in(fl, "type-name")) == "clipboard"
+    assert {p.name for _, p in fl.missing_images()} >= {"new.png", "got-it.png", "rate.png"}
+    assert not fl.checked(fl.reset[-1]) and not fl.checked(new)
+    assert fl.before_spend(new) and fl.before_spend(fl.reset[0])
+    assert not fl.before_spend(step_named_in(fl, "outcome"))
+
+
+def step_named_in(fl: flowmod.Flow, name: str) -> flowmod.Step:
+    found = fl.entry(name)
+    assert found is not None
+    return found
 
 
 def test_digest_covers_the_reference_images(tmp_path):
