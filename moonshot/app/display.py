@@ -7,19 +7,37 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from moonshot import platform
 from moonshot.errors import PortUnavailable
 
+_quiet = threading.Lock()
+_depth = 0
+_saved = None
+
 
 @contextlib.contextmanager
 def quiet_xlib() -> Iterator[None]:
     """Swallow what python-xlib prints while it connects (it prints its Xauthority
-    notices to stdout, which would corrupt `--json` output and repeat on every command)."""
-    with contextlib.redirect_stdout(io.StringIO()):
+    notices to stdout, which would corrupt `--json` output and repeat on every command).
+    Safe from several threads at once (contextlib.redirect_stdout is not: two threads
+    interleaving it leave stdout redirected for good)."""
+    global _depth, _saved
+    with _quiet:
+        if _depth == 0:
+            _saved, sys.stdout = sys.stdout, io.StringIO()
+        _depth += 1
+    try:
         yield
+    finally:
+        with _quiet:
+            _depth -= 1
+            if _depth == 0:
+                sys.stdout, _saved = _saved, None
 
 
 def _auth_file() -> tuple[str, Path | None]:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import click
+import tomlkit
 from PIL import Image
 
 from moonshot import config as config_mod
@@ -389,6 +391,247 @@ def _guided(driver, fl: flowmod.Flow, ff: FlowFile, win: flowmod.Rect, all_steps
             f" `moonshot flow calibrate --step {s.name} --box X,Y,W,H`"
         )
     click.echo("calibrated; check it: `moonshot flow show`, then `moonshot flow check`")
+
+
+# -- flow record ------------------------------------------------------------------------
+def _test_coin(cfg, coin_id, name, ticker, photo) -> tuple[str, str, Path]:
+    """The test coin's name, ticker (as the app will get them) and photo."""
+    from moonshot.app import safetext
+
+    if coin_id is not None:
+        from moonshot.adapters import build_library
+        from moonshot.store import Store
+
+        coin = Store(cfg.db_path).get(coin_id)
+        if coin is None:
+            raise click.ClickException(f"no coin with id {coin_id}")
+        if not coin.image_filename:
+            raise click.ClickException(f"coin {coin_id} is {coin.state} and has no image yet")
+        name, ticker = coin.name, coin.ticker
+        path_of = getattr(build_library(cfg), "path_of", None)
+        asset = path_of(coin.photos_asset_id) if path_of and coin.photos_asset_id else None
+        photo = asset or cfg.spool_dir / coin.image_filename
+    if not (name and ticker and photo):
+        raise click.ClickException(
+            "give the test coin: --coin ID (one in the state db), or --name, --ticker and --photo"
+        )
+    try:
+        name = safetext.field(name, cfg.launch.name_max_bytes, "name")
+        ticker = safetext.field(ticker, cfg.launch.ticker_max_bytes, "ticker")
+    except safetext.UnsafeText as exc:
+        raise click.ClickException(str(exc)) from None
+    if not Path(photo).is_file():
+        raise click.ClickException(f"the coin's photo {photo} is missing")
+    return name, ticker, Path(photo)
+
+
+def _ask(prompt: str) -> str:
+    return click.prompt(prompt, default="", show_default=False, prompt_suffix="\n> ").strip()
+
+
+def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) -> Path:
+    """Watch the person do one launch; returns the saved session folder."""
+    from moonshot.app.recorder import Recorder
+
+    driver = _driver_for(fl_app)
+    win = driver.window(fl_app)
+    if win is None:
+        raise click.ClickException(
+            f"no window {fl_app!r} on screen; open the app (or give its window title: --app TITLE)"
+        )
+    ratio = driver.screenshot().width / driver.screen_size()[0]
+    name, ticker = coin_text
+    _ask(
+        f"Recording the app window {fl_app!r} ({win.w:g}x{win.h:g} at {win.x:g},{win.y:g})."
+        " Nothing is clicked or typed for you.\n"
+        "1. Show the app's start screen (where every launch begins), then press Enter here."
+    )
+    rec = Recorder(fl_app, win, ratio, clipboard=getattr(driver, "clipboard_get", None))
+    try:
+        rec.start()
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        _ask(
+            f"2. Recording. In the app, do one launch of the test coin by hand: click each"
+            f" field and type its name {name!r} and ticker {ticker!r}, pick its photo (the"
+            " newest), go on to the screen with the button that spends money.\n"
+            "   Stop there WITHOUT clicking it (or click it for a real launch of this coin and"
+            " go through the screens after it, copying the address). Then press Enter here."
+        )
+        rec.phase("launch-end")
+        clicks = [e for e in rec.events if e.kind == "click" and e.inside]
+        click.echo(f"   {len(clicks)} clicks in the app window:")
+        for i, e in enumerate(clicks, 1):
+            click.echo(f"   {i:3}  at {e.x:g},{e.y:g}")
+        answer = ""
+        while not (answer.isdigit() and 1 <= int(answer) <= len(clicks)) and answer != "p":
+            answer = _ask(
+                "3. Which click spends money? Type its number, or p if you stopped before it"
+                " (then point at it)."
+            ).lower()
+        if answer == "p":
+            _ask(
+                "   Point the mouse at the button that spends money (do NOT click it), then"
+                " press Enter here."
+            )
+            mark = rec.mark()
+            click.echo(f"   the button is at {mark.x:g},{mark.y:g} in the window")
+        chosen = 0 if answer == "p" else int(answer)
+        _ask(
+            "4. Now go back to the start screen by hand, as after a failed attempt (Cancel,"
+            " Back, empty the fields): these clicks become the [[reset]] steps. Then press"
+            " Enter here (at once if you are back already)."
+        )
+        rec.phase("reset-end")
+    except (KeyboardInterrupt, click.Abort):
+        rec.stop()
+        path = rec.save(folder, {"irreversible": None})
+        raise click.ClickException(
+            f"recording stopped; what was recorded is in {path.parent}: build the flow with"
+            f" `moonshot flow record --session {path.parent} --irreversible-step N`"
+        ) from None
+    rec.stop()
+    return rec.save(folder, {"irreversible": chosen}).parent
+
+
+def _driver_for(app: str):
+    from moonshot.app.driver import PyAutoGuiDriver  # connects to the display on import
+
+    try:
+        return PyAutoGuiDriver()
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _confirm_spend(proposal, yes: bool) -> None:
+    row = next(r for r in proposal.rows if r.keys.get("irreversible"))
+    where = row.keys.get("image") or f"at {row.keys['at']}"
+    click.echo(f"irreversible: step {row.name!r} ({where}): the ONE click that spends money")
+    if yes:
+        return
+    answer = click.prompt(
+        "Type yes if that is the button that spends money", default="", show_default=False
+    )
+    if answer.strip().lower() != "yes":
+        raise click.ClickException(
+            "not confirmed; nothing written. Build it again with"
+            " `moonshot flow record --session DIR --irreversible-step N`"
+        )
+
+
+@flow.command()
+@click.option("--coin", "coin_id", type=COIN_ID, help="The test coin from the state db.")
+@click.option("--name", default=None, help="The test coin's name (without --coin).")
+@click.option("--ticker", default=None, help="The test coin's ticker (without --coin).")
+@click.option("--photo", default=None, help="The test coin's photo file (without --coin).")
+@click.option("--app", "app_name", default=None, help="The app's window title or name.")
+@click.option(
+    "--session",
+    "session_dir",
+    default=None,
+    help="Build the flow from a recording already made (a folder under logs/flow-record/).",
+)
+@click.option(
+    "--irreversible-step",
+    "irreversible",
+    type=click.IntRange(0, 999),
+    default=None,
+    help="With --session: the number of the click that spends (0: the button pointed at).",
+)
+@click.option(
+    "--yes", is_flag=True, help="Do not ask again which button spends (you named its number)."
+)
+@click.pass_context
+def record(ctx, coin_id, name, ticker, photo, app_name, session_dir, irreversible, yes) -> None:
+    """Record a flow while you do one launch by hand; writes your flow file (kept
+    comments, a list of changes). Listens only: never clicks or types."""
+    from moonshot.app import propose
+    from moonshot.app.ocr import default_reader
+
+    cfg = _cfg(ctx)
+    coin_name, coin_ticker, photo_path = _test_coin(cfg, coin_id, name, ticker, photo)
+    path = flowmod.flow_path(cfg.home, cfg.launch.flow)
+    if path == flowmod.PACKAGED:
+        path = cfg.home / flowmod.HOME_FLOW
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    old = _previous_doc(previous)
+    app = app_name or (old.get("flow", {}).get("app") if old is not None else None) or "Moonshot"
+    if session_dir is None:
+        if irreversible is not None:
+            raise click.ClickException(
+                "--irreversible-step goes with --session (after you looked at it)"
+            )
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        folder = _record_session(
+            cfg, app, cfg.logs_dir / "flow-record" / stamp, (coin_name, coin_ticker)
+        )
+    else:
+        folder = Path(session_dir)
+    try:
+        session = propose.Session.load(folder)
+    except propose.ProposeError as exc:
+        raise click.ClickException(str(exc)) from None
+    chosen = irreversible if irreversible is not None else session.meta.get("irreversible")
+    if chosen is None:
+        raise click.ClickException(
+            f"which click spends money? add --irreversible-step N (the clicks of {folder} are"
+            " listed by `moonshot flow record --session DIR --irreversible-step 1` if you are unsure)"
+        )
+    with Image.open(photo_path) as img:
+        coin = propose.Coin(coin_name, coin_ticker, img.convert("RGB"))
+    head = old.get("flow", {}) if old is not None else {}
+    reader = default_reader()
+    proposer = propose.Proposer(
+        session,
+        coin,
+        reader,
+        reader,
+        min_confidence=float(head.get("min_confidence", 0.8)),
+        photo_confidence=float(head.get("photo_confidence", 0.8)),
+        timeout=float(head.get("timeout", 10.0)),
+    )
+    click.echo("building the flow (reading the screens: a few seconds)")
+    try:
+        proposal = proposer.propose(int(chosen))
+    except propose.ProposeError as exc:
+        raise click.ClickException(f"{exc} (recording kept in {folder})") from None
+    doc = propose.document(proposal, session.app, old)
+    try:
+        flowmod.parse(tomlkit.parse(tomlkit.dumps(doc)).unwrap(), path)
+    except flowmod.FlowError as exc:
+        raise click.ClickException(
+            f"the recorded flow is not valid: {exc} (recording kept in {folder})"
+        ) from None
+    _confirm_spend(proposal, yes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for file, img in proposal.images().items():
+        img.save(path.parent / file)
+    shots = path.parent / "screens"
+    shots.mkdir(exist_ok=True)
+    for step_name, img in proposal.screens().items():
+        img.save(shots / f"{step_name}.png")
+    if previous:
+        backup = path.with_name(path.name + ".before-record")
+        backup.write_text(previous, encoding="utf-8")
+        click.echo(f"your previous flow file is kept as {backup}")
+    click.echo(f"{path}:")
+    _save(FlowFile.new(path, doc, previous))
+    for note in proposal.notes:
+        click.echo(f"note: {note}")
+    click.echo(
+        "next: look at it with `moonshot flow show`, then `moonshot flow check --walk`"
+        " and `moonshot flow run ID --dry-run` with a confirmed test coin"
+    )
+
+
+def _previous_doc(text: str):
+    if not text:
+        return None
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError:
+        return None
 
 
 @flow.command("run")
