@@ -5,6 +5,7 @@ when built (it opens the display on import); never touches the state database.""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 
@@ -110,9 +111,41 @@ class PyAutoGuiDriver:
         self.clipboard_set(text)
         self.pag.hotkey(self.mod, "v")
 
+    def select_all(self) -> None:
+        if platform.is_macos():
+            self.pag.hotkey("command", "a")
+            return
+        # X11: Ctrl+A is "start of line" in Tk and in Emacs-style bindings, not select
+        # all (issue 14: a retried flow typed after the old text, `PREXX`). End, then
+        # Shift+Home selects the whole line in Tk, GTK and Qt alike.
+        self.pag.press("end")
+        self.pag.hotkey("shift", "home")
+
+    def copy(self) -> None:
+        self.pag.hotkey(self.mod, "c")
+
     def clear_field(self) -> None:
-        self.pag.hotkey(self.mod, "a")
+        self.select_all()
         self.pag.press("backspace")
+
+    def _copy(self, text: str) -> None:
+        if platform.is_macos() or shutil.which("xclip") is None:
+            self.clip.copy(text)
+            return
+        # xclip stays alive to serve the selection until another client takes it, and
+        # pyperclip's xclip inherits our stdout and stderr: a parent reading them (the
+        # crash test, a pipe to a log) would wait for it after we exit (issue 14, found
+        # when the field read-back started setting the clipboard on every type step).
+        done = subprocess.run(
+            ["xclip", "-selection", "clipboard"],
+            input=text.encode("utf-8"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=5,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError("xclip could not take the clipboard; is the display reachable?")
 
     def clipboard_get(self) -> str:
         return self.clip.paste() or ""
@@ -121,7 +154,7 @@ class PyAutoGuiDriver:
         # On X11 xclip takes the selection asynchronously; until the read-back matches,
         # a paste may still get the previous owner's text (found by the gui test: the
         # last coin's address pasted as this coin's name).
-        self.clip.copy(text)
+        self._copy(text)
         deadline = time.monotonic() + 2.0
         while self.clip.paste() != text:
             if time.monotonic() > deadline:

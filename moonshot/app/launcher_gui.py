@@ -13,6 +13,7 @@ from typing import Any
 
 from moonshot.app import flow as flowmod
 from moonshot.app import safetext
+from moonshot.app.ocr import TextReader
 from moonshot.app.runner import Context, Driver, Runner, StepFailed
 from moonshot.config import Config
 from moonshot.errors import ConfigError, NeedsReview, PortUnavailable, TransientError
@@ -71,9 +72,8 @@ def pass_problem(
 
 def load_flow(cfg: Config) -> flowmod.Flow:
     flow = flowmod.load(flowmod.flow_path(cfg.home, cfg.launch.flow))
-    cut = flow.steps[flow.irreversible_index].index
-    # Later images (outcome screens) may be missing until the first launch: see flowrun.check.
-    missing = [(s, p) for s, p in flow.missing_images() if s.index <= cut]
+    # Later images (outcome screens) may be missing until the first launch: see Runner.check.
+    missing = [(s, p) for s, p in flow.missing_images() if flow.before_spend(s)]
     if missing:
         step, path = missing[0]
         raise ConfigError(
@@ -98,9 +98,11 @@ class GuiLauncher:
         driver: Driver,
         library: PhotosLibrary | None,
         on_irreversible: Callable[[], None] | None = None,
+        reader: TextReader | None = None,
     ):
         self.cfg, self.flow, self.driver, self.library = cfg, flow, driver, library
         self.on_irreversible = on_irreversible
+        self.reader = reader  # None: the OCR engine, loaded at the first read-back
         self._prepared: tuple[int, Context, Runner] | None = None
 
     @classmethod
@@ -132,6 +134,7 @@ class GuiLauncher:
             self.driver,
             self.cfg.logs_dir / "screens",
             on_irreversible=self.on_irreversible,
+            reader=self.reader,
         )
 
     def context(self, coin: Coin, image: Path) -> Context:
@@ -151,6 +154,8 @@ class GuiLauncher:
         return Context(coin.id, name, ticker, Path(photo))
 
     def prepare(self, coin: Coin, image: Path) -> None:
+        """Every step before the irreversible one (what they read back: `prepared_results`).
+        A failure is a TransientError after the reset ran: nothing was spent."""
         self._prepared = None
         if not Path(image).exists():
             raise TransientError(f"coin {coin.id}: spooled image {Path(image).name} is missing")
@@ -165,8 +170,35 @@ class GuiLauncher:
         try:
             runner.run(self.flow.before, ctx)
         except StepFailed as exc:
-            raise TransientError(f"coin {coin.id}: {exc}") from None
+            # Nothing was spent: back to the start screen for the next attempt.
+            back = self.reset(coin.id, runner)
+            raise TransientError(f"coin {coin.id}: {exc}{'; ' + back if back else ''}") from None
         self._prepared = (coin.id, ctx, runner)
+
+    @property
+    def prepared_results(self) -> dict[str, str]:
+        return dict(self._prepared[1].results) if self._prepared else {}
+
+    def reset(self, coin_id: int | None = None, runner: Runner | None = None) -> str | None:
+        """Run the flow's [[reset]] (after a failure before the spend, after a dry run):
+        None when the app is back on its start screen, else why not, in one line. Never
+        after the irreversible click."""
+        self._prepared = None  # whatever was filled in is gone now
+        if not self.flow.reset:
+            return None
+        runner = runner or self.runner()
+        if runner.irreversible_clicked:
+            return "reset not run: the irreversible click was made"
+        ctx = Context(coin_id if coin_id is not None else 0, "", "", Path())
+        runner.handled.clear()  # the reset answers popups with a budget of its own
+        try:
+            runner.run(self.flow.reset, ctx)
+        except StepFailed as exc:
+            return (
+                f"reset failed, the app is not back on its start screen (bring it there"
+                f" by hand): {exc}"
+            )
+        return None
 
     def launch(self, coin: Coin) -> LaunchResult:
         prepared, self._prepared = self._prepared, None

@@ -1,9 +1,11 @@
 """Runs flow steps on a screen `Driver` (pyautogui, or a drawn fake in unit tests) and
 saves a screenshot for every failed step. Never clicks the irreversible step twice in a
-run, never retries it, never types text that safetext did not clear."""
+run, never retries it, never types text that safetext did not clear; reads back what
+the app shows before the spend and answers interrupts only before it."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +16,9 @@ from typing import Protocol
 from PIL import Image
 
 from moonshot.app import matching as imagematch
-from moonshot.app import safetext
+from moonshot.app import readback, safetext
 from moonshot.app.flow import (
+    OPTIONAL_WAIT,
     Flow,
     Rect,
     Step,
@@ -24,7 +27,11 @@ from moonshot.app.flow import (
     to_screen,
     valid_address,
 )
+from moonshot.app.ocr import TextReader
 from moonshot.errors import MoonshotError
+
+READ_WAIT = 2.0  # seconds a read-back looks again before it fails (a screen still drawing)
+COPY_WAIT = 1.5  # seconds select all + copy may take to reach the clipboard
 
 
 class Driver(Protocol):
@@ -38,7 +45,9 @@ class Driver(Protocol):
     def move(self, x: float, y: float) -> None: ...
     def type_keys(self, text: str, interval: float) -> None: ...
     def paste(self, text: str) -> None: ...
-    def clear_field(self) -> None: ...
+    def clear_field(self) -> None: ...  # empty the focused field (select all, delete)
+    def select_all(self) -> None: ...  # select all the text of the focused field
+    def copy(self) -> None: ...  # copy the selection to the clipboard
     def clipboard_get(self) -> str: ...
     def clipboard_set(self, text: str) -> None: ...
 
@@ -87,18 +96,33 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_irreversible: Callable[[], None] | None = None,
+        reader: TextReader | None = None,
     ):
         self.flow, self.driver, self.screens_dir = flow, driver, Path(screens_dir)
         self.clock, self.sleep = clock, sleep
         self.on_irreversible = on_irreversible
+        self._reader = reader
         self.window: Rect | None = None
         self.irreversible_clicked = False
+        self.handled: dict[str, int] = {}  # interrupt name -> times answered in this run
         self._refs: dict[Path, Image.Image] = {}
+        self._cut = flow.steps[flow.irreversible_index].index
+
+    @property
+    def reader(self) -> TextReader:
+        """The OCR engine, loaded at the first read (RapidOCR, models inside the wheel)."""
+        if self._reader is None:
+            from moonshot.app.ocr import default_reader
+
+            self._reader = default_reader()
+        return self._reader
 
     # -- running -------------------------------------------------------------------------
     def run(self, steps: tuple[Step, ...], ctx: Context) -> dict[str, str]:
         for step in steps:
             try:
+                if step.action != "activate" and self._interruptible(step):
+                    self._answer_interrupts(step, self.driver.screenshot())
                 self._do(step, ctx)
             except StepFailed:
                 raise
@@ -107,6 +131,8 @@ class Runner:
                 raise StepFailed(
                     step, reason, self.save_screen(step, ctx.coin_id), self.irreversible_clicked
                 ) from exc
+        if self.handled:
+            ctx.results["interrupts"] = ", ".join(f"{k} x{v}" for k, v in self.handled.items())
         return ctx.results
 
     def _fail(self, step: Step, ctx: Context, reason: str) -> StepFailed:
@@ -157,6 +183,20 @@ class Runner:
         scale = image_scale(self.flow.calibration, win, ratio) if win else 1.0
         return imagematch.locate(self._ref(image, step), shot, scale, region)
 
+    def _crop(self, shot: Image.Image, region: tuple[float, float, float, float]) -> Image.Image:
+        """A region stored in calibration points, cut out of this screenshot."""
+        assert self.window is not None
+        area = region_on_screen(region, self.flow.calibration, self.window)
+        r = self._ratio(shot)
+        return shot.crop(
+            (
+                round(area.x * r),
+                round(area.y * r),
+                round((area.x + area.w) * r),
+                round((area.y + area.h) * r),
+            )
+        )
+
     def park(self) -> None:
         """Move the pointer just outside the app window (never to a screen corner: that is
         pyautogui's fail-safe): a hover highlight must not change what the images show."""
@@ -168,10 +208,51 @@ class Runner:
         y = min(max(2, win.y + win.h / 2), height - 3)
         self.driver.move(x, y)
 
+    # -- interrupts: popups answered before the irreversible click, never after --------
+    def _interruptible(self, step: Step) -> bool:
+        if self.irreversible_clicked or not self.flow.interrupts:
+            return False
+        return step.section == "reset" or (step.section == "step" and step.index < self._cut)
+
+    def _answer_interrupts(self, step: Step, shot: Image.Image) -> bool:
+        """Click away every interrupt showing in this screenshot (each at most its `times`
+        in this run); True if one was answered (the screen changed: look again)."""
+        if self.window is None or not self._interruptible(step):
+            return False
+        answered = False
+        for _ in range(len(self.flow.interrupts)):
+            hit = None
+            for popup in self.flow.interrupts:
+                if self.handled.get(popup.name, 0) >= popup.times:
+                    continue
+                m = self.find(popup, popup.image, shot)
+                if m and m.score >= (popup.confidence or self.flow.confidence):
+                    hit = (popup, m)
+                    break
+            if hit is None:
+                return answered
+            popup, m = hit
+            ratio = self._ratio(shot)
+            if popup.at is not None:
+                x, y = to_screen(popup.at, self.flow.calibration, self.window)
+            else:
+                target = self.find(popup, popup.target, shot) if popup.target else m
+                if target is None or target.score < (popup.confidence or self.flow.confidence):
+                    return answered  # the popup's button is not there (yet): look again later
+                x, y = target.rect.center[0] / ratio, target.rect.center[1] / ratio
+            self.driver.click(x, y)
+            self.handled[popup.name] = self.handled.get(popup.name, 0) + 1
+            answered = True
+            self.sleep(self.flow.settle)
+            self.park()
+            shot = self.driver.screenshot()
+        return answered
+
     def _wait_for(
         self, step: Step, image: Path, timeout: float
     ) -> tuple[imagematch.Match | None, float, float]:
-        """Poll until the image shows: (match or None, best score, screenshot pixel ratio)."""
+        """Poll until the image shows: (match or None, best score, screenshot pixel ratio).
+        Interrupts showing meanwhile are answered (before the irreversible step)."""
         self.park()
         conf = step.confidence or self.flow.confidence
         deadline = self.clock() + timeout
@@ -181,6 +262,10 @@ class Runner:
             best = m.score if m else 0.0
             if m and best >= conf:
                 return m, best, self._ratio(shot)
+            started = self.clock()
+            if self._answer_interrupts(step, shot):
+                deadline += self.clock() - started  # the popup's time is not the step's
+                continue
             if self.clock() >= deadline:
                 return None, best, self._ratio(shot)
             self.sleep(0.1)
@@ -188,16 +273,21 @@ class Runner:
     def _timeout(self, step: Step, default: float | None = None) -> float:
         if step.timeout is not None:
             return step.timeout
+        if step.optional:
+            return OPTIONAL_WAIT
         return self.flow.timeout if default is None else default
 
     def _locate_point(
         self, step: Step, ctx: Context, image: Path | None, at: tuple[float, float] | None
-    ) -> tuple[float, float]:
+    ) -> tuple[float, float] | None:
+        """Where to click, in points; None for an optional step whose image is not there."""
         win = self._win(step, ctx)
         if at is not None:
             return to_screen(at, self.flow.calibration, win)
         m, best, ratio = self._wait_for(step, image, self._timeout(step))
         if m is None:
+            if step.optional:
+                return None
             raise self._fail(
                 step,
                 ctx,
@@ -221,42 +311,37 @@ class Runner:
             self.window = win
             self.sleep(self.flow.settle)
         elif step.action == "click":
-            x, y = self._locate_point(step, ctx, step.image, step.at)
+            point = self._locate_point(step, ctx, step.image, step.at)
+            if point is None:  # optional, not showing: skipped
+                return
             if step.irreversible:
                 if self.irreversible_clicked:  # defensive: a flow runs its irreversible step once
                     raise self._fail(step, ctx, "irreversible step already clicked in this run")
                 self.irreversible_clicked = True
-                d.click(x, y)
+                d.click(*point)
                 if self.on_irreversible:
                     self.on_irreversible()
             else:
-                d.click(x, y)
+                d.click(*point)
+                if step.clear:
+                    d.clear_field()
             self.sleep(self.flow.settle)
         elif step.action == "type":
-            text = ctx.name if step.field == "name" else ctx.ticker
-            try:
-                method = safetext.entry_method(text, self.flow.non_ascii, step.field)
-            except safetext.UnsafeText as exc:
-                raise self._fail(step, ctx, str(exc)) from None
-            if step.clear:
-                d.clear_field()
-            if method == "keys":
-                d.type_keys(text, self.flow.type_interval)
-            else:
-                d.paste(text)
-            self.sleep(self.flow.settle)
+            self._type(step, ctx)
         elif step.action in ("wait", "verify"):
             timeout = self._timeout(step, None if step.action == "wait" else 0.0)
             self._win(step, ctx)
             m, best, _ = self._wait_for(step, step.image, timeout)
-            if m is None:
+            if m is None and not step.optional:
                 raise self._fail(
                     step,
                     ctx,
                     f"{step.image.name} not on screen after {timeout:g}s (best match {best:.2f})",
                 )
-        elif step.action == "check_photo":
-            self._check_photo(step, ctx)
+        elif step.action in ("check_photo", "read_photo"):
+            self._compare_photo(step, ctx)
+        elif step.action == "read_text":
+            self._read_text(step, ctx)
         elif step.action == "outcome":
             self._outcome(step, ctx)
         elif step.action == "read_address":
@@ -264,47 +349,129 @@ class Runner:
         else:  # parse() allows only the actions above
             raise self._fail(step, ctx, f"unknown action {step.action!r}")
 
-    def _check_photo(self, step: Step, ctx: Context) -> None:
-        win = self._win(step, ctx)
+    # -- typing, and reading the field back ------------------------------------------------
+    def _type(self, step: Step, ctx: Context) -> None:
+        d = self.driver
+        text = ctx.name if step.field == "name" else ctx.ticker
+        try:
+            method = safetext.entry_method(text, self.flow.non_ascii, step.field)
+        except safetext.UnsafeText as exc:
+            raise self._fail(step, ctx, str(exc)) from None
+        if step.clear:
+            d.clear_field()
+        if method == "keys":
+            d.type_keys(text, self.flow.type_interval)
+        else:
+            d.paste(text)
+        self.sleep(self.flow.settle)
+        if self.flow.verify_method(step) == "clipboard":
+            verdict = readback.compare_field(text, self._copy_field(step, ctx))
+        else:
+            verdict = self._ocr_verdict(step, text, self.driver.screenshot())
+        if not verdict.ok:
+            raise self._fail(
+                step, ctx, f"the {step.field} field does not hold the coin's text: {verdict.reason}"
+            )
+        ctx.results[step.name] = verdict.reason
+
+    def _copy_field(self, step: Step, ctx: Context) -> str:
+        """The focused field's text through the clipboard (select all + copy), the
+        clipboard put back as it was."""
+        d = self.driver
+        saved = d.clipboard_get()
+        marker = f"moonshot-read-back-{secrets.token_hex(8)}"
+        d.clipboard_set(marker)
+        try:
+            d.select_all()
+            d.copy()
+            deadline = self.clock() + COPY_WAIT
+            while (got := d.clipboard_get()) == marker:
+                if self.clock() >= deadline:
+                    raise self._fail(
+                        step,
+                        ctx,
+                        f"the {step.field} field could not be copied back (select all + copy"
+                        ' left the clipboard unchanged); use verify = "ocr" with its region',
+                    )
+                self.sleep(0.05)
+            return got
+        finally:
+            d.clipboard_set(saved)
+
+    def _ocr_verdict(self, step: Step, expected: str, shot: Image.Image) -> readback.Verdict:
+        crop = self._crop(shot, step.region)
+        min_confidence = step.min_confidence or self.flow.min_confidence
+        if step.field == "ticker":
+            return readback.compare_ticker(
+                expected, self.reader.read_line(crop), min_confidence=min_confidence
+            )
+        readings = (
+            [self.reader.read_line(crop)] if step.lines == 1 else self.reader.read_block(crop)
+        )
+        return readback.compare_name(expected, readings, min_confidence=min_confidence)
+
+    # -- read-back before the spend (invariant 6) -------------------------------------------
+    def _read_text(self, step: Step, ctx: Context) -> None:
+        """The app must show the coin's ticker or name in the region: read by OCR and
+        compared (readback), looked at again until the step's timeout (a screen still
+        drawing), then a failure before the spend."""
+        self._win(step, ctx)
         self.park()
-        area = region_on_screen(step.region, self.flow.calibration, win)
+        expected = ctx.name if step.field == "name" else ctx.ticker
+        deadline = self.clock() + self._timeout(step, READ_WAIT)
+        while True:
+            verdict = self._ocr_verdict(step, expected, self.driver.screenshot())
+            if verdict.ok:
+                ctx.results[step.name] = verdict.reason  # what the app showed, for the audit
+                return
+            if self.clock() >= deadline:
+                raise self._fail(
+                    step, ctx, f"the app does not show the coin's {step.field}: {verdict.reason}"
+                )
+            self.sleep(0.1)
+
+    def _compare_photo(self, step: Step, ctx: Context) -> None:
+        """check_photo (the picker's first thumbnail) and read_photo (the picture the app
+        will use) both compare a region with the coin's photo."""
+        self._win(step, ctx)
+        self.park()
         conf = step.confidence or self.flow.photo_confidence
         with Image.open(ctx.photo) as img:
             photo = img.convert("RGB")
-        deadline = self.clock() + self._timeout(step, 2.0)
+        deadline = self.clock() + self._timeout(step, READ_WAIT)
         while True:
-            shot = self.driver.screenshot()
-            r = self._ratio(shot)
-            crop = shot.crop(
-                (
-                    round(area.x * r),
-                    round(area.y * r),
-                    round((area.x + area.w) * r),
-                    round((area.y + area.h) * r),
-                )
-            )
-            score = imagematch.photo_score(photo, crop)
+            score = imagematch.photo_score(photo, self._crop(self.driver.screenshot(), step.region))
             if score >= conf:
                 ctx.results[f"{step.name}.score"] = f"{score:.3f}"
                 return
             if self.clock() >= deadline:
+                what = (
+                    "the picker's first photo is not"
+                    if step.action == "check_photo"
+                    else "the picture the app shows is not"
+                )
                 raise self._fail(
                     step,
                     ctx,
-                    f"the picker's first photo is not {ctx.photo.name}"
-                    f" (similarity {score:.2f} < {conf:.2f}); newest photo is another one",
+                    f"{what} {ctx.photo.name} (similarity {score:.2f} < {conf:.2f});"
+                    " another photo is newest or was chosen",
                 )
             self.sleep(0.1)
 
+    # -- after the irreversible click ------------------------------------------------------
     def _outcome(self, step: Step, ctx: Context) -> None:
+        """Success by the success image; a failure image that is not captured yet is not
+        looked for (design.md: outcome screens exist only after a launch), so any screen
+        but success is unknown after the timeout, which is a review, never a guess."""
         self._win(step, ctx)
         self.park()
         conf = step.confidence or self.flow.confidence
         timeout = self._timeout(step, 30.0)
+        known = [p for p in step.failure if p.is_file()]
         deadline = self.clock() + timeout
         while True:
             shot = self.driver.screenshot()
-            for bad in step.failure:
+            for bad in known:
                 m = self.find(step, bad, shot)
                 if m and m.score >= conf:
                     raise self._fail(step, ctx, f"the app shows the failure screen {bad.name}")
@@ -315,7 +482,7 @@ class Runner:
                 raise self._fail(
                     step,
                     ctx,
-                    f"outcome unknown: neither {step.image.name} nor a failure"
+                    f"outcome unknown: neither {step.image.name} nor a known failure"
                     f" screen within {timeout:g}s",
                 )
             self.sleep(0.1)
@@ -358,7 +525,6 @@ class Runner:
 
     def _check_once(self) -> list[CheckLine]:
         lines: list[CheckLine] = []
-        cut = self.flow.steps[self.flow.irreversible_index].index
         self.window = self.driver.window(self.flow.app)
         self.park()
         shot = self.driver.screenshot() if self.window else None
@@ -370,12 +536,31 @@ class Runner:
                     f"no window {self.flow.app!r} on screen; open the app",
                 )
             )
-        for step in self.flow.steps:
+        if not self.flow.reset:
+            lines.append(
+                CheckLine(
+                    self.flow.steps[0],
+                    "warn",
+                    "no [[reset]]: after a failed attempt the app stays where it stopped,"
+                    " and the next attempt starts there",
+                )
+            )
+        for step in self.flow.entries:
+            if step.action == "outcome" and not step.failure:
+                lines.append(
+                    CheckLine(
+                        step,
+                        "warn",
+                        "no failure image: any screen but the success one is needs_review"
+                        " (capture the error screen when it first shows)",
+                    )
+                )
             for path in step.images():
                 if not path.is_file():
                     # Outcome screens exist only after a real launch (design.md): a missing
-                    # one makes every launch needs_review, which is safe, so it only warns.
-                    level = "fail" if step.index <= cut else "warn"
+                    # success image makes every launch needs_review, a missing failure
+                    # image makes only the failures reviews; both safe, so they only warn.
+                    level = "fail" if self.flow.before_spend(step) else "warn"
                     lines.append(
                         CheckLine(
                             step,
@@ -395,10 +580,9 @@ class Runner:
                     )
                     continue
                 if path != step.image or not self.flow.checked(step):
+                    when = "shows at random" if step.section == "interrupt" else "shown later"
                     lines.append(
-                        CheckLine(
-                            step, "ok", f"{path.name} present (shown later; not looked for now)"
-                        )
+                        CheckLine(step, "ok", f"{path.name} present ({when}; not looked for now)")
                     )
                     continue
                 if shot is None:

@@ -667,10 +667,20 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
     except MoonshotError as exc:
         raise click.ClickException(f"dry run stopped: {exc}") from None
     stop = fl.steps[fl.irreversible_index]
+    for key, value in launcher.prepared_results.items():
+        click.echo(f"  {key}: {value}")
     click.echo(
-        f"dry run passed for coin {coin_id}: {len(fl.before)} steps done, stopped before"
-        f" {stop.label}; nothing irreversible was clicked (clear the form in the app)"
+        f"dry run passed for coin {coin_id}: {len(fl.before)} steps done, the app showed"
+        f" the coin's ticker, name and picture, stopped before {stop.label}; nothing"
+        " irreversible was clicked"
     )
+    problem = launcher.reset(coin_id)
+    if problem:
+        raise click.ClickException(problem)
+    if fl.reset:
+        click.echo(f"reset: {len(fl.reset)} steps, the app is back on its start screen")
+    else:
+        click.echo("no [[reset]] in the flow: clear the form in the app by hand")
 
 
 commands = [flow]

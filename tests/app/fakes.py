@@ -1,7 +1,8 @@
 """A screen Driver without a display, for the flow's unit tests: a drawn app window with
-a form, a picker, success and error screens, at any position, size and pixel ratio.
-It records clicks, typed and pasted text, and every create. The gui tests use the real
-pyautogui driver instead."""
+a form, a picker, success and error screens, a popup that blocks clicks, at any position,
+size and pixel ratio. It records clicks, typed and pasted text, and every create. Its
+TextReader double reads what the drawn form holds (the fake draws no letters). The gui
+tests use the real pyautogui driver and the real OCR engine instead."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageOps, ImageStat
 
 from moonshot.app.flow import Rect
+from moonshot.app.ocr import Reading
 
 CAL = (300, 400)  # the fake window's size in points at calibration, pixel ratio 1
 # Scene elements in calibration points: (x, y, w, h, seed of their pattern).
@@ -31,6 +33,8 @@ SCENES = {
     },
     "error": {"header": (10, 10, 200, 30, 7)},
 }
+# A "What's new" card over any scene: it takes every click until closed.
+POPUP = {"card": (40, 160, 220, 120, 20), "close": (60, 240, 180, 30, 21)}
 ADDRESS = "So11111111111111111111111111111111111111112"
 STALE = "11111111111111111111111111111111"
 
@@ -128,6 +132,11 @@ name = "done"
 action = "click"
 image = "done.png"
 timeout = 0.3
+[[interrupt]]
+name = "whats-new"
+image = "popup.png"
+target = "popup-close.png"
+times = 2
 [[reset]]
 name = "leave-picker"
 action = "click"
@@ -161,12 +170,24 @@ def photo(seed: int) -> Image.Image:
     return img
 
 
-def render(scene: str, thumb: Image.Image | None, k: float = 1.0) -> Image.Image:
-    """A scene at calibration size, scaled by k (pixel ratio times window growth)."""
+def render(
+    scene: str,
+    thumb: Image.Image | None,
+    k: float = 1.0,
+    tile: Image.Image | None = None,
+    popup: bool = False,
+) -> Image.Image:
+    """A scene at calibration size, scaled by k (pixel ratio times window growth); the
+    form's tile shows the chosen photo, the popup lies over everything."""
     img = Image.new("RGB", CAL, (250, 250, 250))
+    shown = {"thumb": thumb, "tile": tile}
     for name, (x, y, w, h, seed) in SCENES[scene].items():
-        part = ImageOps.fit(thumb, (w, h)) if name == "thumb" and thumb else pattern(w, h, seed)
+        photo = shown.get(name)
+        part = ImageOps.fit(photo, (w, h)) if photo else pattern(w, h, seed)
         img.paste(part, (x, y))
+    if popup:
+        for x, y, w, h, seed in POPUP.values():
+            img.paste(pattern(w, h, seed), (x, y))
     if k != 1.0:
         img = img.resize((round(CAL[0] * k), round(CAL[1] * k)), Image.LANCZOS)
     return img
@@ -188,6 +209,11 @@ def write_flow(folder: Path, non_ascii: str = "paste") -> Path:
     ):
         x, y, w, h, _ = SCENES[scene][element]
         render(scene, None).crop((x, y, x + w, y + h)).save(folder / file)
+    for file, element in (("popup.png", "card"), ("popup-close.png", "close")):
+        x, y, w, h, _ = POPUP[element]
+        pattern(w, h, POPUP[element][4]).crop((0, 0, w, 40 if element == "card" else h)).save(
+            folder / file
+        )
     return path
 
 
@@ -210,6 +236,15 @@ class FakeScreen:
     typed: list[str] = field(default_factory=list)
     pointer: tuple[float, float] = (0.0, 0.0)
     positions: list[tuple] = field(default_factory=list)  # what the user points at
+    # Hazards: a clear that deletes nothing (Tk's Ctrl+A), a field that cannot be copied,
+    # a form that shows other text than it holds, a tap that picks another photo, a popup.
+    clear_works: bool = True
+    field_copy_works: bool = True
+    shows: dict[str, str] = field(default_factory=dict)
+    picks: Image.Image | None = None
+    popup: bool = False
+    popup_on: str | None = None  # the popup opens when this scene shows next
+    selected: bool = False
 
     def screen_size(self) -> tuple[int, int]:
         return self.screen
@@ -220,10 +255,15 @@ class FakeScreen:
             "RGB", (round(self.screen[0] * r), round(self.screen[1] * r)), (20, 20, 20)
         )
         k = r * self.win.w / CAL[0]
+        tile = self.chosen if self.scene == "form" else None
         shot.paste(
-            render(self.scene, self.newest_photo, k), (round(self.win.x * r), round(self.win.y * r))
+            render(self.scene, self.newest_photo, k, tile, self.popup),
+            (round(self.win.x * r), round(self.win.y * r)),
         )
         return shot
+
+    def _cal(self, x: float, y: float) -> tuple[float, float]:
+        return ((x - self.win.x) * CAL[0] / self.win.w, (y - self.win.y) * CAL[1] / self.win.h)
 
     def window(self, app: str) -> Rect | None:
         return self.win if app == "Fake" else None
@@ -232,9 +272,8 @@ class FakeScreen:
         pass
 
     def _hit(self, x: float, y: float) -> str | None:
-        cx = (x - self.win.x) * CAL[0] / self.win.w
-        cy = (y - self.win.y) * CAL[1] / self.win.h
-        for name, (ex, ey, w, h, _) in SCENES[self.scene].items():
+        cx, cy = self._cal(x, y)
+        for name, (ex, ey, w, h, _) in SCENES.get(self.scene, {}).items():
             if ex <= cx < ex + w and ey <= cy < ey + h:
                 return name
         return None
@@ -252,24 +291,39 @@ class FakeScreen:
     def move(self, x: float, y: float) -> None:
         self.pointer = (x, y)
 
+    def _show(self, scene: str) -> None:
+        self.scene = scene
+        if self.popup_on == scene:
+            self.popup, self.popup_on = True, None
+
     def click(self, x: float, y: float) -> None:
         self.clicks.append((x, y))
+        self.selected = False
+        if self.popup:  # the card takes the click; only its button closes it
+            cx, cy = self._cal(x, y)
+            bx, by, bw, bh, _ = POPUP["close"]
+            if bx <= cx < bx + bw and by <= cy < by + bh:
+                self.popup = False
+            return
         hit = self._hit(x, y)
         if self.scene == "form" and hit in ("name", "ticker"):
             self.focus = hit
         elif self.scene == "form" and hit == "tile":
-            self.scene = "picker"
+            self._show("picker")
+        elif self.scene == "picker" and hit == "header":
+            self._show("form")  # the picker's title bar doubles as its Cancel
         elif self.scene == "picker" and hit == "thumb":
-            self.chosen, self.scene = self.newest_photo, "form"
+            self.chosen = self.picks or self.newest_photo
+            self._show("form")
         elif self.scene == "form" and hit == "create":
             self.creates.append({**self.fields, "photo": self.chosen})
-            self.scene = {"success": "success", "error": "error", "none": "form-gone"}[self.outcome]
-            if self.scene == "form-gone":
-                self.scene = "picker"  # something the flow has never seen as an outcome
+            # "none": something the flow has never seen as an outcome
+            self._show({"success": "success", "error": "error", "none": "picker"}[self.outcome])
         elif self.scene == "success" and hit == "copy" and self.copy_works:
             self.clipboard = ADDRESS
         elif self.scene == "success" and hit == "done":
-            self.scene, self.fields = "form", {"name": "", "ticker": ""}
+            self.fields = {"name": "", "ticker": ""}
+            self._show("form")
 
     def type_keys(self, text: str, interval: float) -> None:
         assert all(" " <= c <= "~" for c in text)
@@ -282,8 +336,15 @@ class FakeScreen:
         if self.focus:
             self.fields[self.focus] += text
 
+    def select_all(self) -> None:
+        self.selected = self.focus is not None
+
+    def copy(self) -> None:
+        if self.selected and self.field_copy_works:
+            self.clipboard = self.fields[self.focus]
+
     def clear_field(self) -> None:
-        if self.focus:
+        if self.focus and self.clear_works:
             self.fields[self.focus] = ""
 
     def clipboard_get(self) -> str:
@@ -291,3 +352,28 @@ class FakeScreen:
 
     def clipboard_set(self, text: str) -> None:
         self.clipboard = text
+
+
+class FakeReader:
+    """A TextReader double for the fake screen: it tells the name box from the ticker box
+    by their drawn pattern and reads what that field holds (or what `shows` says the app
+    displays instead), with `confidence`."""
+
+    def __init__(self, fake: FakeScreen, confidence: float = 0.97):
+        self.fake, self.confidence, self.reads = fake, confidence, 0
+
+    def _field(self, image: Image.Image) -> str:
+        def distance(name: str) -> float:
+            x, y, w, h, seed = SCENES["form"][name]
+            ref = pattern(w, h, seed).resize(image.size)
+            return sum(ImageStat.Stat(ImageChops.difference(ref, image.convert("RGB"))).mean)
+
+        return min(("name", "ticker"), key=distance)
+
+    def read_line(self, image: Image.Image) -> Reading:
+        self.reads += 1
+        name = self._field(image)
+        return Reading(self.fake.shows.get(name, self.fake.fields[name]), self.confidence)
+
+    def read_block(self, image: Image.Image) -> list[Reading]:
+        return [self.read_line(image)]

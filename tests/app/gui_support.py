@@ -24,6 +24,7 @@ CAPTURES = [
     ("form", "20,14,230,36", "form", None),
     ("tap-create", "20,500,380,50", "form", None),
     ("picker", "20,14,120,36", "picker", None),
+    ("close-picker", "300,16,100,36", "picker", None),
     ("outcome", "20,14,200,36", "success", None),
     ("copy-address", "20,120,180,40", "success", None),
     ("done", "220,120,180,40", "success", None),

@@ -1,6 +1,6 @@
 """A stand-in for the Moonshot app's create-token form (Tk), for the gui tests: name and
-ticker fields, an image picker whose first thumbnail is the newest photo of a folder
-library, a create button, a success screen with an address and a copy button. Every
+ticker fields, an image picker (with a Cancel) whose first thumbnail is the newest photo
+of a folder library, a create button, a success screen with an address and a copy button. Every
 create is appended (fsynced) to a JSON-lines record before the success screen shows.
 
     python tests/app/standin_app.py --library DIR --record FILE [--screen form|picker|success]
@@ -54,6 +54,12 @@ class App:
         tk.Label(
             self.frames["picker"], text="Recents", font=("Helvetica", 18, "bold"), bg="white"
         ).place(x=20, y=16)
+        tk.Button(
+            self.frames["picker"],
+            text="Cancel",
+            font=("Helvetica", 13),
+            command=lambda: self.show("form"),
+        ).place(x=300, y=16, width=100, height=36)
         self.grid = tk.Frame(self.frames["picker"], bg="white")
         self.grid.place(x=20, y=70)
 

@@ -5,6 +5,7 @@ to start until `flow check` passed for this flow on this screen."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,15 @@ from moonshot.app.runner import Runner
 from moonshot.errors import ConfigError, NeedsReview, TransientError
 from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import Coin
-from tests.app.fakes import ADDRESS, STALE, FakeScreen, photo, write_flow
+from tests.app.fakes import (
+    ADDRESS,
+    POPUP,
+    STALE,
+    FakeReader,
+    FakeScreen,
+    photo,
+    write_flow,
+)
 
 
 def make_coin(coin_id: int, name: str, ticker: str, asset: str | None = None) -> Coin:
@@ -58,7 +67,12 @@ def rig(tmp_path):
         fake = FakeScreen(newest_photo=photo(1), **screen)
         calls: list[str] = []
         launcher = GuiLauncher(
-            cfg, flowmod.load(flow_file), fake, None, lambda: calls.append("irreversible")
+            cfg,
+            flowmod.load(flow_file),
+            fake,
+            None,
+            lambda: calls.append("irreversible"),
+            reader=FakeReader(fake),
         )
         return launcher, fake, image, calls
 
@@ -95,12 +109,21 @@ def test_retina_screen_and_a_moved_larger_window_are_scaled(rig):
 
 def test_long_and_non_ascii_names_are_trimmed_and_pasted(rig):
     launcher, fake, image, _ = rig()
-    coin = make_coin(1, "Crème brûlée 🚀 to the moon and back", "CRB")
+    coin = make_coin(1, "Crème brûlée über to the moon and back", "CRB")
     launcher.prepare(coin, image)
     launcher.launch(coin)
     name = fake.creates[0]["name"]
-    assert name == "Crème brûlée 🚀 to the moon"  # 32 bytes at most, whole characters
+    assert name == "Crème brûlée über to the moo"  # 32 bytes at most, whole characters
     assert len(name.encode()) <= 32 and fake.pasted == [name]
+
+
+def test_a_name_the_screen_cannot_confirm_is_refused_before_the_spend(rig):
+    """An emoji is pasted into the field (and copied back exactly), but OCR cannot
+    confirm it on screen: no read-back, no launch (readback.unconfirmable)."""
+    launcher, fake, image, calls = rig()
+    with pytest.raises(TransientError, match="read-name.*OCR cannot confirm"):
+        launcher.prepare(make_coin(1, "Rocket 🚀", "RKT"), image)
+    assert fake.creates == [] and calls == []
 
 
 def test_refused_non_ascii_stops_before_any_click(rig):
@@ -116,8 +139,12 @@ def test_a_failed_step_before_the_irreversible_one_is_transient_with_a_screensho
         launcher.prepare(make_coin(7, "X", "X"), image)
     message = str(info.value)
     assert "coin 7" in message and "step 2 'form'" in message
+    # The reset cannot bring the app back to the form either: said, with its own screen.
+    assert "reset failed, the app is not back on its start screen" in message
+    assert "reset 2 'on-form'" in message
     shots = screens(launcher)
-    assert len(shots) == 1 and str(shots[0]) in message and "coin7-form" in shots[0].name
+    assert [p.name.split("-", 1)[1] for p in shots] == ["coin7-form.png", "coin7-on-form.png"]
+    assert all(str(p) in message for p in shots)
     assert fake.creates == []
     with pytest.raises(NeedsReview, match="nothing was clicked"):
         launcher.launch(make_coin(7, "X", "X"))  # a failed prepare leaves nothing to launch
@@ -225,7 +252,7 @@ def test_check_clicks_nothing_and_names_missing_or_unseen_images(rig):
         for line in Runner(launcher.flow, fake, Path("/nonexistent")).check(grace=0)
         if not line.ok
     }
-    assert bad == {("form", "fail"), ("tap-create", "fail")}
+    assert bad == {("form", "fail"), ("on-form", "fail"), ("tap-create", "fail")}
     (launcher.flow.path.parent / "success.png").unlink()  # an outcome image: only a warning
     levels = {
         line.step.name: line.level
@@ -255,3 +282,182 @@ def test_app_mode_refuses_until_flow_check_passed_here(rig, monkeypatch):
         GuiLauncher.from_config(cfg, None)
     record = json.loads(launcher_gui.check_record_path(cfg).read_text())
     assert record["screen"] == [1000, 700]
+
+
+# -- verified launch (invariant 6): what the app shows is this coin ---------------------------
+def _refused(launcher, fake, calls, image, coin, match: str) -> str:
+    """prepare refuses before the spend: retryable, with a screenshot, nothing clicked
+    that spends, and the reset brings the app back to the form."""
+    with pytest.raises(TransientError, match=match) as info:
+        launcher.prepare(coin, image)
+    message = str(info.value)
+    assert fake.creates == [] and calls == []
+    shot = screens(launcher)[0]
+    assert str(shot) in message and shot.stat().st_size > 0
+    assert "reset failed" not in message and fake.scene == "form"
+    with pytest.raises(NeedsReview, match="nothing was clicked"):
+        launcher.launch(coin)  # a refused prepare leaves nothing to launch
+    assert fake.creates == []
+    return message
+
+
+def test_a_form_left_filled_is_cleared_and_launches_the_exact_text(rig):
+    launcher, fake, image, _ = rig()
+    fake.fields = {"name": "Old", "ticker": "XX"}  # an earlier attempt's text
+    coin = make_coin(1, "Prefilled Coin", "PRE")
+    launcher.prepare(coin, image)
+    launcher.launch(coin)
+    assert [(c["name"], c["ticker"]) for c in fake.creates] == [("Prefilled Coin", "PRE")]
+
+
+def test_a_clear_that_deletes_nothing_is_caught_by_the_clipboard_read_back(rig):
+    """Tk on X11: Ctrl+A is start-of-line, the old text stays and the app would create
+    PREXX. The field, copied back, is not the coin's text: refused before the spend."""
+    launcher, fake, image, calls = rig(clear_works=False)
+    fake.fields = {"name": "", "ticker": "XX"}
+    message = _refused(
+        launcher, fake, calls, image, make_coin(1, "Prefilled", "PRE"), "type-ticker"
+    )
+    assert "the ticker field does not hold the coin's text" in message
+    assert fake.clipboard == ""  # put back as it was before the read-back
+
+
+def test_a_field_that_cannot_be_copied_back_is_refused_with_the_fix(rig):
+    launcher, fake, image, calls = rig(field_copy_works=False)
+    message = _refused(launcher, fake, calls, image, make_coin(1, "Copy", "CPY"), "type-name")
+    assert "could not be copied back" in message and 'verify = "ocr"' in message
+
+
+@pytest.mark.parametrize(
+    ("shows", "reason"),
+    [
+        ({"ticker": "PREXX"}, "read-ticker.*2 characters too many"),
+        ({"ticker": "Prefilled"}, "read-ticker"),  # the name typed into the ticker field
+        ({"name": "Prefilled CoinOld"}, "read-name.*too many"),
+        ({"name": "Prefilled Coi"}, "read-name.*too few"),
+        ({"name": ""}, "read-name.*nothing read"),
+    ],
+)
+def test_the_app_showing_other_text_than_the_coin_is_refused(rig, shows, reason):
+    launcher, fake, image, calls = rig()
+    fake.shows = shows  # what the app displays, whatever the fields hold
+    _refused(launcher, fake, calls, image, make_coin(1, "Prefilled Coin", "PRE"), reason)
+
+
+def test_text_read_without_confidence_is_refused(rig):
+    launcher, fake, image, calls = rig()
+    launcher.reader = FakeReader(fake, confidence=0.5)
+    message = _refused(launcher, fake, calls, image, make_coin(1, "Blurry", "BLR"), "read-name")
+    assert "with confidence 0.50 < 0.80" in message
+
+
+def test_the_app_showing_the_ticker_with_a_dollar_and_another_case_launches(rig):
+    launcher, fake, image, _ = rig()
+    fake.shows = {"ticker": "$mdog"}
+    coin = make_coin(1, "Moon Dog", "MDOG")
+    launcher.prepare(coin, image)
+    assert launcher.launch(coin).token_address == ADDRESS
+
+
+def test_a_tap_that_picks_another_photo_is_caught_by_the_picture_read_back(rig):
+    """The picker's first thumbnail is the coin's (check_photo passes), but the tap
+    chose another photo (the grid moved under it): the picture the app will use is
+    read back and refused."""
+    launcher, fake, image, calls = rig()
+    fake.picks = photo(2)
+    message = _refused(launcher, fake, calls, image, make_coin(1, "Pic", "PIC"), "read-picture")
+    assert "the picture the app shows is not coin.png" in message
+
+
+def test_a_popup_is_answered_before_the_spend_and_recorded(rig):
+    launcher, fake, image, _ = rig(popup=True)
+    fake.popup_on = "picker"  # and once more when the picker opens
+    coin = make_coin(1, "Popup", "POP")
+    launcher.prepare(coin, image)
+    result = launcher.launch(coin)
+    assert [c["name"] for c in fake.creates] == ["Popup"] and not fake.popup
+    assert result.detail["interrupts"] == "whats-new x2"
+
+
+def test_a_popup_more_often_than_allowed_stops_before_the_spend(rig):
+    launcher, fake, image, calls = rig(popup=True)
+    fake.popup_on = "picker"
+    launcher.flow = dataclasses.replace(
+        launcher.flow,
+        interrupts=tuple(dataclasses.replace(p, times=1) for p in launcher.flow.interrupts),
+    )
+    with pytest.raises(TransientError, match="coin 1: flow step") as info:
+        launcher.prepare(make_coin(1, "Popup", "POP"), image)
+    assert fake.creates == [] and calls == []
+    # The reset has its own budget: it answers the card and gets back to the form.
+    assert "reset failed" not in str(info.value) and fake.scene == "form" and not fake.popup
+
+
+def test_interrupts_are_never_answered_after_the_irreversible_click(rig):
+    launcher, fake, image, calls = rig()
+    coin = make_coin(1, "After", "AFT")
+    launcher.prepare(coin, image)
+    fake.popup_on = "success"  # a card over the success screen: for a person, not the flow
+    clicks = len(fake.clicks)
+    with pytest.raises(NeedsReview, match="the irreversible click WAS made"):
+        launcher.launch(coin)
+    assert fake.popup and len(fake.creates) == 1 and calls == ["irreversible"]
+    bx, by, bw, bh, _ = POPUP["close"]
+    on_close = [
+        (x, y)
+        for x, y in fake.clicks[clicks:]
+        if bx <= x - 100 < bx + bw and by <= y - 50 < by + bh
+    ]
+    assert on_close == []  # the flow's own steps only (create, copy): nothing on the card
+
+
+def test_optional_steps_run_when_their_image_shows_and_are_skipped_otherwise(rig):
+    launcher, fake, image, _ = rig()
+    data = _flow_data(launcher.flow.path)
+    # "close the picker if it is open": not open here, so skipped.
+    data["step"].insert(
+        1, {"name": "maybe-picker", "action": "click", "image": "picker.png", "optional": True}
+    )
+    launcher.flow = flowmod.parse(data, launcher.flow.path)
+    coin = make_coin(1, "Optional", "OPT")
+    launcher.prepare(coin, image)
+    assert launcher.launch(coin).token_address == ADDRESS
+    fake.scene = "picker"  # now it is open: the optional click closes it, the flow goes on
+    launcher.prepare(coin, image)
+    launcher.launch(coin)
+    assert [c["name"] for c in fake.creates] == ["Optional", "Optional"]
+
+
+def test_the_reset_runs_after_a_refusal_and_leaves_the_picker(rig):
+    launcher, fake, image, calls = rig()
+    fake.newest_photo = photo(2)  # refused on the picker: the flow stops there
+    with pytest.raises(TransientError, match="first-photo-is-coin") as info:
+        launcher.prepare(make_coin(1, "X", "X"), image)
+    assert fake.scene == "form" and "reset failed" not in str(info.value)
+    assert launcher.reset() is None  # and again, from the form: nothing to do
+
+
+def test_outcome_without_failure_images_recognises_success_and_reviews_the_rest(rig):
+    launcher, fake, image, _ = rig()
+    (launcher.flow.path.parent / "error.png").unlink()  # the error screen never seen yet
+    coin = make_coin(1, "First", "ONE")
+    launcher.prepare(coin, image)
+    assert launcher.launch(coin).token_address == ADDRESS  # success still recognised
+    fake.outcome = "error"
+    launcher.prepare(coin, image)
+    with pytest.raises(NeedsReview, match="outcome unknown: neither success.png nor a known"):
+        launcher.launch(coin)
+
+
+def test_type_verified_by_ocr_reads_the_field_region(rig):
+    launcher, fake, image, calls = rig(clear_works=False)
+    data = _flow_data(launcher.flow.path)
+    data["flow"]["verify"] = "ocr"
+    step_by = {s["name"]: s for s in data["step"]}
+    step_by["type-name"]["region"] = [10, 60, 280, 30]
+    step_by["type-ticker"]["region"] = [10, 100, 280, 30]
+    launcher.flow = flowmod.parse(data, launcher.flow.path)
+    fake.fields = {"name": "Old", "ticker": ""}
+    message = _refused(launcher, fake, calls, image, make_coin(1, "New", "NEW"), "type-name")
+    assert "the name field does not hold the coin's text" in message
+    assert fake.clipboard == ""  # ocr: the clipboard is not used to read back
