@@ -67,10 +67,24 @@ def flow() -> None:
 
 @flow.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--walk",
+    is_flag=True,
+    help="Walk the flow with a test coin up to (never including) the irreversible step,"
+    " each image on its own screen, then run [[reset]].",
+)
+@click.option(
+    "--coin",
+    "coin_id",
+    type=COIN_ID,
+    help="With --walk: the test coin (default: the newest confirmed).",
+)
 @click.pass_context
-def check(ctx: click.Context, as_json: bool) -> None:
+def check(ctx: click.Context, as_json: bool, walk: bool, coin_id: int | None) -> None:
     """Find every reference image on the current screen; click nothing. A pass is
-    recorded (logs/flow-check.json) and is what app mode requires to start."""
+    recorded (logs/flow-check.json) and is what app mode requires to start. With
+    --walk: every step before the irreversible one is done (typing a test coin), each
+    image checked on its own screen; the irreversible step is looked at, not clicked."""
     from moonshot.app.launcher_gui import record_pass
     from moonshot.app.runner import Runner
 
@@ -78,7 +92,7 @@ def check(ctx: click.Context, as_json: bool) -> None:
     fl = _flow(cfg)
     driver = _driver(fl)
     runner = Runner(fl, driver, cfg.logs_dir / "screens")
-    lines = runner.check()
+    lines = _walk(cfg, fl, driver, coin_id, as_json) if walk else runner.check()
     failed = [line for line in lines if not line.ok]
     rows = [
         {"step": ln.step.name, "index": ln.step.index, "level": ln.level, "message": ln.message}
@@ -88,14 +102,16 @@ def check(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             json.dumps({"flow": str(fl.path), "passed": not failed, "steps": rows}, indent=2)
         )
-    else:
+    elif not walk:  # the walk printed its lines as it went
         for ln in lines:
             click.echo(f"{ln.level:4}  {ln.step.label}: {ln.message}")
     if failed:
         shot = runner.save_screen(failed[0].step, None)
         where = f" (screen saved to {shot})" if shot else ""
+        page = _show(cfg, fl, driver)
         raise click.ClickException(
-            f"flow check failed at {failed[0].step.label}: {failed[0].message}{where}"
+            f"flow check{' --walk' if walk else ''} failed at {failed[0].step.label}:"
+            f" {failed[0].message}{where}; every step and where it matches now: {page}"
         )
     screen = driver.screen_size()
     ratio = driver.screenshot().width / screen[0]
@@ -104,6 +120,96 @@ def check(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"flow check passed on {screen[0]}x{screen[1]} (pixel ratio {ratio:g}); recorded in {path}"
         )
+
+
+def _walk(cfg, fl: flowmod.Flow, driver, coin_id: int | None, as_json: bool):
+    from moonshot.adapters import build_library
+    from moonshot.app.launcher_gui import GuiLauncher, load_flow
+    from moonshot.app.walk import walk
+    from moonshot.store import Store
+
+    store = Store(cfg.db_path)
+    if coin_id is None:
+        waiting = store.coins_in(("confirmed",), order="id DESC", limit=1)
+        coin = waiting[0] if waiting else None
+        if coin is None:
+            raise click.ClickException(
+                "flow check --walk types a test coin into the app: add one (`moonshot add`,"
+                " then `moonshot run --once` with launch.mode = off) or give --coin ID"
+            )
+    else:
+        coin = store.get(coin_id)
+        if coin is None:
+            raise click.ClickException(f"no coin with id {coin_id}")
+    if not coin.image_filename or not coin.photos_asset_id:
+        raise click.ClickException(
+            f"coin {coin.id} is {coin.state} and not in the photo library yet; the walk needs"
+            " an imported coin (`moonshot run --once` with launch.mode = off)"
+        )
+    try:
+        launcher = GuiLauncher(cfg, load_flow(cfg), driver, build_library(cfg))
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not as_json:
+        click.echo(
+            f"walking {fl.path.name} with coin {coin.id} ({coin.ticker}); the irreversible"
+            " step is never clicked"
+        )
+    say = (
+        (lambda ln: None)
+        if as_json
+        else (lambda ln: click.echo(f"{ln.level:4}  {ln.step.label}: {ln.message}"))
+    )
+    return walk(launcher, coin, cfg.spool_dir / coin.image_filename, say)
+
+
+def _show(cfg, fl: flowmod.Flow, driver=None) -> Path:
+    """Render the contact sheet into logs/flow-show/; the live column when the app shows."""
+    from moonshot.app import sheet
+    from moonshot.app.runner import Runner
+
+    live = None
+    if driver is not None:
+        win = driver.window(fl.app)
+        if win is not None:
+            full = driver.screenshot()
+            r = full.width / driver.screen_size()[0]
+            ox, oy = round(win.x * r), round(win.y * r)
+            shot = full.crop((ox, oy, ox + round(win.w * r), oy + round(win.h * r)))
+            runner = Runner(fl, driver, cfg.logs_dir / "screens")
+            runner.window = win
+
+            def find(step, image):
+                m = runner.find(step, image, full)
+                if m is None:
+                    return None
+                return flowmod.Rect(m.rect.x - ox, m.rect.y - oy, m.rect.w, m.rect.h), m.score
+
+            live = sheet.Live(shot, r, find)
+    _, page = sheet.render(fl, cfg.logs_dir / "flow-show", live)
+    return page
+
+
+@flow.command()
+@click.pass_context
+def show(ctx: click.Context) -> None:
+    """A contact sheet of the flow (logs/flow-show/: sheet.png, index.html): every step
+    with its image, where it was captured and, with the app showing, where it matches now."""
+    cfg = _cfg(ctx)
+    fl = _flow(cfg)
+    from moonshot.app import display
+
+    driver = None
+    why = display.problem()
+    if why is None:
+        driver = _driver(fl)
+    page = _show(cfg, fl, driver)
+    live = (
+        ""
+        if driver is not None and driver.window(fl.app)
+        else (f" (no live column: {why or f'no window {fl.app!r} on screen'})")
+    )
+    click.echo(f"contact sheet: {page.parent / 'sheet.png'} and {page}{live}")
 
 
 def _own_flow_file(cfg: config_mod.Config) -> Path:
@@ -178,8 +284,16 @@ def _apply(
     at=None,
     image: str | None = None,
 ) -> Path | None:
-    """Capture one step into the document `ff`; returns the image file written, if any."""
+    """Capture one step into the document `ff`; returns the image file written, if any.
+    The window as it is now is kept as the screen the step was captured on (flow show)."""
+    from moonshot.app import sheet
+
     table = ff.find(step.name)
+    if image is None:
+        shot = driver.screenshot()
+        r = shot.width / driver.screen_size()[0]
+        window = (win.x * r, win.y * r, (win.x + win.w) * r, (win.y + win.h) * r)
+        sheet.save_screen(fl.path.parent, step.name, shot.crop(tuple(round(v) for v in window)))
     if image is not None:
         others = [p for p in (step.target, *step.failure) if p is not None]
         target = next((p for p in others if p.name == image), None)
@@ -546,7 +660,7 @@ def _confirm_spend(proposal, yes: bool) -> None:
 def record(ctx, coin_id, name, ticker, photo, app_name, session_dir, irreversible, yes) -> None:
     """Record a flow while you do one launch by hand; writes your flow file (kept
     comments, a list of changes). Listens only: never clicks or types."""
-    from moonshot.app import propose
+    from moonshot.app import propose, sheet
     from moonshot.app.ocr import default_reader
 
     cfg = _cfg(ctx)
@@ -607,10 +721,8 @@ def record(ctx, coin_id, name, ticker, photo, app_name, session_dir, irreversibl
     path.parent.mkdir(parents=True, exist_ok=True)
     for file, img in proposal.images().items():
         img.save(path.parent / file)
-    shots = path.parent / "screens"
-    shots.mkdir(exist_ok=True)
     for step_name, img in proposal.screens().items():
-        img.save(shots / f"{step_name}.png")
+        sheet.save_screen(path.parent, step_name, img)
     if previous:
         backup = path.with_name(path.name + ".before-record")
         backup.write_text(previous, encoding="utf-8")
