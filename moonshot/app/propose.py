@@ -25,6 +25,7 @@ from moonshot.app.flow import NAME_RE, Rect, valid_address
 from moonshot.app.ocr import Reading
 from moonshot.app.recorder import SESSION, changed_much, element_box
 
+ADDRESS_LIKE = re.compile(r"[1-9A-HJ-NP-Za-km-z]{20,}")  # a Solana address, as OCR reads it
 UNIQUE = 0.8  # a reference whose second-best place scores this much would be ambiguous
 APART = 0.8  # a wait image must score less than this on the screen before it
 PHOTO_LIKE = 160  # distinct colours (5 bits a channel) above which a crop is a photo
@@ -249,10 +250,15 @@ def _split(reading: Reading, box, wanted: str) -> tuple[int, int, int, int] | No
 
 
 def find_coin_text(
-    frame: Image.Image, coin: Coin, finder: LineFinder, reader, min_confidence: float
+    frame: Image.Image,
+    coin: Coin,
+    finder: LineFinder,
+    reader,
+    min_confidence: float,
+    lines: list | None = None,
 ) -> tuple[Found | None, Found | None, list[tuple[int, int, int, int]]]:
     """(where the ticker shows, where the name shows, every box that shows coin text)."""
-    lines = finder.find_lines(frame)
+    lines = finder.find_lines(frame) if lines is None else lines
     boxes = [b for _, b in lines]
     ticker = name = None
     coin_boxes = []
@@ -543,6 +549,10 @@ class Proposer:
         self._photos: dict[int, Any] = {}
         self._screens: list[Image.Image] = []
         self._waits: list[Row] = []  # wait/verify rows so far: their images may be reused
+        # Where the coin shows on any screen: a place whose look changes with the coin (a
+        # tile that later holds its photo, a field that later holds its name) is never
+        # a reference image, on any screen.
+        self._everywhere: list = []
 
     # -- what each screen shows --------------------------------------------------------------
     def screen_id(self, img: Image.Image) -> int:
@@ -559,10 +569,13 @@ class Proposer:
         image there would match this coin only."""
         key = id(img)
         if key not in self._avoid:
-            _, _, boxes = find_coin_text(img, self.coin, self.finder, self.reader, 0.5)
+            lines = self.finder.find_lines(img)
+            _, _, boxes = find_coin_text(img, self.coin, self.finder, self.reader, 0.5, lines)
+            # A token address differs at every launch: never a reference either.
+            boxes += [b for r, b in lines if ADDRESS_LIKE.search(r.text.replace(" ", ""))]
             photo = self.photo_on(img)
             self._avoid[key] = [*boxes, photo[0]] if photo else boxes
-        return self._avoid[key]
+        return self._avoid[key] + self._everywhere
 
     def photo_on(self, img: Image.Image):
         """Where the coin's photo shows on this screen (cached: the search is the slow part)."""
@@ -711,6 +724,9 @@ class Proposer:
             before, after = launch[: irreversible - 1], launch[irreversible:]
         start = before[0].look if before else spend.look
         self.screen_id(start)
+        frames = [c.before for c in [*launch, *reset]] + [spend.before]
+        everywhere = [b for img in frames for b in self.avoid(img)]
+        self._everywhere = everywhere
         rows: list[Row] = [Row("step", {"name": self.names("front"), "action": "activate"})]
         start_row = self._wait_row(start, None, 0.0, action="verify")
         if start_row is None:

@@ -78,16 +78,20 @@ def element_box(frame: Image.Image, point: tuple[int, int]) -> tuple[int, int, i
     colours, counts = np.unique(patch, axis=0, return_counts=True)
     seed_colour = colours[counts.argmax()]
     ys, xs = np.nonzero((a[y0:y1, x0:x1] == seed_colour).all(axis=2))
-    k = int(np.argmin((xs + x0 - x) ** 2 + (ys + y0 - y) ** 2))
-    seed = (int(xs[k] + x0), int(ys[k] + y0))
-    mask = np.zeros((h + 2, w + 2), np.uint8)
+    order = np.argsort((xs + x0 - x) ** 2 + (ys + y0 - y) ** 2)
     flags = 4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (255 << 8)
-    cv2.floodFill(a.copy(), mask, seed, (0, 0, 0), (8, 8, 8), (8, 8, 8), flags)
-    filled = mask[1:-1, 1:-1]
-    ys, xs = np.nonzero(filled)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    if area > 0.35 * w * h or box[2] - box[0] < 8 or box[3] - box[1] < 8:
+    box, best = None, 0
+    # The nearest pixel of that colour may sit inside a letter (the hole of an "o"):
+    # fill from a few of them, spread out, and keep the largest area.
+    for k in order[:: max(1, len(order) // 8)][:9]:
+        mask = np.zeros((h + 2, w + 2), np.uint8)
+        seed = (int(xs[k] + x0), int(ys[k] + y0))
+        _, _, _, (rx, ry, rw, rh) = cv2.floodFill(
+            a.copy(), mask, seed, (0, 0, 0), (8, 8, 8), (8, 8, 8), flags
+        )
+        if best < rw * rh <= 0.35 * w * h:  # the window's background is no element
+            best, box = rw * rh, (rx, ry, rx + rw, ry + rh)
+    if box is None or box[2] - box[0] < 8 or box[3] - box[1] < 8:
         return None
     return box
 
