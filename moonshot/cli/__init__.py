@@ -1,7 +1,7 @@
 """The command line (click), thin: each command parses, calls one library method and
 prints. `root` holds the group and the coin commands, `common` the helpers every group
 shares, and one module per command group (flow, photos, supabase, launchd, ingest,
-cleanup). Nothing here decides a transition or touches a port's internals."""
+cleanup, dashboard). Nothing here decides a transition or touches a port's internals."""
 
 from moonshot.cli.root import cli, main
 

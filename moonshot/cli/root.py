@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moonshot.cli.cleanup",
     "moonshot.cli.flow",
     "moonshot.cli.ingest",
+    "moonshot.cli.dashboard",
 )
 
 
