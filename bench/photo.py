@@ -65,10 +65,28 @@ def main() -> None:
         "measures": {},
         "scores": {"same_worst": min(r[4].score for r in accepted)},
     }
+
+    def fails(m, name, threshold, higher):
+        v = getattr(m, name)
+        return v < threshold if higher else v > threshold
+
     for name, threshold, higher in MEASURES:
         values = [getattr(r[5], name) for r in accepted]
         worst = min(values) if higher else max(values)
-        out["measures"][name] = {"threshold": threshold, "same_worst": worst}
+        # The look-alikes only this measure refuses: how close the closest came.
+        alone = [
+            getattr(r[5], name)
+            for r in refused
+            if fails(r[5], name, threshold, higher)
+            and not any(fails(r[5], *m) for m in MEASURES if m[0] != name)
+        ]
+        closest = (max(alone) if higher else min(alone)) if alone else None
+        out["measures"][name] = {
+            "threshold": threshold,
+            "same_worst": worst,
+            "refused_only_by_it": len(alone),
+            "closest_refused": closest,
+        }
     for what in sorted({r[2] for r in refused}):
         best = max((r for r in refused if r[2] == what), key=lambda r: r[4].score)
         out["scores"][f"{what}_best"] = best[4].score
@@ -81,9 +99,16 @@ def main() -> None:
         f"{len(rows)} comparisons ({n_same} same picture as drawn, {n_look} look-alikes);"
         f" {out['ms_per_compare']['p50']:.1f} ms each (p95 {out['ms_per_compare']['p95']:.1f})"
     )
-    print(f"{'measure':16s} {'threshold':>9s} {'worst accepted':>15s}")
+    print(
+        f"{'measure':16s} {'threshold':>9s} {'worst accepted':>15s}"
+        f" {'closest refused by it alone':>28s}"
+    )
     for name, m in out["measures"].items():
-        print(f"{name:16s} {m['threshold']:9.2f} {m['same_worst']:15.3f}")
+        closest = "-" if m["closest_refused"] is None else f"{m['closest_refused']:.3f}"
+        print(
+            f"{name:16s} {m['threshold']:9.2f} {m['same_worst']:15.3f}"
+            f" {closest:>20s} ({m['refused_only_by_it']} pairs)"
+        )
     print(
         f"score: accepted at >= {matching.PHOTO_OK}; worst same {out['scores']['same_worst']:.3f}"
     )

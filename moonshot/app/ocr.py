@@ -11,16 +11,25 @@ from typing import Protocol
 
 from PIL import Image, ImageOps
 
-# The text's ink is scaled up to this height before recognition: the recogniser works
-# at 48 px and misreads small UI text (bench/ocr.py; measured on rendered tickers and names,
-# 10-24 px, 1x and 2x: ink crop + 32 px + a quarter-height margin read 96% right under the
-# confusable classes, the raw box 83%).
+# A box is cut to its ink plus a margin of PAD times the ink's height, and ink smaller than
+# INK_HEIGHT is scaled up to it, before recognition. Measured (bench/ocr.py's renderings,
+# the read-back rules on what was read): over 400 tickers and names (DejaVu Sans, Bold,
+# Serif, Mono, Condensed, 10-20 px, 1x and 2x, six colour themes, tight or 340 px boxes)
+# 312 were accepted read from the raw box, 394-398 cut to the ink; a margin of half the
+# height read worse (391). Over 300 small ones (10-14 px at 1x) scaling to 32 px took the
+# ink crop from 291 to 296.
+PAD = 0.25
 INK_HEIGHT = 32
-PAD = 0.25  # margin around the ink, as a fraction of its height
+# For the detector (read_block) text is scaled so a line is about this tall: at the boxes'
+# own size it found the lines of 50 of 60 wrapped names, at 32 px all 60.
+LINE_HEIGHT = 32
 # A box whose every pixel is within this many grey levels of its background holds no text.
 BLANK_CONTRAST = 24
-# A row or column this full of ink is a rule or a field's frame, not text.
-LINE_FILL = 0.9
+# A piece of ink (connected) that spans this much of the box's width, or of its height at
+# a side, and is a line or an outline (it fills at most FRAME_FILL of its bounding box) is
+# a rule or a field's frame, not text: a Tk Entry's sunken frame read as '[' otherwise.
+LINE_FILL = 0.8
+FRAME_FILL = 0.3
 
 
 @dataclass(frozen=True)
@@ -58,47 +67,56 @@ def background(img: Image.Image) -> tuple[int, int, int]:
     return (v >> 16, (v >> 8) & 255, v & 255)
 
 
-def ink_box(img: Image.Image) -> tuple[int, int, int, int] | None:
-    """The bounding box of what differs from the background (frames and rules left out),
-    or None for a blank box."""
+def _ink(img: Image.Image):
+    """A mask of what differs from the background, without rules and a field's frame;
+    None for a blank box."""
+    import cv2
+
     np = _np()
     bg = np.asarray(background(img), dtype=np.int16)
-    a = np.asarray(img.convert("RGB"), dtype=np.int16)
-    diff = np.abs(a - bg).max(axis=2)
+    diff = np.abs(np.asarray(img.convert("RGB"), dtype=np.int16) - bg).max(axis=2)
     if diff.max() < BLANK_CONTRAST:
         return None
     ink = diff >= max(BLANK_CONTRAST, int(diff.max()) // 3)
-    ink[ink.mean(axis=1) > LINE_FILL, :] = False
-    ink[:, ink.mean(axis=0) > LINE_FILL] = False
-    if not ink.any():
+    h, w = ink.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), 8)
+    for i in range(1, count):
+        x, y, cw, ch, area = (int(v) for v in stats[i])
+        thin = area <= FRAME_FILL * cw * ch
+        rule = cw >= LINE_FILL * w and (ch <= 4 or thin)
+        side = ch >= LINE_FILL * h and (cw <= 4 or thin) and (x <= 2 or x + cw >= w - 2)
+        if rule or side:
+            ink[labels == i] = False
+    return ink if ink.any() else None
+
+
+def ink_box(img: Image.Image) -> tuple[int, int, int, int] | None:
+    """The bounding box of the ink, or None for a blank box."""
+    ink = _ink(img)
+    if ink is None:
         return None
-    ys, xs = np.nonzero(ink)
+    ys, xs = _np().nonzero(ink)
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
-def prepare(img: Image.Image, ink_height: int = INK_HEIGHT) -> Image.Image | None:
-    """The text cut to its ink, scaled up to `ink_height` when smaller, with a margin of
-    the background colour; None for a blank box."""
+def prepare(img: Image.Image) -> Image.Image | None:
+    """The text cut to its ink, small ink scaled up, with a margin of the background
+    colour; None for a blank box."""
     img = img.convert("RGB")
     box = ink_box(img)
     if box is None:
         return None
-    bg = background(img)
     crop = img.crop(box)
-    if crop.height < ink_height:
-        s = ink_height / crop.height
-        crop = crop.resize((max(1, round(crop.width * s)), ink_height), Image.BICUBIC)
-    return ImageOps.expand(crop, border=max(4, round(crop.height * PAD)), fill=bg)
+    if crop.height < INK_HEIGHT:
+        s = INK_HEIGHT / crop.height
+        crop = crop.resize((max(1, round(crop.width * s)), INK_HEIGHT), Image.BICUBIC)
+    return ImageOps.expand(crop, border=max(4, round(crop.height * PAD)), fill=background(img))
 
 
-def _row_runs(img: Image.Image) -> list[tuple[int, int]]:
+def _row_runs(ink) -> list[tuple[int, int]]:
     """Runs of rows that hold ink (a horizontal projection), top to bottom."""
-    np = _np()
-    bg = np.asarray(background(img), dtype=np.int16)
-    diff = np.abs(np.asarray(img.convert("RGB"), dtype=np.int16) - bg).max(axis=2)
-    rows = (diff >= BLANK_CONTRAST).any(axis=1)
     runs, start = [], None
-    for y, on in enumerate([*rows.tolist(), False]):
+    for y, on in enumerate([*ink.any(axis=1).tolist(), False]):
         if on and start is None:
             start = y
         elif not on and start is not None:
@@ -110,8 +128,9 @@ def _row_runs(img: Image.Image) -> list[tuple[int, int]]:
 def _lines(quads: list, height: int) -> list[tuple[int, int]]:
     """Detected text pieces grouped into lines (a piece whose vertical centre falls inside
     a line's extent joins it): the lines' row ranges, top to bottom."""
-    spans = sorted((min(p[1] for p in q), max(p[1] for p in q)) for q in quads)
-    spans.sort(key=lambda s: s[0] + s[1])
+    spans = sorted(
+        ((min(p[1] for p in q), max(p[1] for p in q)) for q in quads), key=lambda s: s[0] + s[1]
+    )
     lines: list[list[float]] = []
     for top, bottom in spans:
         centre = (top + bottom) / 2
@@ -172,13 +191,13 @@ class RapidReader:
         """Detection finds the lines; each line is then read as `read_line` reads one
         (the detector's tight crops lose the spaces between words)."""
         image = image.convert("RGB")
-        runs = _row_runs(image)
-        if not runs or ink_box(image) is None:
+        ink = _ink(image)
+        if ink is None:
             return []
-        # Scale so a line of text is about INK_HEIGHT tall for the detector, too.
+        runs = _row_runs(ink)
         line = sorted(b - t for t, b in runs)[len(runs) // 2]
-        if line < INK_HEIGHT:
-            s = INK_HEIGHT / line
+        if line < LINE_HEIGHT:
+            s = LINE_HEIGHT / line
             image = image.resize(
                 (max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BICUBIC
             )

@@ -109,24 +109,17 @@ def _nospace(text: str) -> str:
     return "".join(text.split())
 
 
-def _same(expected: str, shown: str, *, spaces: bool) -> str | None:
-    """None when `shown` is one of the renderings of `expected`, exactly (spaces
-    collapsed) or with every space removed; else why the first rendering differs."""
-    exact = " ".join(shown.split())
-    forms = [(" ".join(r.split()), exact) for r in _renderings(expected)]
-    if not spaces:
-        forms = [(_nospace(e), _nospace(s)) for e, s in forms]
-    else:
-        forms += [(_nospace(e), _nospace(s)) for e, s in forms]
-    why = None
-    for e, s in forms:
-        diff = _first_difference(e, s)
-        if diff is None:
-            return None
-        why = why or diff
-    # The spaceless form says more when only the spaces differ in count.
-    e, s = _nospace(expected), _nospace(shown)
-    return _first_difference(e, s) or why
+def _same(expected: str, shown: str, *, with_spaces: bool = True) -> str | None:
+    """None when `shown` reads as a rendering of `expected`: with its spaces (runs
+    collapsed) when `with_spaces`, or with every space removed; else why it does not."""
+    pairs = []
+    for r in _renderings(expected):
+        if with_spaces:
+            pairs.append((" ".join(r.split()), " ".join(shown.split())))
+        pairs.append((_nospace(r), _nospace(shown)))
+    if any(_first_difference(e, s) is None for e, s in pairs):
+        return None
+    return _first_difference(_nospace(expected), _nospace(shown))
 
 
 def _nfc(text: str) -> str:
@@ -180,12 +173,12 @@ def compare_ticker(
         shown = shown[1:]
     elif dollar is None and shown.startswith("$"):
         shown = shown[1:]
-    why = _same(expected, shown, spaces=False)
+    why = _same(expected, shown, with_spaces=False)
     if why:
         if (
             dollar is None
             and shown[:1] in ("S", "s", "5")
-            and _same(expected, shown[1:], spaces=False) is None
+            and _same(expected, shown[1:], with_spaces=False) is None
         ):
             why += " (a small '$' reads as 'S': if the app shows '$' before the ticker, say so)"
         return Verdict(False, f"ticker: {said}: {why}")
@@ -211,7 +204,7 @@ def compare_name(expected: str, readings: list[Reading], *, min_confidence: floa
     candidates = [joined, "".join(lines)] if len(lines) > 1 else [joined]
     why = None
     for shown in candidates:
-        diff = _same(expected, shown, spaces=True)
+        diff = _same(expected, shown, with_spaces=True)
         if diff is None:
             return Verdict(True, f"name {_show(expected)} shown as {_show(joined)}")
         why = why or diff
@@ -228,7 +221,7 @@ def compare_name(expected: str, readings: list[Reading], *, min_confidence: floa
         )
     if len(prefix) >= len(whole):
         return Verdict(False, f"name: {said}: truncated, yet longer than the name")
-    why = _same(whole[: len(prefix)], prefix, spaces=False)
+    why = _same(whole[: len(prefix)], prefix, with_spaces=False)
     if why:
         return Verdict(False, f"name: {said}: the shown start differs, {why}")
     return Verdict(

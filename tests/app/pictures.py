@@ -265,3 +265,51 @@ def text_block(
     for i, line in enumerate(lines):
         draw.text((8 * scale, 6 * scale + i * step), line, font=f, fill=fg)
     return img
+
+
+def review_screen(
+    ticker: str = "MOON",
+    name: str = "Prefilled Coin of the Moon",
+    photo: Image.Image | None = None,
+    *,
+    scale: int = 1,
+) -> tuple[Image.Image, dict[str, tuple[int, int, int, int]]]:
+    """A 430x900 review screen like the Moonshot app's (photo, `$TICKER`, the name wrapped
+    over two lines, cost rows, the Create button), and the boxes a flow reads, in pixels."""
+    w, h = 430 * scale, 900 * scale
+    img = Image.new("RGB", (w, h), (250, 250, 252))
+    draw = ImageDraw.Draw(img)
+    s = scale
+
+    def text(xy, value, size, fill=(20, 20, 20), face="DejaVuSans-Bold.ttf"):
+        draw.text((xy[0] * s, xy[1] * s), value, font=font(face, size * s), fill=fill)
+
+    text((24, 40), "Review your coin", 22)
+    photo = photo or picture("logo", 1)
+    img.paste(ImageOps.fit(photo.convert("RGB"), (120 * s, 120 * s)), (155 * s, 100 * s))
+    text((24, 250), "Ticker", 13, (120, 120, 128), "DejaVuSans.ttf")
+    text((24, 272), "$" + ticker, 18)
+    text((24, 320), "Name", 13, (120, 120, 128), "DejaVuSans.ttf")
+    words, lines, line = name.split(), [], ""
+    for word in words:  # wrap at 24 characters, as a 380 px label would
+        if line and len(line) + 1 + len(word) > 24:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    for i, part in enumerate(lines[:2]):
+        text((24, 342 + 26 * i), part, 18)
+    for i, (label, value) in enumerate(
+        [("Network", "Solana"), ("Cost:", "0.02 SOL"), ("Supply", "1,000,000,000")]
+    ):
+        text((24, 440 + 34 * i), label, 15, (90, 90, 98), "DejaVuSans.ttf")
+        text((250, 440 + 34 * i), value, 15)
+    draw.rounded_rectangle((24 * s, 800 * s, 406 * s, 852 * s), 14 * s, fill=(124, 58, 237))
+    text((150, 814), "Create coin", 18, (255, 255, 255))
+    boxes = {
+        "photo": (155, 100, 275, 220),
+        "ticker": (20, 266, 410, 300),
+        "name": (20, 336, 410, 396),
+    }
+    return img, {k: tuple(v * s for v in b) for k, b in boxes.items()}

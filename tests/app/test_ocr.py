@@ -51,6 +51,7 @@ def test_a_missing_engine_names_the_install(monkeypatch):
         ("Grey text", {"fg": (160, 160, 160)}),
         ("Low Contrast", {"fg": (150, 150, 150), "bg": (120, 120, 120)}),
         ("Serif Name", {"face": "DejaVuSerif.ttf", "size": 13}),
+        ("Prefilled Doge Hat", {"face": "DejaVuSans.ttf", "size": 11}),  # small: scaled up
     ],
 )
 def test_read_line_reads_text_and_keeps_spaces(reader, text, kwargs):
@@ -92,12 +93,21 @@ def test_a_field_frame_is_not_text(reader):
     assert reader.read_line(field).text == "MOON"
 
 
+def test_a_thick_frame_around_the_text_is_left_out(reader):
+    box = Image.new("RGB", (300, 40), (255, 255, 255))
+    ImageDraw.Draw(box).rectangle((0, 0, 299, 39), outline=(0, 0, 0), width=2)
+    box.paste(text_box("$TEST1", size=12), (30, 8))
+    assert reader.read_line(box).text == "$TEST1"
+
+
 def test_read_block_gives_the_lines_top_to_bottom_with_spaces(reader):
     got = reader.read_block(text_block(["Prefilled Coin", "of the Moon"]))
     assert [r.text for r in got] == ["Prefilled Coin", "of the Moon"]
     assert min(r.confidence for r in got) >= 0.9
     one = reader.read_block(text_block(["Test One"]))
     assert [r.text for r in one] == ["Test One"]
+    small = reader.read_block(text_block(["Prefilled Coin of", "the Moon Forever"], size=11))
+    assert [r.text for r in small] == ["Prefilled Coin of", "the Moon Forever"]
 
 
 def test_a_review_screen_read_back(reader):
