@@ -30,6 +30,7 @@ UNIQUE = 0.8  # a reference whose second-best place scores this much would be am
 APART = 0.8  # a wait image must score less than this on the screen before it
 PHOTO_LIKE = 160  # distinct colours (5 bits a channel) above which a crop is a photo
 CLICK_BOX = (96, 32)  # points: the crop around a click when its element has no edge
+BUTTON = (420, 90)  # points: a face larger than this around a click is a card, not a button
 MARGIN = 6  # points around an element's edge in its crop
 COPY_WAIT = 3.0  # seconds after a click in which a copied address belongs to it
 TERMINAL_KEYS = 1.5  # seconds before the person's Enter in which keys are the terminal's
@@ -147,7 +148,7 @@ class Session:
             c.n = i
         for group, tail in ((launch, end), (reset, self.screens[-1][1] if self.screens else None)):
             for a, b in zip(group, group[1:], strict=False):
-                a.after = b.before
+                a.after = b.look
             if group:
                 group[-1].after = tail
         return launch, reset, mark, end
@@ -157,10 +158,10 @@ class Session:
         shown = [img for st, img in self.screens if st <= t]
         return shown[-1] if shown else None
 
-    def settle_delay(self, c: Click, shown: Image.Image) -> float:
+    def settle_delay(self, c: Click, shown: Image.Image, ignore=()) -> float:
         """Seconds from a click until the screen `shown` (the next one) appeared."""
         for st, img in self.screens:
-            if st > c.t and not changed_much(img, shown):
+            if st > c.t and not changed_much(img, shown, ignore):
                 return st - c.t
         return 0.0
 
@@ -375,9 +376,11 @@ def good_reference(frame: Image.Image, box, avoid: list, before: Image.Image | N
     return before is None or best_score(before, crop) < APART
 
 
-def components(frame: Image.Image, ratio: float) -> list[tuple[int, int, int, int]]:
+def components(frame: Image.Image, ratio: float, depth: int = 1) -> list[tuple[int, int, int, int]]:
     """The boxes of what is drawn on the window's background: words merged into lines,
-    a button with its face, an icon; top to bottom."""
+    a button with its face, an icon; top to bottom. Inside a large one (a card, a dialog)
+    also what is drawn on its own background, so a title inside a dialog can be chosen
+    without the rest of it."""
     import cv2
 
     np = _np()
@@ -400,15 +403,27 @@ def components(frame: Image.Image, ratio: float) -> list[tuple[int, int, int, in
         box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
         if box[2] - box[0] >= 12 * ratio and box[3] - box[1] >= 8 * ratio:
             out.append(box)
+            big = box[2] - box[0] > 100 * ratio and box[3] - box[1] > 60 * ratio
+            if depth and big:
+                inner = components(frame.crop(box), ratio, depth - 1)
+                out += [
+                    (box[0] + b[0], box[1] + b[1], box[0] + b[2], box[1] + b[3])
+                    for b in inner
+                    if (b[2] - b[0], b[3] - b[1]) != (box[2] - box[0], box[3] - box[1])
+                ]
     return sorted(out, key=lambda b: (b[1], b[0]))
 
 
 def distinctive(
-    frame: Image.Image, ratio: float, avoid: list, before: Image.Image | None = None
+    frame: Image.Image,
+    ratio: float,
+    avoid: list,
+    before: Image.Image | None = None,
+    others: list[Image.Image] = (),
 ) -> tuple[int, int, int, int] | None:
-    """A reference crop that tells this screen from the one `before` it: the top-most
-    drawn thing (a title, a button) that is detailed, unique here, not the coin's, and
-    not on the screen before; with a margin of background around it."""
+    """A reference crop that tells this screen from the one `before` it and from the
+    `others` of the session: the top-most drawn thing (a title, a button) that is
+    detailed, unique here, not the coin's, and on none of those; with a margin."""
     np = _np()
     if before is not None and before.size == frame.size:
         diff = (
@@ -433,7 +448,9 @@ def distinctive(
             min(frame.width, box[2] + m),
             min(frame.height, box[3] + m),
         )
-        if good_reference(frame, grown, avoid, before):
+        if good_reference(frame, grown, avoid, before) and all(
+            best_score(o, frame.crop(grown)) < APART for o in others
+        ):
             return grown
     return None
 
@@ -445,6 +462,19 @@ def click_reference(
     where it finds the image, clicks the same spot), and whether it is a good reference."""
     px, py = point
     elem = element_box(frame, point)
+    if (
+        elem is not None
+        and (elem[2] - elem[0]) * (elem[3] - elem[1]) > (BUTTON[0] * BUTTON[1]) * ratio**2
+    ):
+        # A card or a dialog of the button's own colour: the button is what is drawn
+        # around the point inside it (its label), the smallest such thing.
+        inside = [b for b in components(frame, ratio) if b[0] <= px < b[2] and b[1] <= py < b[3]]
+        inside = [
+            b
+            for b in inside
+            if (b[2] - b[0]) * (b[3] - b[1]) < (elem[2] - elem[0]) * (elem[3] - elem[1])
+        ]
+        elem = min(inside, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) if inside else None
     m = round(MARGIN * ratio)
     if elem is not None:
         hw = max(px - elem[0], elem[2] - px) + m
@@ -549,24 +579,42 @@ class Proposer:
         self._photos: dict[int, Any] = {}
         self._screens: list[Image.Image] = []
         self._waits: list[Row] = []  # wait/verify rows so far: their images may be reused
-        # Where the coin shows on any screen: a place whose look changes with the coin (a
-        # tile that later holds its photo, a field that later holds its name) is never
-        # a reference image, on any screen.
-        self._everywhere: list = []
+        self._frames: list[Image.Image] = []  # every frame of the session, for avoid()
+        self._ids: dict[int, int] = {}
 
     # -- what each screen shows --------------------------------------------------------------
     def screen_id(self, img: Image.Image) -> int:
-        """Distinct screens get numbers (0: the start screen); check = false goes on the
-        images of the others, which plain `flow check` cannot see."""
+        """Distinct screens get numbers in the order the launch first shows them (0: the
+        start screen): the coin's text and photo and a focus ring make no new screen.
+        check = false goes on the images of screens other than 0."""
+        key = id(img)
+        if key in self._ids:
+            return self._ids[key]
         for i, known in enumerate(self._screens):
-            if not changed_much(known, img):
+            if not changed_much(known, img, self.coin_boxes(known) + self.coin_boxes(img)):
+                self._ids[key] = i
                 return i
         self._screens.append(img)
-        return len(self._screens) - 1
+        self._ids[key] = len(self._screens) - 1
+        return self._ids[key]
+
+    def same_screen(self, a: Image.Image, b: Image.Image) -> bool:
+        return self.screen_id(a) == self.screen_id(b)
 
     def avoid(self, img: Image.Image) -> list:
-        """Boxes of a screen that show the coin itself (its text, its photo): a reference
-        image there would match this coin only."""
+        """Where a reference image must not be on this screen: where it, or the same
+        screen at another moment, shows the coin (a tile that later holds the photo, a
+        field that later holds the name): such a place looks different for every coin."""
+        sid = self.screen_id(img)
+        out = list(self.coin_boxes(img))
+        for other in self._frames:
+            if other is not img and self.screen_id(other) == sid:
+                out += self.coin_boxes(other)
+        return out
+
+    def coin_boxes(self, img: Image.Image) -> list:
+        """Boxes of this frame that show the coin itself (its text, its photo) or a token
+        address (another at every launch)."""
         key = id(img)
         if key not in self._avoid:
             lines = self.finder.find_lines(img)
@@ -575,7 +623,7 @@ class Proposer:
             boxes += [b for r, b in lines if ADDRESS_LIKE.search(r.text.replace(" ", ""))]
             photo = self.photo_on(img)
             self._avoid[key] = [*boxes, photo[0]] if photo else boxes
-        return self._avoid[key] + self._everywhere
+        return self._avoid[key]
 
     def photo_on(self, img: Image.Image):
         """Where the coin's photo shows on this screen (cached: the search is the slow part)."""
@@ -600,7 +648,7 @@ class Proposer:
             else self.names(fallback)
         )
         keys: dict[str, Any] = {"name": name, "action": "click"}
-        row = Row(section, keys, screen=look, screen_id=self.screen_id(c.before))
+        row = Row(section, keys, screen=look, screen_id=self.screen_id(c.look))
         if good and by_image:
             keys["image"] = f"{name}.png"
             row.image = look.crop(box)
@@ -626,7 +674,9 @@ class Proposer:
                 row = Row("step", keys, screen=shown, screen_id=sid)
                 break
         else:
-            box = distinctive(shown, self.r, self.avoid(shown), before)
+            sid_others = {self.screen_id(f): f for f in self._frames}
+            sid_others.pop(sid, None)
+            box = distinctive(shown, self.r, self.avoid(shown), before, list(sid_others.values()))
             if box is None:
                 return None
             name = self._crop_name(shown, box, "on", "screen")
@@ -724,9 +774,12 @@ class Proposer:
             before, after = launch[: irreversible - 1], launch[irreversible:]
         start = before[0].look if before else spend.look
         self.screen_id(start)
-        frames = [c.before for c in [*launch, *reset]] + [spend.before]
-        everywhere = [b for img in frames for b in self.avoid(img)]
-        self._everywhere = everywhere
+        # Screens are numbered in the order the launch showed them, the way back last.
+        self._frames = [c.look for c in launch] + ([mark.look] if mark is not None else [])
+        self._frames += [end] if end is not None else []
+        self._frames += [c.look for c in reset] + [c.after for c in reset[-1:] if c.after]
+        for img in self._frames:
+            self.screen_id(img)
         rows: list[Row] = [Row("step", {"name": self.names("front"), "action": "activate"})]
         start_row = self._wait_row(start, None, 0.0, action="verify")
         if start_row is None:
@@ -736,13 +789,13 @@ class Proposer:
         typed_last = picked_last = 0
         for i, c in enumerate(before):
             starts[i] = len(rows)
-            nxt = c.after if c.after is not None else spend.before
+            nxt = c.after if c.after is not None else spend.look
             point = (round(c.at[0] * self.r), round(c.at[1] * self.r))
-            thumb = self.photo_on(c.before)
+            thumb = self.photo_on(c.look)
             field_name = self._field(c)
             if thumb is not None and _box_overlaps(thumb[0], (*point, point[0] + 1, point[1] + 1)):
                 # The coin's thumbnail in the picker: prove it is the newest, click its place.
-                sid = self.screen_id(c.before)
+                sid = self.screen_id(c.look)
                 keys = {
                     "name": self.names("first-photo-is-coin"),
                     "action": "check_photo",
@@ -765,10 +818,11 @@ class Proposer:
                     "field": field_name,
                     "clear": True,
                 }
-                rows.append(Row("step", keys, screen=c.before, screen_id=self.screen_id(c.before)))
+                rows.append(Row("step", keys, screen=c.before, screen_id=self.screen_id(c.look)))
                 typed_last = i + 1
-            if nxt is not None and changed_much(c.before, nxt):
-                wait = self._wait_row(nxt, c.look, self.s.settle_delay(c, nxt))
+            if nxt is not None and not self.same_screen(c.look, nxt):
+                delay = self.s.settle_delay(c, nxt, self.coin_boxes(nxt))
+                wait = self._wait_row(nxt, c.look, delay)
                 if wait is None:
                     self.notes.append(
                         f"no unique image on the screen after click {c.n}; the next step"
@@ -784,8 +838,8 @@ class Proposer:
         starts[len(before)] = len(rows)
         # Read back on the screens after the last typing and the last pick, up to the spend.
         first = max(typed_last, picked_last)
-        screens = [(i, before[i].before) for i in range(first, len(before))]
-        reads = self.read_back([*screens, (len(before), spend.before)])
+        screens = [(i, before[i].look) for i in range(first, len(before))]
+        reads = self.read_back([*screens, (len(before), spend.look)])
         spend_row = self._click_row(spend, "step", "spend", irreversible=True)
         spend_row.comment = "THE click that spends money: you said so when recording"
         spend_row.note_on = "irreversible"
@@ -823,7 +877,7 @@ class Proposer:
     def _after(self, spend: Click, after: list[Click], end: Image.Image | None) -> list[Row]:
         shown = after[0].before if after else (end if spend.n else None)
         outcome = None
-        if shown is not None and changed_much(spend.before, shown):
+        if shown is not None and not self.same_screen(spend.look, shown):
             outcome = self._wait_row(shown, spend.look, 0.0, action="outcome")
         if outcome is None:
             name = self.names("outcome")
@@ -855,12 +909,23 @@ class Proposer:
         return rows
 
     def _reset(self, clicks: list[Click], start_row: Row) -> list[Row]:
+        """The way back to the start: every click of the last part that brought the app to
+        a screen seen earlier in the launch (Cancel, Back, Close; optional, so each runs
+        only where its screen shows), and the fields it emptied. Clicks that went forward
+        (to reach a deeper screen to come back from) are left out."""
         rows = [Row("reset", {"name": self.names("reset-front"), "action": "activate"})]
+        forward = 0
         for c in clicks:
             if c.typed and c.typed.get("cleared") and not c.typed.get("text"):
                 row = self._click_row(c, "reset", "empty-field", by_image=False, clear=True)
                 row.comment = "click the field and empty it"
                 rows.append(row)
+                continue
+            # Screen numbers follow the order the launch first showed them: lower is nearer
+            # the start screen (0); a screen never seen while launching counts as deeper.
+            here = self.screen_id(c.look)
+            if c.after is not None and self.screen_id(c.after) >= here:
+                forward += 1
                 continue
             row = self._click_row(c, "reset", "back")
             if "image" in row.keys:
@@ -870,7 +935,12 @@ class Proposer:
             rows.append(row)
         keys = {"name": self.names("on-start"), "action": "wait", "image": start_row.keys["image"]}
         rows.append(Row("reset", keys, "back on the start screen", start_row.screen))
-        if not clicks:
+        if forward:
+            self.notes.append(
+                f"{forward} click(s) of the way back went forward (to a deeper screen) and are"
+                " not in [[reset]]"
+            )
+        if len(rows) == 2:
             self.notes.append(
                 "no way back to the start screen was recorded: [[reset]] only checks that the"
                 " start screen shows (record again and answer the last question, or edit it)"

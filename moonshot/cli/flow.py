@@ -593,9 +593,11 @@ def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) 
             click.echo(f"   the button is at {mark.x:g},{mark.y:g} in the window")
         chosen = 0 if answer == "p" else int(answer)
         _ask(
-            "4. Now go back to the start screen by hand, as after a failed attempt (Cancel,"
-            " Back, empty the fields): these clicks become the [[reset]] steps. Then press"
-            " Enter here (at once if you are back already)."
+            "4. The way back, for the [[reset]] steps: from as deep as you like (go forward"
+            " again to the screen before the spending button, without clicking it), come back"
+            " to the start screen with Cancel, Back, Close, and empty the fields. Clicks that"
+            " bring you back to an earlier screen are kept; clicks forward are left out. Then"
+            " press Enter here."
         )
         rec.phase("reset-end")
     except (KeyboardInterrupt, click.Abort):

@@ -126,7 +126,7 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
         rec.wait_for("3. Which click spends money?")
         assert "7 clicks in the app window" in rec.output()
         rec.answer("5")
-        rec.wait_for("4. Now go back to the start screen")
+        rec.wait_for("4. The way back")
         person.click(200, 118)  # empty the fields, as after a failed attempt
         person.keys("ctrl+a", "BackSpace")
         person.click(200, 188)
