@@ -215,3 +215,48 @@ def test_interrupts_reset_steps_and_read_back_regions_are_captured_by_name(setup
     )
     assert wrong.exit_code == 1 and "--image must name one of its other images" in wrong.output
     assert fake.clicks == []
+
+
+def test_flow_show_draws_every_step_with_its_image_pixel_for_pixel(setup, monkeypatch):
+    from moonshot.app import display
+
+    home, flow_file, fake = setup
+    monkeypatch.setattr(display, "problem", lambda: None)  # the fake screen is "reachable"
+    for step, box in (("form", "10,10,200,30"), ("tap-create", "10,340,280,40")):
+        done = run(home, "flow", "calibrate", "--step", step, "--box", box)
+        assert done.exit_code == 0, done.output
+    fake.scene = "picker"
+    done = run(home, "flow", "calibrate", "--step", "picker", "--box", "10,10,150,30")
+    assert done.exit_code == 0, done.output
+    fake.scene = "form"
+    shown = run(home, "flow", "show")
+    assert shown.exit_code == 0, shown.output
+    assert "contact sheet:" in shown.output and "no live column" not in shown.output
+    out = home / "logs" / "flow-show"
+    index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    fl = flowmod.load(flow_file)
+    assert [e["step"] for e in index["steps"]] == [s.name for s in fl.entries]
+    with Image.open(out / "sheet.png") as img:
+        sheet = img.convert("RGB")
+    compared = 0
+    for entry in index["steps"]:
+        step = fl.entry(entry["step"])
+        if step.image is None or not step.image.is_file() or entry.get("scaled"):
+            continue
+        x, y, w, h = entry["crop"]
+        with Image.open(step.image) as ref:
+            assert (
+                ImageChops.difference(
+                    sheet.crop((x, y, x + w, y + h)), ref.convert("RGB")
+                ).getbbox()
+                is None
+            )
+        compared += 1
+    assert compared >= 5
+    live = {e["step"]: e["live"] for e in index["steps"]}
+    assert live["form"].startswith("now: match 1.00")  # the form shows: found where it is
+    assert "not this screen" in live["picker"]  # the picker does not show now
+    assert (home / "logs" / "flow-show" / "index.html").read_text().count("<tr>") == 1 + len(
+        index["steps"]
+    )
+    assert (flow_file.parent / "screens" / "picker.png").is_file()  # captured on its screen
