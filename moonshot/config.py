@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from moonshot import platform
 from moonshot.errors import ConfigError
+from moonshot.ops import alert_urls
 
 
 @dataclass
@@ -95,6 +97,21 @@ class HealthConfig:
 
 
 @dataclass
+class AlertsConfig:
+    # apprise URLs without a token (macosx://, json://localhost/...); a URL with a token
+    # (tgram://, discord://, slack://, ...) is a secret: MOONSHOT_ALERT_URLS (secrets.py).
+    urls: list[str] = field(default_factory=list)
+    source_down_after: float = 900.0  # the source unreachable this long: an alert
+    max_per_hour: int = 20  # messages; beyond it, waiting alerts go out as one message
+    timeout: float = 30.0  # seconds a receiver may take (connect, then each read)
+    retry_base: float = 10.0  # first wait after a failed delivery; doubles each time
+    retry_max: float = 1800.0
+    max_age: float = 86400.0  # an alert not delivered by then is given up (expired)
+    daily_summary: str = ""  # "HH:MM" local time; empty: no daily summary
+    watch_interval: int = 300  # seconds between `moonshot watch` runs (its launchd agent)
+
+
+@dataclass
 class Config:
     home: Path
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -105,6 +122,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     ingest: IngestConfig = field(default_factory=lambda: IngestConfig())
     policy: PolicyConfig = field(default_factory=lambda: PolicyConfig())
 
@@ -233,7 +251,24 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         if value not in allowed:
             raise ConfigError(f"{section}.{key} = {value!r}: expected one of {', '.join(allowed)}")
     _check_ranges(cfg)
+    _check_alerts(cfg, "MOONSHOT_ALERTS_URLS" if "MOONSHOT_ALERTS_URLS" in env else str(path))
     return cfg
+
+
+def _check_alerts(cfg: Config, origin: str) -> None:
+    """A URL with a token is a secret: refused here, with where it belongs."""
+    for i, url in enumerate(cfg.alerts.urls, 1):
+        why = alert_urls.secret_reason(url)
+        if why:
+            raise ConfigError(
+                f"{origin}: alerts.urls #{i} ({alert_urls.label(url)}) {why}; put it in"
+                f" {alert_urls.SECRET_NAME} (environment, Keychain or moonshot.env), not here"
+            )
+    summary = cfg.alerts.daily_summary
+    if summary and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", summary):
+        raise ConfigError(
+            f"alerts.daily_summary = {summary!r}: expected HH:MM (local time), or empty for none"
+        )
 
 
 # Numbers below these make no sense (0 attempts, an empty batch); every other number
@@ -249,6 +284,10 @@ MINIMUMS = {
     ("photos", "import_attempts"): 1,
     ("launch", "prepare_attempts"): 1,
     ("service", "idle_sleep_max"): 0.01,
+    ("alerts", "max_per_hour"): 1,
+    ("alerts", "timeout"): 0.1,
+    ("alerts", "retry_base"): 0.01,
+    ("alerts", "watch_interval"): 60,
 }
 MAXIMUMS = {("spool", "jpeg_quality"): 95}
 

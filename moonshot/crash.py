@@ -23,12 +23,15 @@ CRASH_EXIT = 86
 _hits: dict[str, int] = {}
 
 
-def point(name: str) -> None:
+def point(name: str, known: tuple[str, ...] = CRASH_POINTS, prefix: str = "") -> None:
+    """`known` and `prefix`: another family of points with its own list (the alert
+    sender's, MOONSHOT_CRASH_AT=alert_<point>)."""
     spec = os.environ.get("MOONSHOT_CRASH_AT")
     if not spec:
         return
-    if name not in CRASH_POINTS:
-        raise ValueError(f"unknown crash point {name}")
+    if name not in known:
+        raise ValueError(f"unknown crash point {prefix}{name}")
+    name = prefix + name
     target, _, count = spec.partition(":")
     if target != name:
         return

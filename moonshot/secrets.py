@@ -15,7 +15,13 @@ from pathlib import Path
 from moonshot import platform
 from moonshot.ports import Check
 
-NAMES = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL", "X_BEARER_TOKEN")
+NAMES = (
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_DB_URL",
+    "X_BEARER_TOKEN",
+    "MOONSHOT_ALERT_URLS",  # apprise URLs with a token (moonshot/ops/alerts.py)
+)
 KEYCHAIN_SERVICE = "moonshot"
 ENV_FILE = "moonshot.env"
 SECURITY_NOT_FOUND = 44  # `security`: the item could not be found in the keychain

@@ -17,7 +17,7 @@ from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
 from moonshot.errors import MoonshotError, TransientError
-from moonshot.ops import cleanup, logs
+from moonshot.ops import alerts, cleanup, logs
 from moonshot.pipeline import Pipeline
 from moonshot.spool_watch import SpoolWatcher
 from moonshot.store import Store
@@ -70,6 +70,8 @@ class Service:
         self._next_keepalive = 0.0
         self._last_heartbeat = 0.0
         self._cleanup = cleanup.Schedule(cfg, self.store)
+        # Issue 16: alert receivers (ConfigError if apprise cannot use a URL), source hooks.
+        self.alerts = alerts.Alerts(cfg, self.store, stages, clock)
         self._last_progress: float | None = None
         self._locks: list[int] = []
 
@@ -105,6 +107,7 @@ class Service:
         now = self.clock() if now is None else now
         self._lock_stages()
         self._started = True
+        self.alerts.on_start(now)  # before recovery and the first heartbeat (a crash alert)
         # A sync-only agent must not touch `launching`: the launcher agent may be mid-launch.
         recovered = self.pipeline.recover(now) if self.launches else 0
         found = self.watcher.rescan() if self.sync else 0
@@ -123,6 +126,8 @@ class Service:
                     self._stops.append(watch_fn(wake))
 
     def close(self) -> None:
+        # The sender's last round, bounded: what it cannot send waits in the alerts table.
+        self.alerts.stop(min(self.cfg.service.stop_timeout / 2, 2 * self.cfg.alerts.timeout + 5))
         for stop in reversed(self._stops):
             try:
                 stop()
@@ -285,7 +290,9 @@ class Service:
             incoming = source.poll(now, self.cfg.source.batch)
         except MoonshotError as exc:
             self.log.warning("source poll failed: %s", exc)
+            self.alerts.source_failed(exc, now)
             return False
+        self.alerts.source_ok(now)
         for coin in incoming:
             user = coin.twitter_user or self.cfg.source.default_twitter_user
             coin_id, created = self.store.add_coin(

@@ -20,6 +20,7 @@ import sqlite_utils
 
 from moonshot import machine
 from moonshot.errors import MoonshotError, StaleState
+from moonshot.ops import alert_events
 from moonshot.ports import Coin, IncomingCoin
 
 BUSY_TIMEOUT_MS = 15_000
@@ -148,8 +149,39 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["decisions"].create_index(["twitter_user", "decision", "ts"])
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # Issue 16: alerts, persisted like the outbox. A transition that raises one inserts it
+    # in its own transaction (commit_transition); `key` is unique, so an event is recorded
+    # once; a sender thread delivers it (moonshot/ops/alerts.py) and marks it sent.
+    db["alerts"].create(
+        {
+            "id": int,
+            "key": str,  # dedup key: <event>:<coin>:<transition id>, <event>:<since>, ...
+            "event": str,
+            "coin_id": int,
+            "ticker": str,
+            "state": str,
+            "reason": str,
+            "command": str,  # what settles it
+            "attachment": str,  # a screenshot in logs/screens/, sent with it
+            "created_at": str,
+            "attempts": int,  # failed delivery rounds
+            "next_try": float,
+            "last_error": str,  # names the receiver by scheme and host only
+            "delivered": str,  # JSON list: the receivers (URL fingerprints) that have it
+            "sent_at": str,
+            "status": str,  # pending | sent | expired
+        },
+        pk="id",
+        not_null={"key", "event", "created_at", "status"},
+        defaults={"attempts": 0, "next_try": 0.0, "delivered": "[]", "status": "pending"},
+    )
+    db["alerts"].create_index(["key"], unique=True)
+    db["alerts"].create_index(["status", "next_try"])
+
+
 # Schema version = PRAGMA user_version; MIGRATIONS[n-1] moves version n-1 to n.
-MIGRATIONS = [_migration_1, _migration_2]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -291,7 +323,7 @@ class Store:
             )
             if cur.rowcount != 1:
                 raise StaleState(f"coin {coin_id} is no longer {from_state}")
-            conn.execute(
+            audit = conn.execute(
                 "INSERT INTO transitions (coin_id, from_state, to_state, trigger, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     coin_id,
@@ -303,9 +335,15 @@ class Store:
                 ),
             )
             if to_state != from_state:
-                source, ref = conn.execute(
-                    "SELECT source, source_ref FROM coins WHERE id = ?", (coin_id,)
+                source, ref, ticker = conn.execute(
+                    "SELECT source, source_ref, ticker FROM coins WHERE id = ?", (coin_id,)
                 ).fetchone()
+                reason = detail.get("reason") or changes.get("last_error")
+                alert = alert_events.for_transition(
+                    coin_id, ticker, to_state, reason, audit.lastrowid
+                )
+                if alert is not None:
+                    self._record_alert(conn, alert, stamp)
                 if source not in LOCAL_SOURCES:
                     row = conn.execute(
                         "SELECT image_filename, photos_asset_id, token_address, last_error FROM coins WHERE id = ?",
@@ -460,6 +498,85 @@ class Store:
         return self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[
             0
         ]
+
+    # -- alerts (issue 16; the logic is in moonshot/ops/alerts.py) ----------------------
+    def _record_alert(self, conn: sqlite3.Connection, alert: dict[str, Any], stamp: str) -> bool:
+        row = {**alert, "created_at": stamp}
+        cur = conn.execute(
+            f"INSERT OR IGNORE INTO alerts ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+        return cur.rowcount == 1
+
+    def record_alert(
+        self,
+        alert: dict[str, Any],
+        *,
+        now: float | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> bool:
+        """An alert that no transition raises (the source down, a launch limit...), with
+        the meta keys of its episode in the same transaction. False: the key was known."""
+        with self.write() as conn:
+            if meta:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    list(meta.items()),
+                )
+            return self._record_alert(conn, alert, iso(now))
+
+    def alerts_due(self, now: float, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE status = 'pending' AND next_try <= ? ORDER BY id LIMIT ?",
+            (now, limit),
+        )
+        return [self._alert_row(r) for r in rows]
+
+    def alert_progress(
+        self,
+        alert_id: int,
+        delivered: list[str],
+        *,
+        sent: bool,
+        error: str | None = None,
+        next_try: float = 0.0,
+        now: float | None = None,
+    ) -> None:
+        """After a delivery round: sent to every receiver, or one more failed attempt."""
+        with self.write() as conn:
+            if sent:
+                conn.execute(
+                    "UPDATE alerts SET status = 'sent', sent_at = ?, delivered = ? WHERE id = ?",
+                    (iso(now), json.dumps(sorted(delivered)), alert_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_try = ?,"
+                    " delivered = ? WHERE id = ?",
+                    (error, next_try, json.dumps(sorted(delivered)), alert_id),
+                )
+
+    def alerts_expire(self, before: float) -> int:
+        with self.write() as conn:
+            return conn.execute(
+                "UPDATE alerts SET status = 'expired' WHERE status = 'pending' AND created_at < ?",
+                (iso(before),),
+            ).rowcount
+
+    def alerts_pending(self) -> int:
+        return self.db.execute("SELECT count(*) FROM alerts WHERE status = 'pending'").fetchone()[0]
+
+    def alerts(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM alerts", []
+        if status:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += f" ORDER BY id DESC LIMIT {int(limit)}"
+        return [self._alert_row(r) for r in self.db.query(sql, params)]
+
+    @staticmethod
+    def _alert_row(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "delivered": json.loads(row["delivered"] or "[]")}
 
     # -- meta (heartbeat, cursors) ---------------------------------------------------
     def meta_get(self, key: str) -> str | None:

@@ -82,7 +82,8 @@ def print_(ctx: click.Context, split: bool, python: str | None, out: Path | None
 @python_option
 @click.pass_context
 def install(ctx: click.Context, split: bool, python: str | None) -> None:
-    """Write ~/Library/LaunchAgents/<label>.plist and bootstrap it in gui/<uid>."""
+    """Write ~/Library/LaunchAgents/<label>.plist for the service and com.moonshot.watch,
+    and bootstrap them in gui/<uid>."""
     for path in _guard(agents.install, _cfg(ctx), split=split, python=python):
         click.echo(f"installed {path}")
 
@@ -106,7 +107,8 @@ def restart() -> None:
 @launchd.command()
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def status(as_json: bool) -> None:
-    """Each installed agent: loaded, state, pid, last exit code. Exit 1 unless all run."""
+    """Each installed agent: loaded, state, pid, last exit code. Exit 1 unless the service
+    runs (and the watch agent is loaded)."""
     entries = _guard(agents.status)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
@@ -115,7 +117,7 @@ def status(as_json: bool) -> None:
     for e in [] if as_json else entries:
         extra = "".join(f" {k}={e[k]}" for k in ("pid", "last_exit_code", "runs") if k in e)
         click.echo(f"{e['label']}: {e['state']}{extra}")
-    ok = bool(entries) and all(e["state"] == "running" for e in entries)
+    ok = bool(entries) and all(e["ok"] for e in entries)
     sys.exit(RET_OK if ok else RET_NOT_RUNNING)
 
 

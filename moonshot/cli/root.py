@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moonshot.cli.flow",
     "moonshot.cli.ingest",
     "moonshot.cli.dashboard",
+    "moonshot.cli.alerts",
 )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from moonshot import adapters, config, secrets
 from moonshot.errors import MoonshotError
+from moonshot.ops import alerts
 from moonshot.ports import Check
 from moonshot.store import SCHEMA_VERSION, Store
 
@@ -91,6 +92,7 @@ def run_checks(home: str | None) -> list[Check]:
         ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY") if cfg.source.kind == "supabase" else ()
     )
     out.extend(secrets.checks(cfg.home, required=required))
+    out.extend(alerts.checks(cfg))
     out.extend(_adapter_checks("source", lambda: adapters.build_source(cfg)))
     library_holder: dict = {}
 

@@ -22,7 +22,11 @@ from moonshot.errors import MoonshotError, PortUnavailable
 # The single agent runs every stage; --split gives the plan's two agents.
 SINGLE = (("com.moonshot.agent", "all"),)
 SPLIT = (("com.moonshot.photosync", "sync"), ("com.moonshot.watcher", "launch"))
-ALL_LABELS = tuple(label for label, _ in SINGLE + SPLIT)
+# Beside either layout: `moonshot watch` every alerts.watch_interval seconds, which
+# alerts when the service is dead or hung and delivers the alerts a dead one left.
+WATCH = "com.moonshot.watch"
+SERVICE_LABELS = tuple(label for label, _ in SINGLE + SPLIT)
+ALL_LABELS = (*SERVICE_LABELS, WATCH)
 
 # A crash loop restarts at most every 30 s (launchd's default is 10 s).
 THROTTLE_INTERVAL = 30
@@ -36,7 +40,7 @@ SYSTEM_PATH = ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin", "/bin", "/usr/
 @dataclass(frozen=True)
 class Agent:
     label: str
-    stages: str  # all | sync | launch: passed to `moonshot run --stages`
+    stages: str | None  # all | sync | launch: `moonshot run --stages`; None: the watch agent
     plist: dict[str, Any]
 
     @property
@@ -53,7 +57,8 @@ def exit_timeout(stop_timeout: float) -> int:
 
 def render(cfg: Config, *, split: bool = False, python: str | None = None) -> list[Agent]:
     """The agents for this home: one (`com.moonshot.agent`) or, split, the sync agent
-    and the launcher agent. `python` is the interpreter launchd runs (absolute)."""
+    and the launcher agent; then the watch agent. `python` is the interpreter launchd
+    runs (absolute)."""
     python = os.path.abspath(python or sys.executable)
     home = str(cfg.home)
     path = ":".join(dict.fromkeys((os.path.dirname(python), *SYSTEM_PATH)))
@@ -89,7 +94,26 @@ def render(cfg: Config, *, split: bool = False, python: str | None = None) -> li
             "ProcessType": "Interactive",
         }
         agents.append(Agent(label, stages, plist))
+    agents.append(Agent(WATCH, None, _watch_plist(cfg, python, path)))
     return agents
+
+
+def _watch_plist(cfg: Config, python: str, path: str) -> dict[str, Any]:
+    home = str(cfg.home)
+    return {
+        "Label": WATCH,
+        "ProgramArguments": [python, "-m", "moonshot", "--home", home, "watch"],
+        "WorkingDirectory": home,
+        "EnvironmentVariables": {"PATH": path, "MOONSHOT_HOME": home, "PYTHONUNBUFFERED": "1"},
+        "RunAtLoad": True,
+        # A short check, not a service: launchd starts it again after this many seconds.
+        "StartInterval": int(cfg.alerts.watch_interval),
+        "StandardOutPath": str(cfg.logs_dir / "launchd-watch.out.log"),
+        "StandardErrorPath": str(cfg.logs_dir / "launchd-watch.err.log"),
+        # macosx:// notifications and the Keychain need the logged-in user's session.
+        "LimitLoadToSessionType": "Aqua",
+        "ProcessType": "Background",
+    }
 
 
 def agents_dir() -> Path:
@@ -195,7 +219,7 @@ def uninstall() -> list[str]:
 def restart() -> list[str]:
     """kickstart -k: TERM the running service (graceful) and start it again."""
     _require_macos()
-    labels = installed_labels()
+    labels = [label for label in installed_labels() if label in SERVICE_LABELS]
     if not labels:
         raise MoonshotError("no moonshot agent is installed; run `moonshot launchd install`")
     for label in labels:
@@ -207,7 +231,8 @@ _FIELD = re.compile(r"^\s*(state|pid|last exit code|runs)\s*=\s*(.+?)\s*$")
 
 
 def status() -> list[dict[str, Any]]:
-    """One entry per installed agent: loaded, state, pid, last exit code, from `launchctl print`."""
+    """One entry per installed agent: loaded, state, pid, last exit code, from `launchctl
+    print`; `ok`: a service agent is running, the watch agent (between runs) is loaded."""
     _require_macos()
     out = []
     for label in installed_labels():
@@ -219,5 +244,6 @@ def status() -> list[dict[str, Any]]:
             if m:
                 entry.setdefault(m[1].replace(" ", "_"), m[2])
         entry.setdefault("state", "not loaded" if proc.returncode else "unknown")
+        entry["ok"] = entry["loaded"] if label == WATCH else entry["state"] == "running"
         out.append(entry)
     return out

@@ -14,7 +14,7 @@ from moonshot.config import Config
 from moonshot.fsutil import PART
 from moonshot.gate import LaunchGate
 from moonshot.naming import parse_name
-from moonshot.ops import health
+from moonshot.ops import alerts, health
 from moonshot.store import Store
 
 
@@ -93,6 +93,7 @@ def collect(
         "attention": attention,
         "held": held,
         "outbox_pending": store.outbox_pending(),
+        "alerts": undelivered_alerts(cfg, store),
         "unknown_spool_files": unknown_spool_files(cfg),
         "launch_mode": cfg.launch.mode,
         "tweets": tweet_decisions(store, now),
@@ -142,6 +143,18 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"held in confirmed: coin {h['id']} {h['ticker']}: {h['reason']}")
     if r["outbox_pending"]:
         lines.append(f"reports waiting for the source: {r['outbox_pending']}")
+    waiting = r.get("alerts") or {}
+    if waiting.get("pending") and not waiting["receivers"]:
+        lines.append(
+            f"alerts: no alert URL configured; {waiting['pending']} event(s) told to nobody"
+            " (moonshot alerts list; README: Alerts)"
+        )
+    elif waiting.get("pending"):
+        lines.append(
+            f"alerts not delivered yet: {waiting['pending']}, oldest {waiting['oldest_at']}"
+            + (f" (last error: {waiting['last_error']})" if waiting["last_error"] else "")
+            + "; moonshot alerts list --pending"
+        )
     for name in r["unknown_spool_files"]:
         lines.append(
             f"spool/{name}: not a canonical name ({{twitter_user}}_{{TICKER}}_{{unix_ts}}.jpg), left alone"
@@ -167,3 +180,13 @@ def tweet_decisions(store: Store, now: float) -> dict[str, Any]:
         for d in store.decisions(decision="refused", limit=3)
     ]
     return {**counts, "last_refused": last}
+
+
+def undelivered_alerts(cfg: Config, store: Store) -> dict[str, Any]:
+    """Issue 16: alerts not delivered yet, and to how many receivers they could go."""
+    pending, oldest, error = store.db.execute(
+        "SELECT count(*), min(created_at), (SELECT last_error FROM alerts WHERE status = 'pending'"
+        " AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1) FROM alerts WHERE status = 'pending'"
+    ).fetchone()
+    receivers = len(alerts.targets(cfg))
+    return {"pending": pending, "oldest_at": oldest, "last_error": error, "receivers": receivers}

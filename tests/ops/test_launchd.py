@@ -58,7 +58,7 @@ def run(home, *args):
 
 
 def test_single_agent_plist_key_by_key(cfg):
-    (agent,) = launchd.render(cfg, python="/opt/py/bin/python3")
+    agent, _watch = launchd.render(cfg, python="/opt/py/bin/python3")
     p = plistlib.loads(agent.dumps())
     home = str(cfg.home)
     assert p["Label"] == "com.moonshot.agent" == agent.label
@@ -108,8 +108,9 @@ def test_split_renders_sync_and_launch_agents(cfg):
     assert [(a.label, a.stages) for a in agents] == [
         ("com.moonshot.photosync", "sync"),
         ("com.moonshot.watcher", "launch"),
+        ("com.moonshot.watch", None),
     ]
-    for agent in agents:
+    for agent in agents[:2]:
         p = plistlib.loads(agent.dumps())
         assert p["Label"] == agent.label
         assert p["ProgramArguments"][-2:] == ["--stages", agent.stages]
@@ -119,9 +120,33 @@ def test_split_renders_sync_and_launch_agents(cfg):
         assert p["LimitLoadToSessionType"] == "Aqua"
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_watch_agent_runs_moonshot_watch_every_watch_interval(tmp_path, split):
+    """Issue 16: beside either layout, `moonshot watch` on a timer (not KeepAlive: it is a
+    check that ends), in the user's session (macosx:// and the Keychain need it)."""
+    cfg = config.load(tmp_path, env={"MOONSHOT_ALERTS_WATCH_INTERVAL": "120"})
+    *_, watch = launchd.render(cfg, split=split, python="/opt/py/bin/python3")
+    p = plistlib.loads(watch.dumps())
+    assert p["Label"] == launchd.WATCH == "com.moonshot.watch"
+    home = str(cfg.home)
+    assert p["ProgramArguments"] == [
+        "/opt/py/bin/python3",
+        "-m",
+        "moonshot",
+        "--home",
+        home,
+        "watch",
+    ]
+    assert p["StartInterval"] == 120 and p["RunAtLoad"] is True
+    assert "KeepAlive" not in p
+    assert p["LimitLoadToSessionType"] == "Aqua"
+    assert p["StandardErrorPath"] == str(cfg.logs_dir / "launchd-watch.err.log")
+    assert set(p["EnvironmentVariables"]) == {"PATH", "MOONSHOT_HOME", "PYTHONUNBUFFERED"}
+
+
 def test_exit_timeout_follows_stop_timeout(tmp_path):
     cfg = config.load(tmp_path, env={"MOONSHOT_SERVICE_STOP_TIMEOUT": "42.5"})
-    (agent,) = launchd.render(cfg)
+    agent, _watch = launchd.render(cfg)
     assert agent.plist["ExitTimeOut"] == 43 + launchd.EXIT_MARGIN
 
 
@@ -145,8 +170,8 @@ def test_plist_never_holds_a_secret(cfg, monkeypatch):
 def test_default_python_is_this_interpreter(cfg):
     import sys
 
-    (agent,) = launchd.render(cfg)
-    assert agent.plist["ProgramArguments"][0] == os.path.abspath(sys.executable)
+    for agent in launchd.render(cfg):
+        assert agent.plist["ProgramArguments"][0] == os.path.abspath(sys.executable)
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -159,10 +184,15 @@ def test_reference_files_match_the_renderer(split):
         assert ref.read_bytes() == agent.dumps(), f"{ref} is stale; regenerate: {REGENERATE}"
 
 
-def test_print_gives_one_valid_plist(tmp_path):
+def test_print_gives_the_agent_and_the_watch_agent(tmp_path):
     result = run(tmp_path, "launchd", "print")
     assert result.exit_code == 0
-    p = plistlib.loads(result.stdout.encode())
+    parts = result.stdout.split("==> ")[1:]
+    assert [p.split(" <==")[0] for p in parts] == [
+        "com.moonshot.agent.plist",
+        "com.moonshot.watch.plist",
+    ]
+    p = plistlib.loads(parts[0].split("<==\n", 1)[1].encode())
     assert p["Label"] == "com.moonshot.agent"
     assert p["EnvironmentVariables"]["MOONSHOT_HOME"] == str(tmp_path.resolve())
 
@@ -174,6 +204,7 @@ def test_print_split_shows_both_with_headers(tmp_path):
     assert [p.split(" <==")[0] for p in parts] == [
         "com.moonshot.photosync.plist",
         "com.moonshot.watcher.plist",
+        "com.moonshot.watch.plist",
     ]
     for part in parts:
         plistlib.loads(part.split("<==\n", 1)[1].encode())
@@ -185,6 +216,7 @@ def test_print_out_writes_files(tmp_path):
     assert result.exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "com.moonshot.photosync.plist",
+        "com.moonshot.watch.plist",
         "com.moonshot.watcher.plist",
     ]
 
@@ -207,14 +239,19 @@ def test_install_writes_plist_and_bootstraps(tmp_path, mac):
     python = fake_python(tmp_path, can_import=True)
     result = run(home, "launchd", "install", "--python", python)
     assert result.exit_code == 0, result.output
-    path = tmp_path / "user" / "Library" / "LaunchAgents" / "com.moonshot.agent.plist"
+    agents_dir = tmp_path / "user" / "Library" / "LaunchAgents"
+    path = agents_dir / "com.moonshot.agent.plist"
     cfg = config.load(home, env={})
-    (agent,) = launchd.render(cfg, python=python)
+    agent, watch = launchd.render(cfg, python=python)
     assert path.read_bytes() == agent.dumps()
+    assert (agents_dir / "com.moonshot.watch.plist").read_bytes() == watch.dumps()
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert (home / "logs").is_dir()  # launchd opens StandardOutPath there
     uid = os.getuid()
-    assert mac.calls() == [["bootstrap", f"gui/{uid}", str(path)]]
+    assert mac.calls() == [
+        ["bootstrap", f"gui/{uid}", str(path)],
+        ["bootstrap", f"gui/{uid}", str(agents_dir / "com.moonshot.watch.plist")],
+    ]
 
 
 @pytest.mark.parametrize("python", ["missing", "no-moonshot"])
@@ -241,13 +278,16 @@ def test_install_split_replaces_the_single_agent(tmp_path, mac):
     agents_dir = tmp_path / "user" / "Library" / "LaunchAgents"
     assert sorted(p.name for p in agents_dir.iterdir()) == [
         "com.moonshot.photosync.plist",
+        "com.moonshot.watch.plist",
         "com.moonshot.watcher.plist",
     ]
     uid = os.getuid()
     assert mac.calls() == [
         ["bootout", f"gui/{uid}/com.moonshot.agent"],
+        ["bootout", f"gui/{uid}/com.moonshot.watch"],
         ["bootstrap", f"gui/{uid}", str(agents_dir / "com.moonshot.photosync.plist")],
         ["bootstrap", f"gui/{uid}", str(agents_dir / "com.moonshot.watcher.plist")],
+        ["bootstrap", f"gui/{uid}", str(agents_dir / "com.moonshot.watch.plist")],
     ]
 
 
@@ -257,7 +297,7 @@ def test_reinstall_boots_out_first(tmp_path, mac):
     mac.reset()
     assert install(home, tmp_path).exit_code == 0
     uid = os.getuid()
-    assert [c[0] for c in mac.calls()] == ["bootout", "bootstrap"]
+    assert [c[0] for c in mac.calls()] == ["bootout", "bootout", "bootstrap", "bootstrap"]
     assert mac.calls()[0] == ["bootout", f"gui/{uid}/com.moonshot.agent"]
 
 
@@ -310,8 +350,14 @@ def test_status_reads_launchctl_print(tmp_path, mac):
     mac.plan({"print": {"stdout": PRINT_RUNNING}})
     result = run(home, "launchd", "status")
     assert result.exit_code == 0
-    assert result.stdout.strip() == "com.moonshot.agent: running pid=4242 last_exit_code=1 runs=3"
-    assert mac.calls() == [["print", f"gui/{os.getuid()}/com.moonshot.agent"]]
+    assert result.stdout.strip().splitlines() == [
+        "com.moonshot.agent: running pid=4242 last_exit_code=1 runs=3",
+        "com.moonshot.watch: running pid=4242 last_exit_code=1 runs=3",
+    ]
+    assert mac.calls() == [
+        ["print", f"gui/{os.getuid()}/com.moonshot.agent"],
+        ["print", f"gui/{os.getuid()}/com.moonshot.watch"],
+    ]
 
 
 def test_status_not_loaded_or_not_running_exits_1(tmp_path, mac):
@@ -325,10 +371,16 @@ def test_status_not_loaded_or_not_running_exits_1(tmp_path, mac):
     import json
 
     assert json.loads(result.stdout) == [
-        {"label": "com.moonshot.agent", "loaded": False, "state": "not loaded"}
+        {"label": label, "loaded": False, "state": "not loaded", "ok": False}
+        for label in ("com.moonshot.agent", "com.moonshot.watch")
     ]
     mac.plan({"print": {"stdout": PRINT_RUNNING.replace("state = running", "state = waiting")}})
     assert run(home, "launchd", "status").exit_code == 1
+    # Between its runs the watch agent is loaded and not running: that is its normal state.
+    mac.plan({"print": {"stdout": PRINT_RUNNING.replace("state = running", "state = not running")}})
+    result = run(home, "launchd", "status", "--json")
+    assert result.exit_code == 1  # the service agent is not running
+    assert [e["ok"] for e in json.loads(result.stdout)] == [False, True]
 
 
 def test_uninstall_boots_out_and_removes(tmp_path, mac):
@@ -337,7 +389,11 @@ def test_uninstall_boots_out_and_removes(tmp_path, mac):
     mac.reset()
     result = run(home, "launchd", "uninstall")
     assert result.exit_code == 0 and "removed com.moonshot.agent" in result.stdout
-    assert mac.calls() == [["bootout", f"gui/{os.getuid()}/com.moonshot.agent"]]
+    assert "removed com.moonshot.watch" in result.stdout
+    assert mac.calls() == [
+        ["bootout", f"gui/{os.getuid()}/com.moonshot.agent"],
+        ["bootout", f"gui/{os.getuid()}/com.moonshot.watch"],
+    ]
     assert list((tmp_path / "user" / "Library" / "LaunchAgents").iterdir()) == []
     mac.reset()
     result = run(home, "launchd", "uninstall")
