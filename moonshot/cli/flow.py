@@ -128,24 +128,15 @@ def _walk(cfg, fl: flowmod.Flow, driver, coin_id: int | None, as_json: bool):
     from moonshot.app.walk import walk
     from moonshot.store import Store
 
-    store = Store(cfg.db_path)
     if coin_id is None:
-        waiting = store.coins_in(("confirmed",), order="id DESC", limit=1)
-        coin = waiting[0] if waiting else None
-        if coin is None:
+        waiting = Store(cfg.db_path).coins_in(("confirmed",), order="id DESC", limit=1)
+        if not waiting:
             raise click.ClickException(
                 "flow check --walk types a test coin into the app: add one (`moonshot add`,"
                 " then `moonshot run --once` with launch.mode = off) or give --coin ID"
             )
-    else:
-        coin = store.get(coin_id)
-        if coin is None:
-            raise click.ClickException(f"no coin with id {coin_id}")
-    if not coin.image_filename or not coin.photos_asset_id:
-        raise click.ClickException(
-            f"coin {coin.id} is {coin.state} and not in the photo library yet; the walk needs"
-            " an imported coin (`moonshot run --once` with launch.mode = off)"
-        )
+        coin_id = waiting[0].id
+    coin = _imported_coin(cfg, coin_id, "the walk")
     try:
         launcher = GuiLauncher(cfg, load_flow(cfg), driver, build_library(cfg))
     except MoonshotError as exc:
@@ -161,6 +152,21 @@ def _walk(cfg, fl: flowmod.Flow, driver, coin_id: int | None, as_json: bool):
         else (lambda ln: click.echo(f"{ln.level:4}  {ln.step.label}: {ln.message}"))
     )
     return walk(launcher, coin, cfg.spool_dir / coin.image_filename, say)
+
+
+def _imported_coin(cfg, coin_id: int, what: str):
+    """A coin of the state db whose photo is in the library (what a fill-in needs)."""
+    from moonshot.store import Store
+
+    coin = Store(cfg.db_path).get(coin_id)
+    if coin is None:
+        raise click.ClickException(f"no coin with id {coin_id}")
+    if not coin.image_filename or not coin.photos_asset_id:
+        raise click.ClickException(
+            f"coin {coin_id} is {coin.state} and not in the photo library yet;"
+            f" {what} needs an imported coin (`moonshot run --once` with launch.mode = off)"
+        )
+    return coin
 
 
 def _show(cfg, fl: flowmod.Flow, driver=None) -> Path:
@@ -514,16 +520,11 @@ def _test_coin(cfg, coin_id, name, ticker, photo) -> tuple[str, str, Path]:
 
     if coin_id is not None:
         from moonshot.adapters import build_library
-        from moonshot.store import Store
 
-        coin = Store(cfg.db_path).get(coin_id)
-        if coin is None:
-            raise click.ClickException(f"no coin with id {coin_id}")
-        if not coin.image_filename:
-            raise click.ClickException(f"coin {coin_id} is {coin.state} and has no image yet")
+        coin = _imported_coin(cfg, coin_id, "recording with it")
         name, ticker = coin.name, coin.ticker
         path_of = getattr(build_library(cfg), "path_of", None)
-        asset = path_of(coin.photos_asset_id) if path_of and coin.photos_asset_id else None
+        asset = path_of(coin.photos_asset_id) if path_of else None
         photo = asset or cfg.spool_dir / coin.image_filename
     if not (name and ticker and photo):
         raise click.ClickException(
@@ -763,17 +764,9 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
         )
     from moonshot.adapters import build_library
     from moonshot.app.launcher_gui import GuiLauncher, load_flow
-    from moonshot.store import Store
 
     cfg = _cfg(ctx)
-    coin = Store(cfg.db_path).get(coin_id)
-    if coin is None:
-        raise click.ClickException(f"no coin with id {coin_id}")
-    if not coin.image_filename or not coin.photos_asset_id:
-        raise click.ClickException(
-            f"coin {coin_id} is {coin.state} and not in the photo library yet;"
-            " a dry run needs an imported coin"
-        )
+    coin = _imported_coin(cfg, coin_id, "a dry run")
     try:
         fl = load_flow(cfg)
         launcher = GuiLauncher(cfg, fl, _driver(fl), build_library(cfg))

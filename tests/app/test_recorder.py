@@ -49,14 +49,20 @@ def test_the_frame_before_a_click_is_the_screen_the_person_saw_not_the_apps_redr
     assert [recorder.changed(a, screen("A")) for _, a in s.settled] == [False, True]
 
 
-def test_a_caret_blink_is_no_change_a_hover_is():
+def test_a_caret_blink_is_no_change_a_hover_stays_in_its_element():
     a = screen("A")
     caret = a.copy()
     ImageDraw.Draw(caret).line((60, 104, 60, 126), fill="black")
     assert not recorder.changed(a, caret)
     assert recorder.changed(a, screen("A", hover=True))
-    assert not recorder.changed_much(a, screen("A", hover=True))  # a hover opens no screen
+    # A hover is told from a new screen by where it is: nothing changed outside the
+    # element under the pointer (what the recorder's hover-free frame relies on).
+    hovered = screen("A", hover=True)
+    assert recorder.changed_share(a, hovered, [(16, 96, 124, 134)]) == 0.0
     assert recorder.changed_much(a, screen("B"))
+    typed = a.copy()
+    ImageDraw.Draw(typed).text((30, 50), "Test One", fill="black")
+    assert not recorder.changed_much(a, typed, [(28, 48, 90, 62)])  # the coin's text
 
 
 def test_what_the_field_holds_after_the_keys():
