@@ -108,10 +108,13 @@ def check(ctx: click.Context, as_json: bool, walk: bool, coin_id: int | None) ->
     if failed:
         shot = runner.save_screen(failed[0].step, None)
         where = f" (screen saved to {shot})" if shot else ""
-        page = _show(cfg, fl, driver)
+        try:
+            sheet = f"; every step and where it matches now: {_show(cfg, fl, driver)}"
+        except Exception:  # the sheet is a help; never hide the failure behind its own
+            sheet = ""
         raise click.ClickException(
             f"flow check{' --walk' if walk else ''} failed at {failed[0].step.label}:"
-            f" {failed[0].message}{where}; every step and where it matches now: {page}"
+            f" {failed[0].message}{where}{sheet}"
         )
     screen = driver.screen_size()
     ratio = driver.screenshot().width / screen[0]
@@ -691,9 +694,15 @@ def record(ctx, coin_id, name, ticker, photo, app_name, session_dir, irreversibl
         raise click.ClickException(str(exc)) from None
     chosen = irreversible if irreversible is not None else session.meta.get("irreversible")
     if chosen is None:
+        try:
+            clicks = session.clicks()[0]
+        except propose.ProposeError as exc:
+            raise click.ClickException(str(exc)) from None
+        for c in clicks:
+            click.echo(f"  {c.n:3}  at {c.at[0]:g},{c.at[1]:g}")
         raise click.ClickException(
-            f"which click spends money? add --irreversible-step N (the clicks of {folder} are"
-            " listed by `moonshot flow record --session DIR --irreversible-step 1` if you are unsure)"
+            "which click spends money? add --irreversible-step N, N from the list above"
+            " (0: the button you pointed at)"
         )
     with Image.open(photo_path) as img:
         coin = propose.Coin(coin_name, coin_ticker, img.convert("RGB"))
