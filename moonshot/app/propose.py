@@ -114,7 +114,9 @@ class Session:
         part, launch, reset, mark, end = "launch", [], [], None, None
         phases = [e["t"] for e in self.events if e["kind"] == "phase"]
         last: Click | None = None
-        for ev in self.events:
+        # In time order: a listener thread may append an event a little after another
+        # thread appended a later one (a click is kept with its frames first).
+        for ev in sorted(self.events, key=lambda e: e["t"]):
             kind = ev["kind"]
             near_phase = any(0 <= p - ev["t"] <= TERMINAL_KEYS for p in phases)
             if kind == "phase":

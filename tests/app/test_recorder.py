@@ -161,3 +161,17 @@ def test_recording_can_neither_click_nor_type(module):
             imported |= {a.name for a in n.names}
     assert not {"Controller", "click", "press", "type_keys", "moveTo"} & names
     assert not {"pyautogui", "moonshot.app.driver", "PyAutoGuiDriver"} & imported
+
+
+def test_events_count_in_time_order_not_in_the_order_threads_appended_them(tmp_path):
+    address = "So11111111111111111111111111111111111111112"
+    events = [
+        recorder.Event("click", 1.0, 50, 25, image=screen("A")),  # the spend
+        # The clipboard poller appended its change before the listener appended the click
+        # that made it (that one was still choosing its frame):
+        recorder.Event("clipboard", 2.05, text=address),
+        recorder.Event("click", 2.0, 70, 115, image=screen("B")),  # Copy address
+        recorder.Event("phase", 9.0, text="launch-end"),
+    ]
+    launch, _, _, _ = _session(tmp_path, events).clicks()
+    assert [c.copied for c in launch] == [None, address]
