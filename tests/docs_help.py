@@ -56,3 +56,11 @@ def config_defaults() -> str:
         lines.append("")
     lines[-1] = "```"
     return "\n".join(lines) + "\n"
+
+
+def flow_file(path: str) -> str:
+    """A flow file of the tests, verbatim, as README shows it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return "```toml\n" + (root / path).read_text(encoding="utf-8").rstrip() + "\n```\n"

@@ -574,3 +574,34 @@ def test_status_says_why_a_confirmed_coin_is_held(service_factory, tmp_path):
         {"id": coin_id, "ticker": "HOLD", "reason": f"awaits approval: moonshot approve {coin_id}"}
     ]
     assert f"held in confirmed: coin {coin_id} HOLD: awaits approval" in render(report)
+
+
+def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path):
+    """A launcher that refuses before the spend (a read-back, a reset that cannot reach
+    the start screen) leaves the coin in confirmed: status says why, and when it retries."""
+    from moonshot.errors import TransientError
+    from moonshot.ops.status import collect, render
+
+    class Refusing:
+        kind = "app"
+
+        def prepare(self, coin, image):
+            raise TransientError(f"coin {coin.id}: reset failed, the app is not back home")
+
+        def launch(self, coin):  # pragma: no cover - never reached
+            raise AssertionError("launched after a refused prepare")
+
+    svc = service_factory({"MOONSHOT_LAUNCH_RETRY_BACKOFF": "600"}, launcher=Refusing())
+    coin_id = add(svc, "WAIT", make_image(tmp_path / "a.png"))
+    for _ in range(50):  # up to the first refusal (drain would wait out the backoff)
+        svc.tick(time.time())
+        if svc.store.get(coin_id).last_error:
+            break
+    report = collect(svc.cfg, svc.store, probe=False)
+    (row,) = report["retrying"]
+    assert (row["id"], row["attempts"]) == (coin_id, 1) and 290 < row[
+        "retry_in_s"
+    ] <= 300  # spool.backoff_max caps it
+    line = next(ln for ln in render(report).splitlines() if ln.startswith("retrying:"))
+    assert line.startswith(f"retrying: coin {coin_id} WAIT (attempt 1, retry in ")
+    assert line.endswith("reset failed, the app is not back home")

@@ -775,9 +775,12 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
     from moonshot.app.launcher_gui import GuiLauncher, load_flow
 
     cfg = _cfg(ctx)
+    try:
+        fl = load_flow(cfg)  # a flow that is refused is refused first
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
     coin = _imported_coin(cfg, coin_id, "a dry run")
     try:
-        fl = load_flow(cfg)
         launcher = GuiLauncher(cfg, fl, _driver(fl), build_library(cfg))
         launcher.prepare(coin, cfg.spool_dir / coin.image_filename)
     except MoonshotError as exc:

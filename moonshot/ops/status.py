@@ -58,11 +58,21 @@ def collect(
         for c in store.coins_in([m.NEEDS_REVIEW, m.FAILED], order="id", limit=50)
     ]
     gate = LaunchGate(cfg, store)
-    held = [
-        {"id": c.id, "ticker": c.ticker, "reason": why}
-        for c in store.coins_in([m.CONFIRMED], order="id", limit=50)
-        if (why := gate.blocker(c, now, cfg.launch.mode != "off"))
-    ]
+    held, retrying = [], []
+    for c in store.coins_in([m.CONFIRMED], order="id", limit=50):
+        why = gate.blocker(c, now, cfg.launch.mode != "off")
+        if why:
+            held.append({"id": c.id, "ticker": c.ticker, "reason": why})
+        elif c.last_error:  # the launcher refused or failed before the spend: it retries
+            retrying.append(
+                {
+                    "id": c.id,
+                    "ticker": c.ticker,
+                    "attempts": c.attempts,
+                    "retry_in_s": round(max(c.not_before - now, 0.0), 1),
+                    "reason": c.last_error,
+                }
+            )
     # Service, source, library, queues (issue 6): `probe` reaches the source and Photos.
     h = health.assess(cfg, store, now=now, probe=probe)
     service = h["service"]
@@ -92,6 +102,7 @@ def collect(
         "last_launch_at": h["last_launch_at"],
         "attention": attention,
         "held": held,
+        "retrying": retrying,
         "outbox_pending": store.outbox_pending(),
         "alerts": undelivered_alerts(cfg, store),
         "unknown_spool_files": unknown_spool_files(cfg),
@@ -141,6 +152,11 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"attention: coin {a['id']} {a['ticker']} {a['state']}: {a['reason']}")
     for h in r.get("held", []):
         lines.append(f"held in confirmed: coin {h['id']} {h['ticker']}: {h['reason']}")
+    for w in r.get("retrying", []):
+        lines.append(
+            f"retrying: coin {w['id']} {w['ticker']} (attempt {w['attempts']},"
+            f" retry in {w['retry_in_s']:g} s): {w['reason']}"
+        )
     if r["outbox_pending"]:
         lines.append(f"reports waiting for the source: {r['outbox_pending']}")
     waiting = r.get("alerts") or {}

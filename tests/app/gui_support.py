@@ -1,6 +1,7 @@
 """Fixtures for the gui tests: a real X server (Xvfb on a free display, started here),
-the Tk stand-in app in a subprocess, and the stand-in's flow calibrated from the live
-window with the real `moonshot flow calibrate`. Missing tools skip locally, fail in CI."""
+the Tk stand-in apps in a subprocess (the form of standin_app.py, the multi-screen
+standin_multi.py), and their flows calibrated from the live window with the real
+`moonshot flow calibrate`. Missing tools skip locally, fail in CI."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "app" / "standin_app.py"
 FLOW = ROOT / "tests" / "app" / "flows" / "standin.toml"
+MULTI = ROOT / "tests" / "app" / "standin_multi.py"
+MULTI_FLOW = ROOT / "tests" / "app" / "flows" / "multi.toml"
 TOOLS = ("Xvfb", "xdotool", "xclip")
 # (step, --box on the stand-in's screen, screen shown, failure image name)
 CAPTURES = [
@@ -29,6 +32,30 @@ CAPTURES = [
     ("copy-address", "20,120,180,40", "success", None),
     ("done", "220,120,180,40", "success", None),
     ("outcome", "20,14,300,36", "error", "error.png"),
+]
+# The multi-screen stand-in: (step, its box name in standin_multi.BOX, screen, image).
+MULTI_CAPTURES = [
+    ("home", "home", "home", None),
+    ("new-coin", "new-coin", "home", None),
+    ("details", "details", "details", None),
+    ("choose-photo", "choose-photo", "details", None),
+    ("next", "next", "details", None),
+    ("leave-details", "back", "details", None),  # back.png: both Back buttons look alike
+    ("picker", "picker", "picker", None),
+    ("leave-picker", "picker-cancel", "picker", None),
+    ("review", "review", "review", None),
+    ("launch", "launch", "review", None),
+    ("read-ticker", "ticker", "review", None),  # regions: set, nothing captured
+    ("read-name", "name", "review", None),
+    ("read-picture", "picture", "review", None),
+    ("dialog", "dialog", "dialog", None),
+    ("confirm", "confirm", "dialog", None),
+    ("cancel-dialog", "dialog-cancel", "dialog", None),
+    ("outcome", "live", "success", None),
+    ("copy-address", "copy", "success", None),
+    ("done", "done", "success", None),
+    ("whats-new", "whats-new", "whats-new", None),
+    ("whats-new", "got-it", "whats-new", "got-it.png"),
 ]
 
 
@@ -87,18 +114,19 @@ def env() -> dict[str, str]:
 
 
 class Standin:
-    """The stand-in app in a subprocess; `events()` reads what it recorded."""
+    """A stand-in app in a subprocess; `events()` reads what it recorded."""
 
-    def __init__(self, library: Path, record: Path):
-        self.library, self.record, self.proc = library, record, None
+    def __init__(self, library: Path, record: Path, script: Path = STANDIN):
+        self.library, self.record, self.script, self.proc = library, record, script, None
 
-    def start(self, screen: str = "form", outcome: str = "success") -> Standin:
+    def start(self, screen: str | None = None, outcome: str = "success", *extra: str) -> Standin:
         self.stop()
         before = len(self.events("ready"))
+        screen = screen or ("form" if self.script == STANDIN else "home")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(STANDIN),
+                str(self.script),
                 "--library",
                 str(self.library),
                 "--record",
@@ -107,6 +135,7 @@ class Standin:
                 screen,
                 "--outcome",
                 outcome,
+                *extra,
             ],
             env=env(),
         )
@@ -145,22 +174,21 @@ def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def calibrated_flow(xserver, tmp_path_factory) -> Path:
-    """The stand-in flow with its reference images captured from the live stand-in by
-    `moonshot flow calibrate --step ... --box ...` (the same code a user runs)."""
+def calibrate(base: Path, template: Path, script: Path, captures: list) -> Path:
+    """A copy of the flow template with its reference images and regions captured from
+    the live stand-in by `moonshot flow calibrate --step ... --box ...` (the same code a
+    user runs)."""
     from moonshot.photos.library_folder import FolderLibrary
 
-    base = tmp_path_factory.mktemp("calibration")
     flow_dir = base / "flow"
     flow_dir.mkdir()
-    shutil.copyfile(FLOW, flow_dir / "flow.toml")
+    shutil.copyfile(template, flow_dir / "flow.toml")
     home = write_home(base / "home", flow_dir / "flow.toml")
     FolderLibrary(base / "library").close()
-    app = Standin(base / "library", base / "record.jsonl")
+    app = Standin(base / "library", base / "record.jsonl", script)
     try:
         shown = None
-        for step, box, screen, image in CAPTURES:
+        for step, box, screen, image in captures:
             if screen != shown:
                 app.start(screen)
                 shown = screen
@@ -172,18 +200,41 @@ def calibrated_flow(xserver, tmp_path_factory) -> Path:
     return flow_dir
 
 
-@pytest.fixture
-def app_home(calibrated_flow, tmp_path):
+@pytest.fixture(scope="session")
+def calibrated_flow(xserver, tmp_path_factory) -> Path:
+    return calibrate(tmp_path_factory.mktemp("calibration"), FLOW, STANDIN, CAPTURES)
+
+
+@pytest.fixture(scope="session")
+def multi_flow(xserver, tmp_path_factory) -> Path:
+    from tests.app.standin_multi import BOX
+
+    captures = [
+        (step, ",".join(str(v) for v in BOX[box]), screen, image)
+        for step, box, screen, image in MULTI_CAPTURES
+    ]
+    return calibrate(tmp_path_factory.mktemp("multi-calibration"), MULTI_FLOW, MULTI, captures)
+
+
+def checked_home(flow: Path, tmp_path: Path, script: Path, *app_args: str, **launch: str):
     """A home in app mode with its own copy of the calibrated flow, its folder library,
     the stand-in app showing that library, and a passing `flow check`."""
     from moonshot.photos.library_folder import FolderLibrary
 
     flow_dir = tmp_path / "flow"
-    shutil.copytree(calibrated_flow, flow_dir)
-    home = write_home(tmp_path / "home", flow_dir / "flow.toml")
+    shutil.copytree(flow, flow_dir)
+    home = write_home(tmp_path / "home", flow_dir / "flow.toml", **launch)
     FolderLibrary(home / "library").close()
-    app = Standin(home / "library", tmp_path / "record.jsonl").start()
+    app = Standin(home / "library", tmp_path / "record.jsonl", script).start(
+        None, "success", *app_args
+    )
     result = cli(home, "flow", "check")
     assert result.exit_code == 0, result.output
+    return home, app
+
+
+@pytest.fixture
+def app_home(calibrated_flow, tmp_path):
+    home, app = checked_home(calibrated_flow, tmp_path, STANDIN)
     yield home, app
     app.stop()

@@ -429,3 +429,16 @@ def test_keys_of_other_lengths_are_refused(key):
 )
 def test_known_addresses(text, ok):
     assert (flowmod.valid_address(text) is not None) is ok
+
+
+def test_every_action_and_key_of_the_format_is_in_the_readme():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The flow file") : readme.index("### A multi-screen flow")]
+    words = set(flowmod.ACTIONS) | flowmod.STEP_KEYS | flowmod.INTERRUPT_KEYS | flowmod.FLOW_KEYS
+
+    def said(w: str) -> bool:
+        return any(form in section for form in (f"`{w}`", f"`{w} = ", f"\n{w} = "))
+
+    missing = sorted(w for w in words if not said(w))
+    assert not missing, f"README 'The flow file' does not explain: {missing}"
+    assert "[[interrupt]]" in section and "[[reset]]" in section
