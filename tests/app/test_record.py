@@ -18,7 +18,7 @@ from PIL import Image, ImageChops
 from moonshot.app import flow as flowmod
 from moonshot.store import Store
 from tests.app import gui_support
-from tests.app.gui_support import ROOT, Standin, cli, env
+from tests.app.gui_support import MULTI, ROOT, Standin, cli, env
 from tests.app.test_launcher_gui import add, run_once
 
 xserver = gui_support.xserver
@@ -156,14 +156,7 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
     # The window is elsewhere now: positions follow it, images are found where it is.
     app = Standin(home / "library", tmp_path / "app.jsonl").start()
     try:
-        wid = subprocess.run(
-            ["xdotool", "search", "--onlyvisible", "--name", "^Moonshot$"],
-            capture_output=True,
-            text=True,
-            env=env(),
-            check=True,
-        ).stdout.split()[0]
-        xdo("windowmove", wid, "610", "170")
+        xdo("windowmove", _window("Moonshot"), "610", "170")
         time.sleep(0.5)
         walked = cli(home, "flow", "check", "--walk", "--coin", str(test_coin))
         assert walked.exit_code == 0, walked.output
@@ -189,6 +182,85 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
         assert [(e["name"], e["ticker"]) for e in made] == wanted
         assert [e["photo"]["asset_id"] for e in made] == [c.photos_asset_id for c in coins]
         assert all(c.token_address for c in coins)
+    finally:
+        app.stop()
+
+
+def _window(title: str) -> str:
+    return subprocess.run(
+        ["xdotool", "search", "--onlyvisible", "--name", f"^{title}$"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        check=True,
+    ).stdout.split()[0]
+
+
+def test_a_multi_screen_app_recorded_up_to_the_spend_walks_on_a_moved_window(xserver, tmp_path):
+    """The other way to record: stop at the confirmation dialog without spending, point
+    at Confirm, then come back from as deep as the dialog. The flow reads the coin back
+    on the last screens that show it, and its reset brings the app home from the dialog."""
+    from moonshot.photos.library_folder import FolderLibrary
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "moonshot.toml").write_text(
+        '[photos]\nkind = "folder"\n[launch]\nmode = "off"\n', encoding="utf-8"
+    )
+    FolderLibrary(home / "library").close()
+    test_coin = add(home, tmp_path, 11, "Test One", "TEST1")
+    assert run_once(home).returncode == 0
+    app = Standin(home / "library", tmp_path / "app.jsonl", MULTI).start()
+    try:
+        rec = Recording(home, "--coin", str(test_coin), "--app", "Moonshot Multi")
+        person = Person((600, 10))  # standin_multi.POSITION
+        rec.wait_for("1. Show the app's start screen")
+        rec.answer()
+        rec.wait_for("2. Recording.")
+        time.sleep(1.0)
+        person.click(220, 708)  # New coin
+        person.click(220, 134)  # the name box
+        person.type("Test One")
+        person.click(220, 218)  # the symbol box
+        person.type("TEST1")
+        person.click(210, 314)  # Choose photo
+        person.click(68, 128)  # the newest
+        person.click(220, 708)  # Next: the review
+        person.click(220, 708)  # Launch coin: the dialog
+        rec.answer()  # stopped before Confirm
+        rec.wait_for("3. Which click spends money?")
+        rec.answer("p")
+        rec.wait_for("Point the mouse at the button that spends money")
+        person.point(310, 452)  # Confirm, not clicked
+        rec.answer()
+        rec.wait_for("4. The way back")
+        person.click(130, 452)  # the dialog's Cancel
+        person.click(61, 34)  # Back: details
+        person.click(61, 34)  # Back: home
+        rec.answer()
+        rec.wait_for("Type yes if that is the button that spends money", timeout=180)
+        rec.answer("yes")
+        output = rec.finish()
+        assert rec.proc.returncode == 0, output
+        assert app.events("create") == []  # nothing spent: not by the person, not by record
+        fl = flowmod.load(home / "flow.toml")
+        actions = [s.action for s in fl.steps]
+        for needed in ("check_photo", "read_text", "read_photo", "outcome"):
+            assert needed in actions, (needed, output)
+        spend = fl.steps[fl.irreversible_index]
+        assert spend.image is not None and spend.image.is_file(), output
+        assert [s.optional for s in fl.reset if s.action == "click"] == [True] * 3, output
+        assert "the screen after the spend was not recorded" in output
+
+        xdo("windowmove", _window("Moonshot Multi"), "380", "15")
+        time.sleep(0.5)
+        walked = cli(home, "flow", "check", "--walk", "--coin", str(test_coin))
+        assert walked.exit_code == 0, walked.output
+        assert "spend.png found" in walked.output and "NOT clicked" in walked.output
+        dry = cli(home, "flow", "run", str(test_coin), "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert "ticker 'TEST1' shown as '$TEST1'" in dry.output
+        assert app.events("create") == []
     finally:
         app.stop()
 
