@@ -65,9 +65,20 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+_SERVER: list[str] = []  # the one Xvfb of this test session, once started
+
+
 @pytest.fixture(scope="session")
 def xserver(tmp_path_factory):
-    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd)."""
+    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd), one for the
+    whole session. Each test module binds this fixture under its own name, which makes
+    pytest run it once per module: without the check below every module started its own
+    server and moved DISPLAY, while pyautogui, imported once per process, kept clicking
+    and typing on the first one (found by `flow check --walk` typing into nothing when
+    tests/app/test_record.py ran after other gui modules)."""
+    if _SERVER:
+        yield _SERVER[0]
+        return
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         _missing(f"gui tests need {', '.join(missing)}: apt-get install xvfb xdotool xclip")
@@ -94,7 +105,9 @@ def xserver(tmp_path_factory):
         pytest.fail("Xvfb did not start")
     saved = {k: os.environ.get(k) for k in ("DISPLAY", "XDG_SESSION_TYPE", "XAUTHORITY")}
     os.environ.update(DISPLAY=f":{number}", XDG_SESSION_TYPE="x11", XAUTHORITY=str(auth))
+    _SERVER.append(f":{number}")
     yield f":{number}"
+    _SERVER.clear()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
