@@ -5,10 +5,13 @@ moonshot.toml (see `secret`: environment, Keychain, 0600 moonshot.env), and neve
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import math
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +138,11 @@ class Config:
         return self.home / "spool"
 
     @property
+    def done_dir(self) -> Path:
+        """Where launched coins' files go (cleanup), and files of coins that moved on."""
+        return self.spool_dir / "done"
+
+    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
@@ -178,39 +186,138 @@ CHOICES = {
 }
 
 
-def _coerce(section: str, key: str, default: Any, value: Any, origin: str) -> Any:
-    where = f"{origin}: {section}.{key}"
+# What each declared type of a key accepts (issue 15: checked by type, never truncated
+# nor turned into text: `2.9` is no int, `["a"]` no path). A key of another type is a
+# programming error, caught by tests/test_config.py for every key of SECTIONS.
+KINDS = {
+    "bool": "true or false",
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a text",
+    "list[str]": "a list of texts",
+}
+INT_TEXT = re.compile(r"[+-]?[0-9]+")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+@functools.cache
+def _fields(section: str) -> dict[str, Any]:
+    """The keys of a section and their declared types (dataclass annotations)."""
+    cls = type(getattr(Config(home=Path(".")), section))
+    return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def kind_of(section: str, key: str) -> str:
+    """The declared type of `section.key`, one of KINDS."""
+    declared = _fields(section)[key]
+    kind = declared if isinstance(declared, str) else getattr(declared, "__name__", "")
+    if kind not in KINDS:
+        raise TypeError(f"{section}.{key}: type {declared!r} has no config check (config.KINDS)")
+    return kind
+
+
+def _from_toml(kind: str, value: Any) -> Any:
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[kind]
+    if not ok:
+        raise ValueError(value)
+    return float(value) if kind == "float" else list(value) if kind == "list[str]" else value
+
+
+def _from_env(kind: str, text: str) -> Any:
+    if kind == "bool":
+        word = text.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(text)
+        return word in TRUE_WORDS
+    if kind == "int":
+        if not INT_TEXT.fullmatch(text.strip()):
+            raise ValueError(text)
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "list[str]":
+        return [v.strip() for v in text.split(",") if v.strip()]
+    return text
+
+
+def _coerce(section: str, key: str, value: Any, origin: str, from_env: bool) -> Any:
+    kind = kind_of(section, key)
     try:
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return int(value)
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if isinstance(default, list):
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            if isinstance(value, list):
-                return [str(v) for v in value]
-            raise ValueError(value)
-        return str(value)
+        return _from_env(kind, value) if from_env else _from_toml(kind, value)
     except (TypeError, ValueError):
-        kind = type(default).__name__
-        raise ConfigError(f"{where} must be a {kind}, got {value!r}") from None
+        raise ConfigError(
+            f"{origin}: {section}.{key} must be {KINDS[kind]}, got {value!r}"
+        ) from None
+
+
+# MOONSHOT_* variables that are not `MOONSHOT_<SECTION>_<KEY>` settings. Any other
+# MOONSHOT_* name is refused with the nearest known one (`MOONSHOT_LANCH_MODE`).
+OTHER_VARIABLES = {
+    "MOONSHOT_HOME": "the home folder (--home)",
+    "MOONSHOT_CACHE_DIR": "the folder of rebuildable caches",
+    "MOONSHOT_CRASH_AT": "crash tests: die at a named crash point",
+    "MOONSHOT_ALERT_URLS": "alert URLs that hold a token (a secret)",
+}
+
+
+def setting_names() -> dict[str, tuple[str, str]]:
+    """Every `MOONSHOT_<SECTION>_<KEY>` name -> (section, key)."""
+    return {
+        f"MOONSHOT_{section.upper()}_{key.upper()}": (section, key)
+        for section in SECTIONS
+        for key in _fields(section)
+    }
+
+
+def _check_env_names(env: Mapping[str, str], settings: dict[str, tuple[str, str]]) -> None:
+    known = sorted({*settings, *OTHER_VARIABLES})
+    for name in sorted(n for n in env if n.startswith("MOONSHOT_") and n not in known):
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else " (README: Configuration)"
+        section = next((s for s in SECTIONS if name.startswith(f"MOONSHOT_{s.upper()}_")), None)
+        what = (
+            f"unknown key {section}.{name[len(section) + 10 :].lower()}"
+            if section
+            else "unknown moonshot variable"
+        )
+        raise ConfigError(f"{name}: {what}{hint}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """moonshot.toml, or {} when there is none. A file that is there but cannot be read
+    (a dangling symlink, a folder, no permission) is an error: silently using the
+    defaults would drop deny lists, limits and approval (issue 15)."""
+    if not path.exists() and not path.is_symlink():
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} is a symlink to {os.readlink(path)}, which does not exist; fix the link or"
+            " remove it"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a file; move it away") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path} cannot be read ({exc.strerror}); check its permissions"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    """--home, else MOONSHOT_HOME (an empty one counts as unset), else the current folder."""
     return Path(home or os.environ.get("MOONSHOT_HOME") or ".").expanduser().resolve()
 
 
@@ -219,32 +326,24 @@ def load(home: str | os.PathLike | None = None, env: dict[str, str] | None = Non
     env = os.environ if env is None else env
     cfg = Config(home=resolve_home(home))
     path = cfg.home / "moonshot.toml"
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    for section, values in data.items():
-        if section not in SECTIONS or not isinstance(values, dict):
+    for section, values in _read_toml(path).items():
+        if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{path}: {section} must be a table ([{section}] with its keys), got"
+                f" {section} = {values!r}"
+            )
         obj = getattr(cfg, section)
         for key, value in values.items():
             if not hasattr(obj, key):
                 raise ConfigError(f"{path}: unknown key {section}.{key}")
-            setattr(obj, key, _coerce(section, key, getattr(obj, key), value, str(path)))
-    for section in SECTIONS:
-        obj = getattr(cfg, section)
-        prefix = f"MOONSHOT_{section.upper()}_"
-        known = {f"{prefix}{f.name.upper()}" for f in dataclasses.fields(obj)}
-        for name in sorted(n for n in env if n.startswith(prefix) and n not in known):
-            raise ConfigError(f"{name}: unknown key {section}.{name[len(prefix) :].lower()}")
-        for f in dataclasses.fields(obj):
-            name = f"{prefix}{f.name.upper()}"
-            if name in env:
-                setattr(
-                    obj, f.name, _coerce(section, f.name, getattr(obj, f.name), env[name], name)
-                )
+            setattr(obj, key, _coerce(section, key, value, str(path), from_env=False))
+    settings = setting_names()
+    _check_env_names(env, settings)
+    for name, (section, key) in settings.items():
+        if name in env:
+            setattr(getattr(cfg, section), key, _coerce(section, key, env[name], name, True))
     cfg.log.level = cfg.log.level.upper()
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)

@@ -32,3 +32,14 @@ class NeedsReview(MoonshotError):
 
 class StaleState(MoonshotError):
     """The coin was moved by someone else (CLI or another process) since it was read."""
+
+
+class HomeError(MoonshotError):
+    """The home's memory cannot be used as it is (invariant 7): moonshot.db missing or
+    empty over evidence of an earlier life, another home's, older than the evidence,
+    damaged, or deleted while running. Nothing may start; the message says how to recover."""
+
+
+class HomeTrouble(MoonshotError):
+    """The home cannot be written for now (moonshot.db locked by another program, a full
+    disk): the service pauses and retries; a command says so in one line."""

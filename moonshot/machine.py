@@ -33,6 +33,12 @@ TERMINAL = frozenset({LAUNCHED, REJECTED})
 VISIBLE = frozenset({FAILED, NEEDS_REVIEW})  # waiting for a person, with a reason
 RETRYABLE = (FETCHED, SPOOLED, IMPORTED, CONFIRMED)  # states `failed` can be retried from
 ACTIVE_PHOTO = (IMPORTED, CONFIRMED, LAUNCHING)  # import gate: at most one coin here
+# `moonshot withdraw`: a person's decision, before the launch has started (design.md).
+WITHDRAWABLE = (*RETRYABLE, FAILED)
+# Commits after which the coin leaves evidence outside moonshot.db (a file in spool/, a
+# launch): the home's marker counts them, so a database older than the evidence is
+# noticed (invariant 7, moonshot/home.py).
+LEAVES_EVIDENCE = frozenset({"spool", "drop", "start_launch"})
 
 # (trigger, source(s), dest, conditions). dest "=" is reflexive: recorded, state kept.
 TRANSITIONS: list[dict[str, Any]] = [
@@ -55,6 +61,14 @@ TRANSITIONS: list[dict[str, Any]] = [
     ],
     dict(trigger="resolve_launched", source=NEEDS_REVIEW, dest=LAUNCHED),
     dict(trigger="resolve_not_launched", source=NEEDS_REVIEW, dest=CONFIRMED),
+    # No token was created and it must never be (`resolve --withdraw`): needs_review
+    # cannot be withdrawn, and `--not-launched` first would let the service launch it.
+    dict(trigger="resolve_withdrawn", source=NEEDS_REVIEW, dest=REJECTED),
+    dict(trigger="withdraw", source=list(WITHDRAWABLE), dest=REJECTED),
+    # `moonshot recover`: moonshot.db was lost or restored from an older copy, so any
+    # coin not settled may have moved on, even launched, since: a person decides.
+    # (A coin in `launching` takes `review`, as at any start-up: invariant 1.)
+    dict(trigger="recover", source=list(WITHDRAWABLE), dest=NEEDS_REVIEW),
 ]
 
 

@@ -5,6 +5,7 @@ point (moonshot.crash.CRASH_POINTS) that the crash tests stop at."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,18 @@ from moonshot import crash, images
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
-from moonshot.errors import MoonshotError, NeedsReview, Rejected, StaleState, TransientError
-from moonshot.fsutil import write_atomic
+from moonshot.errors import (
+    HomeError,
+    HomeTrouble,
+    MoonshotError,
+    NeedsReview,
+    Rejected,
+    StaleState,
+    TransientError,
+)
+from moonshot.fsutil import move_into, write_atomic
 from moonshot.gate import LaunchGate
-from moonshot.naming import format_name, parse_name
+from moonshot.naming import format_name, parse_name, valid_tweet_id
 from moonshot.ops import logs
 from moonshot.ports import Coin, IncomingCoin
 from moonshot.store import LOCAL_SOURCES, Store
@@ -26,7 +35,9 @@ from moonshot.store import LOCAL_SOURCES, Store
 CONFIRM_POLL = 1.0
 # A coin moving on to the next stage starts that stage's attempts afresh.
 NEW_STAGE = {"attempts": 0, "not_before": 0.0, "last_error": None}
-DROP_GRACE = 3.0  # a dropped file that does not decode is given this long to finish copying
+DROP_GRACE = 3.0  # a dropped file that does not decode is given this long before it is refused
+OUTCOME_RETRY_MAX = 30.0  # seconds between tries to record a launch's outcome (locked, full)
+HOME_ERRORS = (HomeTrouble, HomeError)  # the home's trouble, never a coin's
 
 
 class Pipeline:
@@ -138,8 +149,19 @@ class Pipeline:
         )
 
     # -- fetched -> spooled --------------------------------------------------------------
+    def _check_tweet(self, coin: Coin) -> None:
+        """A tweet makes one coin, whichever way it came (issue 15): its id in the one
+        canonical form, and no other coin of this home with the same id."""
+        if coin.tweet_id is None:
+            return
+        tweet_id = valid_tweet_id(coin.tweet_id)
+        other = self.store.coin_with_tweet(tweet_id, exclude_id=coin.id)
+        if other is not None:
+            raise Rejected(f"tweet {tweet_id} is already coin {other}")
+
     def spool(self, coin: Coin, now: float) -> None:
         try:
+            self._check_tweet(coin)
             name = coin.image_filename or self._new_name(coin, now)
         except Rejected as exc:
             self._fire(coin, "reject", now, {"reason": exc.reason}, last_error=exc.reason)
@@ -162,9 +184,18 @@ class Pipeline:
             "spool",
             now,
             {"file": name, "bytes": len(jpeg)},
+            image_sha256=sha256(jpeg),
             **NEW_STAGE,
         )
         crash.point("after_spool_commit")
+
+    def _missing_file(self, coin: Coin, now: float) -> None:
+        """The coin's file left spool/ (removed or renamed by hand): spool it afresh."""
+        reason = (
+            f"spooled file {coin.image_filename} is missing; `moonshot retry {coin.id}`"
+            " downloads it again"
+        )
+        self._fire(coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.FETCHED)
 
     # -- spooled -> imported ---------------------------------------------------------------
     def import_gate_open(self, coin: Coin) -> bool:
@@ -188,7 +219,14 @@ class Pipeline:
         coin = self._attempt(coin, now, import_started=started)
         path = self.spool_path(coin)
         if not path.exists():
-            reason = f"spooled file {path.name} is missing; `moonshot retry {coin.id}` downloads it again"
+            self._missing_file(coin, now)
+            return
+        if coin.image_sha256 and file_sha256(path) != coin.image_sha256:
+            # Only decoded and re-encoded images are imported (invariant 5).
+            reason = (
+                f"spool/{path.name} was changed after the coin spooled it (dropped again?);"
+                f" `moonshot retry {coin.id}` spools it again"
+            )
             self._fire(
                 coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.FETCHED
             )
@@ -319,6 +357,9 @@ class Pipeline:
             return
         if not self._source_holds(coin, now):
             return
+        if not self.spool_path(coin).exists():  # renamed or removed by hand (issue 15)
+            self._missing_file(coin, now)
+            return
         coin = self._attempt(coin, now)
         try:
             launcher.prepare(coin, self.spool_path(coin))
@@ -345,12 +386,12 @@ class Pipeline:
                 if isinstance(exc, NeedsReview)
                 else f"launch outcome unknown: {type(exc).__name__}: {exc}"
             )
-            self._fire(coin, "review", now, {"reason": reason}, last_error=reason)
+            self.record_outcome(coin, "review", now, {"reason": reason}, last_error=reason)
             return
         crash.point("after_irreversible")
         # In the log before the commit: if the commit fails, the address is not lost.
         self.log.info("launch done: token %s", result.token_address, extra={"coin": coin.id})
-        self._fire(
+        self.record_outcome(
             coin,
             "finish_launch",
             now,
@@ -360,6 +401,25 @@ class Pipeline:
             last_error=None,
         )
         crash.point("after_launched_commit")
+
+    def record_outcome(self, coin: Coin, trigger: str, now: float, detail: dict, **changes) -> Coin:
+        """After the irreversible step the outcome is committed whatever it takes: a
+        locked or full database is waited out with capped backoff, never given up on (a
+        second TERM still ends the process; the coin is then reviewed at start-up)."""
+        delay = 0.5
+        while True:
+            try:
+                return self._fire(coin, trigger, now, detail, **changes)
+            except HomeTrouble as exc:
+                self.log.error(
+                    "the launch's outcome (%s) waits for the database: %s; again in %.1f s",
+                    trigger,
+                    exc,
+                    delay,
+                    extra={"coin": coin.id},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, OUTCOME_RETRY_MAX)
 
     # -- recovery and manual drops ---------------------------------------------------------
     def recover(self, now: float) -> int:
@@ -373,54 +433,48 @@ class Pipeline:
         return n
 
     def adopt_drop(self, path: Path, now: float, first_seen: float) -> str:
-        """A file with a canonical name appeared in spool/ (design.md, "Manual drop").
-        Returns ignored | wait | dropped | created | rejected."""
+        """A file with a canonical name appeared or changed in spool/ (design.md, "Manual
+        drop"). Every file there has one owner (issue 15): the coin that has or had this
+        name, else a waiting or failed coin of the same user and ticker, else a new manual
+        coin. A file that does not decode makes no coin: it is refused for now and looked
+        at again when it changes (a slow copy). Returns ignored | wait | refused | retired
+        | changed | dropped | created."""
         parsed = parse_name(path.name)
         if parsed is None or not path.is_file():
             return "ignored"
-        coin = self.store.find_by_filename(path.name)
-        if coin is not None and coin.state not in (m.FETCHED, m.FAILED):
-            return "ignored"  # our own file, or the coin is past this point
-        if (
-            coin is not None
-            and coin.state == m.FAILED
-            and not _written_after(path, coin.updated_at)
+        owner = self.store.find_by_filename(path.name)
+        if owner is not None and (owner.image_filename != path.name or owner.state == m.REJECTED):
+            # A file of a coin that has moved on (to a later drop, or withdrawn): no new coin.
+            retire(self.cfg, path.name, owner.id)
+            return "retired"
+        if owner is not None and (
+            owner.state not in (m.FETCHED, m.FAILED)
+            or (owner.state == m.FAILED and not _written_after(path, owner.updated_at))
         ):
-            # The failed coin's own file, still in spool/ (seen by the start-up rescan):
-            # only a file written after the failure is a person's drop.
-            return "ignored"
-        if coin is None:
-            matches = [
-                c
-                for c in self.store.coins_in([m.FETCHED, m.FAILED], order="id")
-                if c.twitter_user == parsed.twitter_user and c.ticker == parsed.ticker
-            ]
-            coin = matches[0] if matches else None
+            # The coin's own file; a failed coin's, still here, is no new drop either.
+            return self._own_file_changed(owner, path)
+        coin = owner or self._waiting_coin(parsed)
         try:
             jpeg = self._reencode(images.read_local(path, max_bytes=self.cfg.spool.max_bytes))
         except Rejected as exc:
             if now - first_seen < DROP_GRACE:
                 return "wait"  # maybe still being copied in
-            if coin is None:
-                coin = self._manual_coin(parsed, path.name, now)
-                self._fire(
-                    coin,
-                    "reject",
-                    now,
-                    {"reason": exc.reason, "file": path.name},
-                    last_error=exc.reason,
-                    image_filename=path.name,
-                )
-                return "rejected"
+            for_coin = f" (for coin {coin.id})" if coin else ""
             self.log.warning(
-                "dropped file %s refused: %s", path.name, exc.reason, extra={"coin": coin.id}
+                "spool/%s refused%s: %s; taken as soon as it changes",
+                path.name,
+                for_coin,
+                exc.reason,
+                extra={"coin": coin.id if coin else "-"},
             )
-            return "rejected"
+            self.store.refuse_drop(path.name, f"{exc.reason}{for_coin}")
+            return "refused"
         except TransientError:
             return "wait"
         created = coin is None
         if coin is None:
             coin = self._manual_coin(parsed, path.name, now)
+        previous = coin.image_filename
         # The import takes only decoded and re-encoded images (invariant 5).
         write_atomic(path, jpeg)
         try:
@@ -430,12 +484,37 @@ class Pipeline:
                 now,
                 {"file": path.name, "manual": True},
                 image_filename=path.name,
+                image_sha256=sha256(jpeg),
                 **NEW_STAGE,
                 import_started=None,
             )
         except StaleState:
             return "ignored"
+        self.store.clear_refused_drop(path.name)
+        if previous and previous != path.name:
+            retire(self.cfg, previous, coin.id)  # one owner, one file (issue 15)
         return "created" if created else "dropped"
+
+    def _waiting_coin(self, parsed) -> Coin | None:
+        matches = [
+            c
+            for c in self.store.coins_in([m.FETCHED, m.FAILED], order="id")
+            if c.twitter_user == parsed.twitter_user and c.ticker == parsed.ticker
+        ]
+        return matches[0] if matches else None
+
+    def _own_file_changed(self, owner: Coin, path: Path) -> str:
+        """A coin's own file, seen again: say a word when it is not what the coin spooled
+        (the same name dropped twice with other content, issue 15); it is not taken."""
+        if not owner.image_sha256 or file_sha256(path) == owner.image_sha256:
+            return "ignored"
+        why = (
+            f"changed after coin {owner.id} ({owner.state}) took this name; left alone: the"
+            " coin keeps the image it spooled (drop another name for another coin)"
+        )
+        self.log.warning("spool/%s %s", path.name, why, extra={"coin": owner.id})
+        self.store.refuse_drop(path.name, why)
+        return "changed"
 
     def _manual_coin(self, parsed, filename: str, now: float) -> Coin:
         incoming = IncomingCoin(
@@ -463,6 +542,41 @@ class Pipeline:
 
 def now() -> float:
     return time.time()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def retire(cfg: Config, name: str, coin_id: int) -> bool:
+    """Move a file of a coin that has moved on (a later drop took its place, it was
+    withdrawn) out of spool/ into spool/done/, so it can never become another coin."""
+    moved = move_into(cfg.spool_dir / name, cfg.done_dir)
+    if moved:
+        logs.get().info(
+            "spool/%s moved to spool/done/: the coin moved on", name, extra={"coin": coin_id}
+        )
+    return moved
+
+
+def withdraw(
+    cfg: Config, store: Store, coin: Coin, reason: str, trigger: str = "withdraw", by: str = "cli"
+) -> str:
+    """A person's decision that a coin is never launched (`moonshot withdraw`, `resolve
+    --withdraw`): rejected with the reason, its file out of spool/. Returns the new state."""
+    why = f"withdrawn: {reason}"
+    new = store.fire(coin, trigger, detail={"by": by, "reason": reason}, last_error=why)
+    if coin.image_filename:
+        retire(cfg, coin.image_filename, coin.id)
+    return new
 
 
 def _written_after(path: Path, stamp: str) -> bool:

@@ -47,6 +47,7 @@ class Coin:
     import_started: float | None = None
     supersede_count: int = 0
     failed_from: str | None = None
+    image_sha256: str | None = None  # of the JPEG the coin spooled (issue 15)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Coin:

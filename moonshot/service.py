@@ -6,19 +6,20 @@ hand and exits 0, a second one exits at once: every state is already committed."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 
-from moonshot import adapters
+from moonshot import adapters, home
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
-from moonshot.errors import MoonshotError, TransientError
+from moonshot.errors import HomeError, HomeTrouble, MoonshotError, TransientError
 from moonshot.ops import alerts, cleanup, logs
-from moonshot.pipeline import Pipeline
+from moonshot.pipeline import HOME_ERRORS, Pipeline
 from moonshot.spool_watch import SpoolWatcher
 from moonshot.store import Store
 
@@ -35,6 +36,7 @@ HEARTBEAT_EVERY = 1.0
 STAGES = ("all", "sync", "launch")
 OUTBOX_BATCH = 20
 OUTBOX_ONCE_ATTEMPTS = 5  # `run --once` stops waiting for an unreachable source after this
+PAUSE_MIN, PAUSE_MAX = 0.5, 30.0  # database trouble: seconds between tries (issue 15)
 
 
 class Service:
@@ -55,7 +57,7 @@ class Service:
         self.launches = stages in ("all", "launch")
         # Each split agent has its own heartbeat (`heartbeat_at:sync`, ...); health.py reads them.
         self.meta_suffix = "" if stages == "all" else f":{stages}"
-        self.store = store or Store(cfg.db_path)
+        self.store = store or home.open_store(cfg)  # invariant 7: never afresh over evidence
         self.ports = ports or adapters.build(cfg)
         self.pipeline = Pipeline(cfg, self.store, self.ports)
         self.clock = clock
@@ -74,43 +76,28 @@ class Service:
         self.alerts = alerts.Alerts(cfg, self.store, stages, clock)
         self._last_progress: float | None = None
         self._locks: list[int] = []
+        self._paused: tuple[float, str] | None = None  # since when, and why
+        self._db_lost = False  # moonshot.db was deleted or replaced under this process
 
     # -- lifecycle -----------------------------------------------------------------------
     def _lock_stages(self) -> None:
         """One process per stage and home: a second `run` (or `run --once` beside the
         launchd agent) would send the coin the first one is launching to needs_review
-        at its start-up, and the first one's outcome would be lost. flock is released
-        by the kernel when the process dies, even by kill -9."""
-        import fcntl
-
-        for stage in ("sync", "launch"):
-            if not (self.sync if stage == "sync" else self.launches):
-                continue
-            path = self.cfg.home / f".run-{stage}.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise MoonshotError(
-                    f"another moonshot run (pid {holder}) already runs the {stage} stage in"
-                    f" {self.cfg.home}; stop it first (moonshot launchd status)"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            self._locks.append(fd)
+        at its start-up, and the first one's outcome would be lost."""
+        stages = [s for s in home.STAGES if (self.sync if s == "sync" else self.launches)]
+        self._locks += home.lock_stages(self.cfg, stages, "")
 
     def start(self, now: float | None = None, watch: bool = True) -> None:
         if self._started:
             return
         now = self.clock() if now is None else now
-        self._lock_stages()
-        self._started = True
+        if not self._locks:
+            self._lock_stages()
         self.alerts.on_start(now)  # before recovery and the first heartbeat (a crash alert)
         # A sync-only agent must not touch `launching`: the launcher agent may be mid-launch.
         recovered = self.pipeline.recover(now) if self.launches else 0
         found = self.watcher.rescan() if self.sync else 0
+        self._started = True
         self.log.info(
             "started: %d coin(s) to review from a crash, %d file(s) in spool/", recovered, found
         )
@@ -226,6 +213,16 @@ class Service:
             return True
         try:
             step(coin, now)
+        except HomeTrouble:
+            # The home's trouble, not the coin's: the service pauses (run), and the
+            # attempt the step had counted does not count against the coin.
+            with contextlib.suppress(HomeTrouble):
+                fresh = self.store.get(coin.id)
+                if fresh and fresh.state == coin.state and fresh.attempts > coin.attempts:
+                    self.store.set_fields(coin.id, attempts=coin.attempts)
+            raise
+        except HomeError:
+            raise
         except Exception as exc:  # noqa: BLE001
             fresh = self.store.get(coin.id)
             if fresh is not None and fresh.state == m.LAUNCHING:
@@ -249,34 +246,29 @@ class Service:
             self.pipeline._transient(fresh, err, limit or 3, self.cfg.spool.backoff_base, now)
 
     def _review_stuck(self, coin, exc: Exception) -> None:
-        """A commit failed after `launching` (disk full, busy past the timeout): the
-        launch may have happened, so the coin must not wait for a restart in
-        `launching`, holding the import gate. Try to make it visible now."""
+        """A step failed after `launching` was committed: the launch may have happened,
+        so the coin must not wait for a restart in `launching`, holding the import gate."""
         reason = f"launch outcome not recorded: {type(exc).__name__}: {exc}"
         self.log.error("%s", reason, extra={"coin": coin.id})
-        for delay in (0.0, 0.5, 2.0):
-            time.sleep(delay)
-            try:
-                self.pipeline._fire(
-                    coin, "review", self.clock(), {"reason": reason}, last_error=reason
-                )
-                return
-            except Exception:  # noqa: BLE001 - the start-up recovery is the last resort
-                self.log.exception(
-                    "could not move the coin to needs_review", extra={"coin": coin.id}
-                )
+        self.pipeline.record_outcome(
+            coin, "review", self.clock(), {"reason": reason}, last_error=reason
+        )
 
     def _drops(self, now: float) -> bool:
         did = False
         for path, first_seen in self.watcher.ready(now):
             try:
                 outcome = self.pipeline.adopt_drop(path, now, first_seen)
+            except HOME_ERRORS:
+                raise  # the watcher still tracks the file: it is tried again after the pause
             except Exception:  # noqa: BLE001 - a bad file must not stop the service
                 self.log.exception("dropped file %s could not be handled", path.name)
                 outcome = "error"
             if outcome != "wait":
+                # Forgotten until it changes again: a refused file (still being copied?)
+                # is looked at once more on its next write event (issue 15).
                 self.watcher.done(path)
-            if outcome in ("dropped", "created", "rejected"):
+            if outcome in ("dropped", "created", "retired"):
                 self.log.info("spool/%s: %s", path.name, outcome)
                 did = True
         return did
@@ -352,6 +344,7 @@ class Service:
     def _heartbeat(self, now: float) -> None:
         if now - self._last_heartbeat < HEARTBEAT_EVERY:
             return
+        self._check_db_file()
         self._last_heartbeat = now
         beat = {
             "heartbeat_at" + self.meta_suffix: repr(now),
@@ -360,6 +353,48 @@ class Service:
         if self._last_progress is not None:
             beat["last_progress_at"] = repr(self._last_progress)
         self.store.meta_set_many(beat)
+
+    def _check_db_file(self) -> None:
+        """Invariant 7: moonshot.db deleted or replaced under the running service. Its
+        state lives on only in this process: save it beside, and stop (every command
+        refuses the home until a person puts a database back or recovers)."""
+        gone = self.store.file_gone()
+        if gone is None:
+            return
+        copy = self.cfg.home / f"{home.SAVED}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        try:
+            self.store.save_copy(copy)
+            kept = f"its last state is saved as {copy.name}: with the service stopped, mv {copy.name} moonshot.db"
+        except Exception as exc:  # noqa: BLE001 - say so; the refusal below still holds
+            kept = f"its last state could not be saved ({exc})"
+        self._db_lost = True
+        raise HomeError(f"{gone} while moonshot run used it; {kept}")
+
+    # -- pausing on database trouble (issue 15) --------------------------------------------------
+    def _pause(self, exc: HomeTrouble) -> float:
+        """The home cannot be written for now: wait (capped backoff) and try again; the
+        steps are idempotent and nothing of a coin is counted against it."""
+        now = self.clock()
+        if self._paused is None:
+            self._paused = (now, str(exc))
+            self.log.error("paused: %s", exc)
+            # For `moonshot status`, when the database itself can still be written.
+            with contextlib.suppress(HomeTrouble):
+                self.store.meta_set_many({"paused" + self.meta_suffix: str(exc)})
+        elapsed = now - self._paused[0]
+        return min(max(PAUSE_MIN, elapsed), PAUSE_MAX)
+
+    def _resumed(self) -> None:
+        if self._paused is None:
+            return
+        since, why = self._paused
+        self._paused = None
+        self.log.warning("resumed after %.0f s of: %s", self.clock() - since, why)
+        self.store.meta_delete_many(["paused" + self.meta_suffix])
+        if self.launches:
+            # A launch step cut off by the trouble left its coin in `launching`; this
+            # process holds the launch lock, so none is in hand: invariant 1 applies.
+            self.pipeline.recover(self.clock())
 
     # -- waiting ------------------------------------------------------------------------------
     def next_due(self, now: float) -> float | None:
@@ -396,21 +431,29 @@ class Service:
         return min(dues) if dues else None
 
     def run(self, once: bool = False) -> int:
-        """The service until stopped (or, with `once`, until nothing is left)."""
-        self.start()
+        """The service until stopped (or, with `once`, until nothing is left). Database
+        trouble (locked, full) pauses it: every step retries until the trouble ends."""
         idle = 0
         try:
             while not self.stopping:
                 now = self.clock()
-                if self.tick(now):
+                try:
+                    self.start()
+                    did = self.tick(now)
+                    due = None if did else self.next_due(now)
+                    if once and not did and due is None:
+                        # One more look at the source before leaving: coins may have arrived.
+                        did = self._poll_source(now, force=True)
+                        if not did:
+                            break
+                    self._resumed()
+                except HomeTrouble as exc:
+                    self._wake.wait(self._pause(exc))
+                    self._wake.clear()
+                    continue
+                if did:
                     idle = 0
                     continue
-                due = self.next_due(now)
-                if once and due is None:
-                    # One more look at the source before leaving: coins may have arrived.
-                    if self._poll_source(now, force=True):
-                        continue
-                    break
                 idle += 1
                 cap = self.cfg.service.idle_sleep_max
                 sleep = min(self.cfg.service.idle_sleep_min * 2 ** min(idle, 16), cap)
@@ -420,9 +463,18 @@ class Service:
                 self._wake.clear()
         finally:
             self.close()
-            if self._last_progress is not None:
-                self.store.meta_set_many({"last_progress_at": repr(self._last_progress)})
+            if self._db_lost:
+                self.store.close()
+                home.forget_deleted(self.cfg)
+            elif self._last_progress is not None:
+                self._record_stop({"last_progress_at": repr(self._last_progress)})
         # 0 = stopped cleanly; after an exception the stale heartbeat says "dead" (issue 6).
-        self.store.meta_set_many({"heartbeat_at" + self.meta_suffix: "0"})
+        self._record_stop({"heartbeat_at" + self.meta_suffix: "0"})
         self.log.info("stopped%s", " (signal)" if self.stopping else "")
         return RET_OK
+
+    def _record_stop(self, values: dict[str, str]) -> None:
+        try:
+            self.store.meta_set_many(values)
+        except HomeTrouble as exc:  # stopping anyway: status will say "dead", not lie
+            self.log.warning("could not record the stop: %s", exc)

@@ -1,7 +1,9 @@
 """The state database `moonshot.db`: the only writer of it. sqlite-utils on one
 connection in WAL mode with a busy timeout and synchronous=FULL, so that every
 committed transition (above all `launching`) survives a power cut, and the CLI and
-the service can write at the same time in short transactions.
+the service can write at the same time in short transactions. Every SQLite error
+leaves here as one named MoonshotError (`explain`): a lock or a full disk is
+HomeTrouble (wait and retry), anything else HomeError (issue 15).
 
 Never call a port from here; never leave a transaction open across a side effect."""
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -19,12 +23,13 @@ from typing import Any
 import sqlite_utils
 
 from moonshot import machine
-from moonshot.errors import MoonshotError, StaleState
+from moonshot.errors import HomeError, HomeTrouble, MoonshotError, StaleState
 from moonshot.ops import alert_events
 from moonshot.ports import Coin, IncomingCoin
 
 BUSY_TIMEOUT_MS = 15_000
-LOCAL_SOURCES = frozenset({"local", "manual"})  # nothing to report back to
+LOCAL_SOURCES = frozenset({"local", "manual", "recovered"})  # nothing to report back to
+REFUSED_DROP = "drop_refused:"  # meta key prefix
 
 COIN_COLUMNS: dict[str, Any] = {
     "id": int,
@@ -49,7 +54,7 @@ COIN_COLUMNS: dict[str, Any] = {
     "supersede_count": int,
     "failed_from": str,
 }
-CHANGEABLE = frozenset(COIN_COLUMNS) - {
+CHANGEABLE = frozenset({*COIN_COLUMNS, "image_sha256"}) - {
     "id",
     "state",
     "source",
@@ -57,6 +62,105 @@ CHANGEABLE = frozenset(COIN_COLUMNS) - {
     "created_at",
     "updated_at",
 }
+
+
+# SQLite's primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL = 5, 6, 10, 13
+SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB = 8, 11, 14, 26
+# Errors of the file or the disk, named by `explain`; others (a constraint, a bad
+# statement) are the program's and pass through as they are.
+HOME_CODES = frozenset(
+    {
+        SQLITE_BUSY,
+        SQLITE_LOCKED,
+        SQLITE_IOERR,
+        SQLITE_FULL,
+        SQLITE_READONLY,
+        SQLITE_CORRUPT,
+        SQLITE_CANTOPEN,
+        SQLITE_NOTADB,
+    }
+)
+HOME_TROUBLESHOOTING = "README, Troubleshooting: 'moonshot.db is missing / was replaced'"
+
+
+def explain(exc: sqlite3.Error, path: Path) -> MoonshotError:
+    """One line for an SQLite error: HomeTrouble when waiting may cure it (a lock held
+    by another program, a full disk), HomeError otherwise (damaged, not a database)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc)
+    if code in (SQLITE_BUSY, SQLITE_LOCKED) or "locked" in text:
+        return HomeTrouble(
+            f"{path} is locked by another program (waited {BUSY_TIMEOUT_MS // 1000} s); moonshot"
+            " goes on when it lets go: end that program's write transaction"
+        )
+    if code in (SQLITE_FULL, SQLITE_IOERR) or "disk is full" in text:
+        free = _free_bytes(path)
+        why = "the disk is full" if code == SQLITE_FULL or free < LOW_SPACE else "disk I/O error"
+        return HomeTrouble(
+            f"{path} cannot be written: {why} ({free} bytes free); free some space, moonshot"
+            " goes on by itself"
+        )
+    if code == SQLITE_READONLY:
+        return HomeError(f"{path} is read-only: check its permissions and its folder's")
+    if code == SQLITE_CANTOPEN:
+        return HomeError(f"cannot open {path}: check that its folder exists and is writable")
+    return HomeError(
+        f"{path} is not a usable SQLite database ({text}); put this home's own moonshot.db"
+        f" back from a backup ({HOME_TROUBLESHOOTING})"
+    )
+
+
+LOW_SPACE = 1 << 20  # below this, a write error is called a full disk
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 0
+
+
+def is_home_error(exc: sqlite3.Error) -> bool:
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    return code in HOME_CODES or (
+        not code and type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+    )
+
+
+class _Connection(sqlite3.Connection):
+    """Every statement's file or disk error becomes `explain`'s MoonshotError, so no
+    caller mistakes a lock or a damaged file for the coin's own problem."""
+
+    def __init__(self, database, *args, **kwargs):
+        super().__init__(database, *args, **kwargs)
+        self.path = Path(database)
+
+    def _run(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            if not is_home_error(exc):
+                raise
+            raise explain(exc, self.path) from None
+
+    def execute(self, *args, **kwargs):
+        return self._run(super().execute, *args, **kwargs)
+
+    def executemany(self, *args, **kwargs):
+        return self._run(super().executemany, *args, **kwargs)
+
+    def executescript(self, *args, **kwargs):
+        return self._run(super().executescript, *args, **kwargs)
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def iso(ts: float | None = None) -> str:
@@ -180,28 +284,102 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db["alerts"].create_index(["status", "next_try"])
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    # Issue 15: every name a coin's file ever had in spool/, so a file of a coin that has
+    # moved on is never taken for a new coin; and the hash of the JPEG the coin spooled,
+    # so a file changed afterwards is never imported unchecked (invariant 5).
+    db["spool_files"].create(
+        {"name": str, "coin_id": int, "at": str},
+        pk="name",
+        foreign_keys=[("coin_id", "coins", "id")],
+        not_null={"coin_id", "at"},
+    )
+    db["spool_files"].create_index(["coin_id"])
+    db.execute(
+        "INSERT OR IGNORE INTO spool_files (name, coin_id, at)"
+        " SELECT image_filename, id, updated_at FROM coins WHERE image_filename IS NOT NULL"
+    )
+    db["coins"].add_column("image_sha256", str)
+    db["coins"].create_index(["tweet_id"])
+
+
 # Schema version = PRAGMA user_version; MIGRATIONS[n-1] moves version n-1 to n.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Store:
     def __init__(self, path: Path | str, *, readonly: bool = False):
         self.path = Path(path)
-        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.db = sqlite_utils.Database(conn)
-        if self.db.journal_mode != "wal":
-            self.db.enable_wal()
-        # FULL: a commit in WAL mode is fsynced before it returns (NORMAL may lose the
-        # last commits on power loss, and the `launching` commit must not be lost).
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            self.migrate()
+        try:
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                factory=_Connection,
+            )
+        except sqlite3.Error as exc:
+            raise explain(exc, self.path) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db = sqlite_utils.Database(conn)
+            if self.db.journal_mode != "wal":
+                self.db.enable_wal()
+            # FULL: a commit in WAL mode is fsynced before it returns (NORMAL may lose the
+            # last commits on power loss, and the `launching` commit must not be lost).
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self.migrate()
+        except BaseException:
+            conn.close()
+            raise
+        # Invariant 7: which file this connection holds, to notice one deleted or replaced
+        # under a running service; and who is told of commits that leave evidence outside.
+        self.file_id = file_id(self.path)
+        self.on_evidence: Callable[[int, bool], None] | None = None
 
     def close(self) -> None:
         self.db.close()
+
+    # -- the file itself (invariant 7) ------------------------------------------------------
+    def file_gone(self) -> str | None:
+        """None while `path` is still the file this store opened; else what happened."""
+        now = file_id(self.path)
+        if now is None:
+            return f"{self.path} was deleted"
+        if now != self.file_id:
+            return f"{self.path} was replaced by another file"
+        return None
+
+    def save_copy(self, target: Path) -> Path:
+        """A consistent copy of the open database (sqlite's backup API), e.g. of one that
+        was deleted under the service: the person can put it back."""
+        dest = sqlite3.connect(str(target))
+        try:
+            self.db.conn.backup(dest)
+        finally:
+            dest.close()
+        return target
+
+    def write_blocked(self, wait_ms: int = 1000) -> MoonshotError | None:
+        """Why a write would fail now (another program's lock, a full disk), or None.
+        Takes the write lock for an instant and changes nothing (`moonshot status`)."""
+        conn = self.db.conn
+        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except MoonshotError as exc:
+            return exc
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        free = _free_bytes(self.path)
+        if free < LOW_SPACE:
+            return HomeTrouble(
+                f"the disk of {self.path.parent} is full ({free} bytes free): free some space"
+            )
+        return None
 
     # -- transactions --------------------------------------------------------------
     @contextlib.contextmanager
@@ -214,13 +392,15 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")  # SQLITE_FULL may come only here
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(MoonshotError):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def migrate(self) -> int:
+        """Bring the schema to SCHEMA_VERSION; a newer one is refused."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise MoonshotError(
@@ -281,6 +461,8 @@ class Store:
                 ),
             )
             coin_id = cur.lastrowid
+            if image_filename:
+                self._own_file(conn, coin_id, image_filename, stamp)
             conn.execute(
                 "INSERT INTO transitions (coin_id, from_state, to_state, trigger, at, detail) VALUES (?, NULL, ?, ?, ?, ?)",
                 (
@@ -323,6 +505,8 @@ class Store:
             )
             if cur.rowcount != 1:
                 raise StaleState(f"coin {coin_id} is no longer {from_state}")
+            if changes.get("image_filename"):
+                self._own_file(conn, coin_id, changes["image_filename"], stamp)
             audit = conn.execute(
                 "INSERT INTO transitions (coin_id, from_state, to_state, trigger, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -358,6 +542,69 @@ class Store:
                     )
                     fields["trigger"] = trigger
                     self._enqueue(conn, coin_id, source, ref, to_state, fields, stamp)
+            seq = self._bump_evidence(conn) if trigger in machine.LEAVES_EVIDENCE else None
+        if seq is not None and self.on_evidence is not None:
+            # After the commit, before the side effect that leaves evidence outside the
+            # database, the home's marker learns how far this database has come (home.py).
+            # After, not before: a reader that sees the marker's count then finds the
+            # database at least there. Durable before a launch; if it cannot be written
+            # then, this raises with the coin in `launching` and nothing clicked, and the
+            # coin goes to needs_review (invariant 1), never on without its marker.
+            self.on_evidence(seq, to_state == machine.LAUNCHING)
+
+    # -- spool file owners and the home's identity (issue 15, invariant 7) --------------------
+    def _own_file(self, conn: sqlite3.Connection, coin_id: int, name: str, stamp: str) -> None:
+        conn.execute(
+            "INSERT INTO spool_files (name, coin_id, at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            (name, coin_id, stamp),
+        )
+        owner = conn.execute("SELECT coin_id FROM spool_files WHERE name = ?", (name,)).fetchone()
+        if owner[0] != coin_id:
+            raise StaleState(f"spool/{name} belongs to coin {owner[0]}, not to coin {coin_id}")
+
+    def _bump_evidence(self, conn: sqlite3.Connection) -> int:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('evidence_seq', '1') ON CONFLICT(key)"
+            " DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+        )
+        return int(self.meta_get("evidence_seq") or 0)
+
+    def identity(self) -> tuple[str | None, int]:
+        """(home id, evidence sequence): which home this database made, and how many
+        commits it made that left evidence outside it (files in spool/, launches)."""
+        return self.meta_get("home_id"), int(self.meta_get("evidence_seq") or 0)
+
+    def claim_home_id(self, home_id: str) -> str:
+        """Give the database this home id unless it has one; returns the one it has."""
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('home_id', ?) ON CONFLICT(key) DO NOTHING",
+                (home_id,),
+            )
+        return self.meta_get("home_id") or home_id
+
+    def set_identity(self, home_id: str, evidence_seq: int) -> None:
+        self.meta_set_many({"home_id": home_id, "evidence_seq": str(evidence_seq)})
+
+    def owned_files(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM spool_files")}
+
+    def twin(self, coin: Coin, states: tuple[str, ...]) -> Coin | None:
+        """Another coin of the same twitter user and ticker in one of `states`."""
+        marks = ", ".join("?" * len(states))
+        row = self._one(
+            f"SELECT * FROM coins WHERE ticker = ? AND twitter_user = ? COLLATE NOCASE"
+            f" AND id != ? AND state IN ({marks}) ORDER BY id LIMIT 1",
+            (coin.ticker, coin.twitter_user, coin.id, *states),
+        )
+        return Coin.from_row(row) if row else None
+
+    def coin_with_tweet(self, tweet_id: str, exclude_id: int) -> int | None:
+        row = self.db.execute(
+            "SELECT id FROM coins WHERE tweet_id = ? AND id != ? ORDER BY id LIMIT 1",
+            (tweet_id, exclude_id),
+        ).fetchone()
+        return row[0] if row else None
 
     def fire(
         self,
@@ -388,9 +635,18 @@ class Store:
         row = self._one("SELECT * FROM coins WHERE id = ?", (coin_id,))
         return Coin.from_row(row) if row else None
 
-    def find_by_filename(self, filename: str) -> Coin | None:
+    def coin_by_ref(self, source: str, source_ref: str) -> Coin | None:
         row = self._one(
-            "SELECT * FROM coins WHERE image_filename = ? ORDER BY id DESC LIMIT 1", (filename,)
+            "SELECT * FROM coins WHERE source = ? AND source_ref = ?", (source, source_ref)
+        )
+        return Coin.from_row(row) if row else None
+
+    def find_by_filename(self, filename: str) -> Coin | None:
+        """The coin that owns, or once owned, this spool file name (its image_filename
+        may since be another one: a hand-drop gave it a new file)."""
+        row = self._one(
+            "SELECT c.* FROM spool_files f JOIN coins c ON c.id = f.coin_id WHERE f.name = ?",
+            (filename,),
         )
         return Coin.from_row(row) if row else None
 
@@ -494,6 +750,15 @@ class Store:
                 (error, next_try, entry_id),
             )
 
+    def drop_reports(self, coin_id: int, now: float | None = None) -> int:
+        """Never send this coin's undelivered reports (its claim was given away)."""
+        with self.write() as conn:
+            return conn.execute(
+                "UPDATE outbox SET delivered_at = ?, last_error = 'not sent: claim released'"
+                " WHERE coin_id = ? AND delivered_at IS NULL",
+                (iso(now), coin_id),
+            ).rowcount
+
     def outbox_pending(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[
             0
@@ -592,6 +857,25 @@ class Store:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
+
+    def meta_delete_many(self, keys: list[str]) -> None:
+        with self.write() as conn:
+            conn.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in keys])
+
+    # Dropped files in spool/ that were not taken, and why (issue 15; `moonshot status`).
+    def refuse_drop(self, name: str, why: str) -> None:
+        self.meta_set(REFUSED_DROP + name, why)
+
+    def clear_refused_drop(self, name: str) -> None:
+        if self.meta_get(REFUSED_DROP + name) is not None:  # no write lock for the common case
+            self.meta_delete_many([REFUSED_DROP + name])
+
+    def refused_drops(self) -> dict[str, str]:
+        rows = self.db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(REFUSED_DROP), REFUSED_DROP),
+        )
+        return {k[len(REFUSED_DROP) :]: v for k, v in rows}
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

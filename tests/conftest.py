@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from PIL import Image
 from moonshot import config as config_mod
 from moonshot.adapters import Ports
 from moonshot.app.launcher_ledger import LedgerLauncher
+from moonshot.home import open_store as open_home_store
 from moonshot.photos.library_folder import FolderLibrary
-from moonshot.store import Store
 from moonshot.supabase.source_local import LocalSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,9 @@ def cfg(cfg_factory):
 
 @pytest.fixture
 def store(cfg):
-    s = Store(cfg.db_path)
+    """The home's store opened as the service and the CLI open it (home.open_store: the
+    markers kept beside its evidence, invariant 7)."""
+    s = open_home_store(cfg)
     yield s
     s.close()
 
@@ -99,7 +102,7 @@ def service_factory(cfg_factory):
 
     def make(env: dict | None = None, library=None, launcher="ledger", cfg=None):
         cfg = cfg or cfg_factory(env)
-        store = Store(cfg.db_path)
+        store = open_home_store(cfg)
         library = library or FolderLibrary(cfg.library_path)
         if launcher == "ledger":
             launcher = LedgerLauncher(cfg.ledger_path) if cfg.launch.mode != "off" else None
@@ -110,6 +113,19 @@ def service_factory(cfg_factory):
     yield make
     for svc in made:
         svc.close()
+
+
+def home_store(home: Path, env: dict | None = None):
+    """A home's store opened as the CLI opens it (markers kept, invariant 7), for tests
+    that write a state directly before they run the real CLI."""
+    return open_home_store(config_mod.load(home, env=env or {}))
+
+
+def spool_names(folder: Path) -> list[str]:
+    """The names in spool/ but the home's marker (moonshot.home.MARKER)."""
+    from moonshot.home import MARKER
+
+    return sorted(n for n in os.listdir(folder) if n != MARKER)
 
 
 def drain(svc, limit: int = 2000, now=None) -> int:
@@ -200,3 +216,99 @@ def run_cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"moonshot {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc
+
+
+class SmallDisk:
+    """A real small file system (tmpfs) that fills up: `fill()` leaves `leave` bytes free,
+    `free_up()` removes the filler, `grow(size)` remounts it larger."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.filler = path / ".filler"
+
+    def free(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, leave: int = 0) -> None:
+        with open(self.filler, "ab") as f:
+            chunk = b"\0" * 65536
+            while self.free() > leave + len(chunk):
+                f.write(chunk)
+                f.flush()
+            try:
+                while self.free() > leave:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+            except OSError:
+                pass
+
+    def free_up(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def grow(self, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path_factory):
+    """make(size) -> SmallDisk: a tmpfs of that size (root only: skipped locally
+    without it, failed in CI), unmounted at the end."""
+    mounted: list[Path] = []
+
+    def make(size: str = "4m") -> SmallDisk:
+        path = tmp_path_factory.mktemp("disk")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            missing_service(f"cannot mount a small tmpfs ({proc.stderr.strip()}): needs root")
+        mounted.append(path)
+        return SmallDisk(path)
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def wait_for(condition, timeout: float = 60.0, every: float = 0.2, what: str = "condition"):
+    """Poll until condition() is truthy (generous: the machine is shared); returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture
+def service_process(tmp_path_factory):
+    """start(home, env=None, *args) -> Popen of `moonshot run` in the background, its
+    stderr in a file (`proc.err()` reads it); stopped (TERM, then KILL) at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start(home: Path, env: dict | None = None, *args: str) -> subprocess.Popen:
+        err = tmp_path_factory.mktemp("service") / "stderr.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moonshot", "--home", str(home), "run", *args],
+            env=cli_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=open(err, "w"),  # noqa: SIM115 - the child owns it
+        )
+        proc.err = lambda: err.read_text(errors="replace")  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import sqlite3
 import struct
 import subprocess
@@ -31,7 +30,7 @@ from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
 from moonshot.service import Service
 from moonshot.supabase.source_local import LocalSource
-from tests.conftest import ROOT, ImageServer, cli_env, drain, make_image, run_cli
+from tests.conftest import ROOT, ImageServer, cli_env, drain, make_image, run_cli, spool_names
 
 SERVICE_FILES = {"spool", "library", "logs", "moonshot.db", "moonshot.db-wal", "moonshot.db-shm"}
 SERVICE_FILES |= {"launches.jsonl", "moonshot.toml", ".run-sync.lock", ".run-launch.lock"}
@@ -127,7 +126,7 @@ def test_hostile_names_from_a_source_are_rejected_in_spool(service_factory, imag
         assert coin.state == m.REJECTED, (coin.ticker, coin.state)
         assert why in coin.last_error and coin.last_error.isprintable()
         assert len(coin.last_error) < 200
-    assert list((svc.cfg.spool_dir).iterdir()) == []
+    assert spool_names(svc.cfg.spool_dir) == []
     assert svc.ports.library.count() == 0
     assert image_server.hits.get("/ok.jpg", 0) == 0  # refused before any download
     assert outside_service(tmp_path, svc.cfg.home) == before
@@ -213,7 +212,7 @@ def test_odd_drops_are_left_alone_and_reported(service_factory, cfg):
     svc.start(watch=False)
     drain(svc)
     assert svc.store.counts()[m.SPOOLED] == 0 and sum(svc.store.counts().values()) == 0
-    assert sorted(os.listdir(cfg.spool_dir)) == sorted(ODD_DROPS)
+    assert spool_names(cfg.spool_dir) == sorted(ODD_DROPS)
     from moonshot.ops.status import unknown_spool_files
 
     assert sorted(unknown_spool_files(cfg)) == sorted(n for n in ODD_DROPS if not n.startswith("."))
@@ -225,9 +224,9 @@ def test_symlinked_drop_never_writes_through_the_link(service_factory, cfg, tmp_
     target = tmp_path / "private.jpg"
     target.write_bytes(jpeg_bytes((50, 50)))
     original = target.read_bytes()
+    svc = service_factory({"MOONSHOT_LAUNCH_MODE": "off"})  # the home first (invariant 7)
     link = cfg.spool_dir / "bob_LINK_1700000000.jpg"
     link.symlink_to(target)
-    svc = service_factory({"MOONSHOT_LAUNCH_MODE": "off"})
     svc.start(watch=False)
     drain(svc)
     assert target.read_bytes() == original
@@ -375,7 +374,7 @@ def test_hostile_images_are_rejected_with_their_reason(service_factory, hostile_
         coin = svc.store.get(coin_id)
         assert coin.state == m.REJECTED, (key, coin.state, coin.last_error)
         assert reason in coin.last_error, (key, coin.last_error)
-    assert [p for p in svc.cfg.spool_dir.iterdir() if not p.name.endswith(".part")] == []
+    assert [n for n in spool_names(svc.cfg.spool_dir) if not n.endswith(".part")] == []
     assert svc.ports.library.count() == 0
     assert outside_service(tmp_path, svc.cfg.home) == before
 

@@ -13,7 +13,7 @@ from moonshot import machine as m
 from moonshot.errors import NeedsReview, TransientError
 from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
-from tests.conftest import drain, make_image
+from tests.conftest import drain, make_image, spool_names
 
 
 def add(svc, ticker="MOON", image=None, user="bob", ref=None, **kw):
@@ -85,7 +85,7 @@ def test_spool_writes_only_canonical_names_atomically(service_factory, tmp_path)
     assert coin.image_filename.startswith("Some_User_MOON_") and coin.image_filename.endswith(
         ".jpg"
     )
-    assert [p.name for p in svc.cfg.spool_dir.iterdir()] == [coin.image_filename]
+    assert spool_names(svc.cfg.spool_dir) == [coin.image_filename]
     assert not svc.cfg.ledger_path.exists()
 
 
@@ -116,7 +116,7 @@ def test_invalid_input_is_rejected_with_reason(service_factory, tmp_path, image_
     assert "HTTP 404" in reasons[gone].last_error
     assert "scheme 'ftp'" in reasons[ftp].last_error
     assert ledger(svc) == []
-    assert list(svc.cfg.spool_dir.iterdir()) == []
+    assert spool_names(svc.cfg.spool_dir) == []
 
 
 def test_transient_errors_back_off_then_succeed(service_factory, tmp_path, image_server):
@@ -385,17 +385,28 @@ def test_other_files_are_left_alone_and_parts_cleaned(service_factory, tmp_path)
     assert collect(svc.cfg, svc.store)["unknown_spool_files"] == ["holiday.jpg"]
 
 
-def test_undecodable_drop_of_unknown_coin_is_rejected_after_grace(service_factory, monkeypatch):
+def test_undecodable_drop_makes_no_coin_and_is_taken_once_it_changes(
+    service_factory, monkeypatch, tmp_path
+):
+    """Issue 15: a file that does not decode is refused for now, shown by status, and
+    taken when it changes (a drop refused for good could never be fixed)."""
     from moonshot import pipeline
+    from moonshot.ops.status import collect
 
     monkeypatch.setattr(pipeline, "DROP_GRACE", 0.05)
     svc = service_factory()
-    (svc.cfg.spool_dir / "eve_JUNK_1700000003.jpg").write_bytes(
-        b"<svg xmlns='http://www.w3.org/2000/svg'/>"
-    )
+    drop = svc.cfg.spool_dir / "eve_JUNK_1700000003.jpg"
+    drop.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    drain(svc)
+    assert svc.store.coins_in(m.STATES) == []
+    refused = collect(svc.cfg, svc.store, probe=False)["refused_drops"]
+    assert "SVG" in refused["eve_JUNK_1700000003.jpg"]
+    drop.write_bytes(make_image(tmp_path / "good.png", fmt="PNG").read_bytes())
+    svc.watcher.notice(drop)  # what the watchdog thread does on the write
     drain(svc)
     (coin,) = svc.store.coins_in(m.STATES)
-    assert coin.state == m.REJECTED and "SVG" in coin.last_error
+    assert coin.source == "manual" and coin.state == m.CONFIRMED  # waits for approval
+    assert collect(svc.cfg, svc.store, probe=False)["refused_drops"] == {}
 
 
 def test_import_after_crash_reuses_the_asset(service_factory, tmp_path):
@@ -599,9 +610,28 @@ def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path)
             break
     report = collect(svc.cfg, svc.store, probe=False)
     (row,) = report["retrying"]
-    assert (row["id"], row["attempts"]) == (coin_id, 1) and 290 < row[
-        "retry_in_s"
-    ] <= 300  # spool.backoff_max caps it
+    assert (row["id"], row["attempts"]) == (coin_id, 1)
+    assert 290 < row["retry_in_s"] <= 300  # spool.backoff_max caps the backoff
     line = next(ln for ln in render(report).splitlines() if ln.startswith("retrying:"))
     assert line.startswith(f"retrying: coin {coin_id} WAIT (attempt 1, retry in ")
     assert line.endswith("reset failed, the app is not back home")
+
+
+def test_a_withdrawn_coin_handed_again_by_a_remote_source_is_not_launched(service_factory):
+    """The Supabase source may hand the same row again (a reset claim), or a new row for
+    the same tweet: neither launches a coin a person withdrew (issue 15)."""
+    from moonshot.pipeline import withdraw
+
+    svc = service_factory()
+    img = str(make_image(svc.cfg.home / "w.png"))
+    first = IncomingCoin("supabase", "row-7", "WD", "w", img, "bob", "77")
+    coin_id, _ = svc.store.add_coin(first, twitter_user="bob")
+    withdraw(svc.cfg, svc.store, svc.store.get(coin_id), "a person said no")
+    assert svc.store.add_coin(first, twitter_user="bob") == (coin_id, False)
+    other = IncomingCoin("supabase", "row-8", "WD", "w", img, "bob", "77")
+    other_id, created = svc.store.add_coin(other, twitter_user="bob")
+    assert created
+    drain(svc)
+    assert svc.store.get(other_id).state == m.REJECTED
+    assert svc.store.get(other_id).last_error == f"tweet 77 is already coin {coin_id}"
+    assert ledger(svc) == []

@@ -333,7 +333,7 @@ def test_service_moves_launched_files_to_done_and_never_reimports(home, tmp_path
         wait_for(lambda: len(ledger(home)) == 3, what="three launches")
         done = home / "spool" / "done"
         wait_for(lambda: done.is_dir() and len(list(done.iterdir())) == 3, what="clean-up")
-        assert [p.name for p in (home / "spool").iterdir() if p.is_file()] == []
+        assert [p.name for p in (home / "spool").iterdir() if p.is_file()] == [".moonshot-home"]
         # A new coin afterwards: the files in done/ are not imported again.
         more = add_coins(home, tmp_path / "more", 1)
         wait_for(lambda: len(ledger(home)) == 4, what="the fourth launch")

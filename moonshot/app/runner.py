@@ -106,7 +106,6 @@ class Runner:
         self.irreversible_clicked = False
         self.handled: dict[str, int] = {}  # interrupt name -> times answered in this run
         self._refs: dict[Path, Image.Image] = {}
-        self._cut = flow.steps[flow.irreversible_index].index
 
     @property
     def reader(self) -> TextReader:
@@ -212,7 +211,8 @@ class Runner:
     def _interruptible(self, step: Step) -> bool:
         if self.irreversible_clicked or not self.flow.interrupts:
             return False
-        return step.section == "reset" or (step.section == "step" and step.index < self._cut)
+        cut = self.flow.steps[self.flow.irreversible_index].index
+        return step.section == "reset" or (step.section == "step" and step.index < cut)
 
     def _answer_interrupts(self, step: Step, shot: Image.Image) -> bool:
         """Click away every interrupt showing in this screenshot (each at most its `times`

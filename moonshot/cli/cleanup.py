@@ -19,13 +19,12 @@ from moonshot.errors import MoonshotError
 @click.pass_context
 def cleanup(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """Move launched coins' images to spool/done/ and delete old ones there."""
+    from moonshot.home import open_store
     from moonshot.ops import cleanup as spool_cleanup  # sqlite-utils: only when this runs
-    from moonshot.store import Store
 
     try:
         cfg = config.load((ctx.obj or {}).get("home"))
-        cfg.ensure_dirs()
-        store = Store(cfg.db_path)
+        store = open_store(cfg, create=False)
         try:
             result = spool_cleanup.run(cfg, store, dry_run=dry_run)
         finally:

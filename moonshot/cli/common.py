@@ -23,12 +23,13 @@ def load_config(ctx: click.Context) -> config_mod.Config:
         raise click.ClickException(str(exc)) from None
 
 
-def open_store(cfg: config_mod.Config):
-    from moonshot.store import Store
+def open_store(cfg: config_mod.Config, *, create: bool = False):
+    """The home's database, checked against the home (invariant 7). Only commands that
+    bring coins in (`add`, `ingest`) may start a fresh home; the others never create one."""
+    from moonshot.home import open_store as open_home
 
-    cfg.ensure_dirs()
     try:
-        return Store(cfg.db_path)
+        return open_home(cfg, create=create)
     except MoonshotError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -129,10 +129,10 @@ def _walk(cfg, fl: flowmod.Flow, driver, coin_id: int | None, as_json: bool):
     from moonshot.adapters import build_library
     from moonshot.app.launcher_gui import GuiLauncher, load_flow
     from moonshot.app.walk import walk
-    from moonshot.store import Store
+    from moonshot.cli.common import open_store
 
     if coin_id is None:
-        waiting = Store(cfg.db_path).coins_in(("confirmed",), order="id DESC", limit=1)
+        waiting = open_store(cfg).coins_in(("confirmed",), order="id DESC", limit=1)
         if not waiting:
             raise click.ClickException(
                 "flow check --walk types a test coin into the app: add one (`moonshot add`,"
@@ -159,9 +159,9 @@ def _walk(cfg, fl: flowmod.Flow, driver, coin_id: int | None, as_json: bool):
 
 def _imported_coin(cfg, coin_id: int, what: str):
     """A coin of the state db whose photo is in the library (what a fill-in needs)."""
-    from moonshot.store import Store
+    from moonshot.cli.common import open_store
 
-    coin = Store(cfg.db_path).get(coin_id)
+    coin = open_store(cfg).get(coin_id)
     if coin is None:
         raise click.ClickException(f"no coin with id {coin_id}")
     if not coin.image_filename or not coin.photos_asset_id:

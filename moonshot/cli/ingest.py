@@ -13,15 +13,27 @@ import click
 
 from moonshot.errors import MoonshotError
 
+MAX_JSON_BYTES = 50_000_000  # a tweet file is kilobytes; /dev/zero must not fill memory
+
 
 def _read_json(path: str):
     try:
         if path == "-":
-            return json.load(sys.stdin)
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            data = sys.stdin.buffer.read(MAX_JSON_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise click.ClickException(
+                f"{path}: more than {MAX_JSON_BYTES} bytes; not a tweet file (split it)"
+            )
+        return json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise click.ClickException(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise click.ClickException(f"{path}: is a folder, not a JSON file") from None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot be read ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"{path}: not valid JSON ({exc})") from None
 
@@ -71,7 +83,7 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
     if follow and not x_api:
         raise click.UsageError("--follow needs --x-api")
     cfg = load_config(ctx)
-    store = open_store(cfg)
+    store = open_store(cfg, create=True)
     try:
         ingestor = Ingestor.from_config(cfg, store)
         # pending coins first (poll_x does this itself before each poll)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+import cloup
+from cloup.constraints import If, IsSet, accept_none, require_one
 
 from moonshot import __version__, naming
 from moonshot import machine as m
@@ -44,6 +46,8 @@ COMMAND_MODULES: tuple[str, ...] = (
 @click.pass_context
 def cli(ctx: click.Context, home: str | None) -> None:
     """moonshot: coins from a source to launched tokens, through spool/ and Photos."""
+    if home is not None and not home.strip():
+        raise click.BadParameter("is empty; give a folder (or leave it out)", param_hint="--home")
     ctx.obj = {"home": home}
 
 
@@ -104,11 +108,11 @@ def add(ctx, ticker, name, image, twitter_user, tweet_id, approved, as_json) -> 
         naming.valid_user(user)
         name = _valid_name(name)
         image_ref = _image_ref(image)
-        if tweet_id is not None and not (tweet_id.isdigit() and len(tweet_id) <= 25):
-            raise Rejected(f"invalid tweet id {tweet_id!r}: expected digits")
+        if tweet_id is not None:
+            tweet_id = naming.valid_tweet_id(tweet_id)  # `042` is not a second tweet 42
     except Rejected as exc:
         raise click.ClickException(exc.reason) from None
-    store = open_store(cfg)
+    store = open_store(cfg, create=True)
     ref = f"tweet:{tweet_id}" if tweet_id else f"add:{uuid.uuid4()}"
     incoming = IncomingCoin("local", ref, ticker, name, image_ref, user, tweet_id)
     coin_id, created = store.add_coin(incoming, twitter_user=user, approved=approved)
@@ -138,6 +142,8 @@ def _image_ref(image: str) -> str:
         check_url(image, [])
         return image
     path = Path(image).expanduser()
+    if path.is_dir():
+        raise Rejected(f"image {image} is a folder, not an image file")
     if not path.is_file():
         raise Rejected(f"image file {image} does not exist")
     return str(path.resolve())
@@ -148,10 +154,14 @@ def _image_ref(image: str) -> str:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Counts per state, oldest waiting coin, last success, health."""
+    from moonshot.home import is_fresh
     from moonshot.ops.status import collect, render
+    from moonshot.store import Store
 
     cfg = load_config(ctx)
-    store = open_store(cfg)
+    # A fresh home reads as empty; status never creates one (issue 15).
+    fresh = cfg.home.is_dir() and is_fresh(cfg)
+    store = Store(":memory:") if fresh else open_store(cfg)
     report = collect(cfg, store)
     output(report, as_json, render(report))
     if not report["healthy"]:
@@ -206,40 +216,106 @@ def retry(ctx: click.Context, coin_id: int) -> None:
     click.echo(f"coin {coin_id}: failed -> {new}")
 
 
-@cli.command()
+@cloup.command()
 @click.argument("coin_id", type=COIN_ID)
-@click.option("--launched", "outcome", flag_value="launched", help="The token was created.")
-@click.option(
-    "--not-launched",
-    "outcome",
-    flag_value="not_launched",
-    help="No token was created; launch again.",
+@cloup.option("--launched", is_flag=True, help="The token was created.")
+@cloup.option("--not-launched", is_flag=True, help="No token was created; launch again.")
+@cloup.option(
+    "--withdraw", is_flag=True, help="No token was created, and none must be: reject the coin."
 )
-@click.option("--token-address", default=None, help="The token's address, with --launched.")
+@cloup.option("--token-address", default=None, help="The token's Solana address, with --launched.")
+@cloup.option("--reason", default=None, help="Why, with --withdraw.")
+@cloup.constraint(require_one, ["launched", "not_launched", "withdraw"])
+@cloup.constraint(If(~IsSet("launched"), then=accept_none), ["token_address"])
+@cloup.constraint(If(~IsSet("withdraw"), then=accept_none), ["reason"])
 @click.pass_context
 def resolve(
-    ctx: click.Context, coin_id: int, outcome: str | None, token_address: str | None
+    ctx: click.Context,
+    coin_id: int,
+    launched: bool,
+    not_launched: bool,
+    withdraw: bool,
+    token_address: str | None,
+    reason: str | None,
 ) -> None:
     """Settle a coin in needs_review: it was launched, or it was not."""
-    if outcome is None:
-        raise click.UsageError("say --launched or --not-launched")
+    if token_address is not None:
+        from moonshot.app.flow import valid_address
+
+        if valid_address(token_address) is None:
+            raise click.BadParameter(
+                "not a Solana address (base58, 32-44 characters, 32 bytes)",
+                param_hint="--token-address",
+            )
+        token_address = token_address.strip()
+    from moonshot.home import RECOVERED
+    from moonshot.pipeline import withdraw as withdraw_coin
+
     cfg = load_config(ctx)
     store = open_store(cfg)
     coin = coin_or_fail(store, coin_id)
     if coin.state != m.NEEDS_REVIEW:
         raise click.ClickException(f"coin {coin_id} is {coin.state}, not needs_review")
+    if not_launched and coin.source == RECOVERED:
+        raise click.ClickException(
+            f"coin {coin_id} was rebuilt by `moonshot recover` from evidence and is never"
+            f" launched again from here: `moonshot resolve {coin_id} --launched` if the token"
+            " exists, else --withdraw, and `moonshot add` the coin anew"
+        )
+    clear = {"attempts": 0, "not_before": 0.0, "last_error": None}
     try:
-        if outcome == "launched":
+        if launched:
             new = store.fire(
-                coin, "resolve_launched", detail={"by": "cli"}, token_address=token_address
+                coin, "resolve_launched", detail={"by": "cli"}, token_address=token_address, **clear
+            )
+        elif withdraw:
+            new = withdraw_coin(
+                cfg, store, coin, reason or "not launched; withdrawn at review", "resolve_withdrawn"
             )
         else:
-            new = store.fire(
-                coin, "resolve_not_launched", detail={"by": "cli"}, attempts=0, not_before=0.0
-            )
+            new = store.fire(coin, "resolve_not_launched", detail={"by": "cli"}, **clear)
     except StaleState as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"coin {coin_id}: needs_review -> {new}")
+
+
+cli.add_command(resolve)
+
+
+# Why a coin in these states cannot be withdrawn, and what to do instead.
+NOT_WITHDRAWABLE = {
+    m.LAUNCHING: "is launching right now; wait for the outcome (moonshot status): if it ends in"
+    " needs_review and no token was created, `moonshot resolve {id} --withdraw`",
+    m.NEEDS_REVIEW: "may have been launched; check the app: if the token exists, `moonshot"
+    " resolve {id} --launched`, if not, `moonshot resolve {id} --withdraw`",
+    m.LAUNCHED: "is launched: its token exists and cannot be withdrawn from here",
+    m.REJECTED: "is already rejected; it will never launch",
+}
+
+
+@cli.command()
+@click.argument("coin_id", type=COIN_ID)
+@click.option(
+    "--reason", default="withdrawn by a person", show_default=True, help="Why; kept in its history."
+)
+@click.pass_context
+def withdraw(ctx: click.Context, coin_id: int, reason: str) -> None:
+    """Reject a coin that has not started launching (or failed): it never launches."""
+    from moonshot.pipeline import withdraw as withdraw_coin
+
+    cfg = load_config(ctx)
+    store = open_store(cfg)
+    coin = coin_or_fail(store, coin_id)
+    if coin.state not in NOT_WITHDRAWABLE:
+        try:
+            new = withdraw_coin(cfg, store, coin, reason)
+        except StaleState:  # the service moved it on meanwhile: say what it is now
+            coin = coin_or_fail(store, coin_id)
+        else:
+            click.echo(f"coin {coin_id}: {coin.state} -> {new} ({reason})")
+            return
+    why = NOT_WITHDRAWABLE.get(coin.state, "moved on meanwhile; try again")
+    raise click.ClickException(f"coin {coin_id} {why.format(id=coin_id)}")
 
 
 @cli.command()
@@ -262,6 +338,36 @@ def approve(ctx: click.Context, coin_id: int) -> None:
     except StaleState as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"coin {coin_id} approved")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def recover(ctx: click.Context, as_json: bool) -> None:
+    """Rebuild moonshot.db from this home's evidence after it was lost or restored from an
+    older copy: every coin that may have moved on goes to needs_review for a person."""
+    from moonshot.home import recover as recover_home
+
+    cfg = load_config(ctx)
+    try:
+        result = recover_home(cfg)
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        output(result, True)
+        return
+    if result["nothing"]:
+        click.echo(f"{cfg.db_path} is this home's and up to date: nothing to recover")
+        return
+    for c in result["reviewed"]:
+        click.echo(f"coin {c['id']} {c['ticker']}: {c['was']} -> needs_review")
+    for c in result["rebuilt"]:
+        click.echo(f"coin {c['id']} {c['ticker']}: rebuilt from {c['file']} ({c['found_in']})")
+    n = len(result["reviewed"]) + len(result["rebuilt"])
+    click.echo(
+        f"{n} coin(s) wait in needs_review: check each in the app, then moonshot resolve ID"
+        " --launched | --not-launched | --withdraw (moonshot status lists them)"
+    )
 
 
 @cli.command()
@@ -290,8 +396,13 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    import sqlite3
+
     try:
         cli(prog_name="moonshot")
     except MoonshotError as exc:  # a last resort: one line, non-zero
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.Error as exc:  # one the store did not name (store.explain names most)
+        click.echo(f"Error: moonshot.db: {exc}", err=True)
         sys.exit(1)

@@ -8,6 +8,7 @@ from importlib import resources
 
 import click
 
+from moonshot import machine as m
 from moonshot.errors import MoonshotError
 
 MIGRATION_RESOURCE = "moonshot_sync.sql"
@@ -72,18 +73,49 @@ def claims(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def release(ctx: click.Context, refs: tuple[str, ...]) -> None:
     """Give back claims of coins not started yet (REFS: Supabase coin ids), e.g. before
-    retiring this Mac, so another service can take them."""
+    retiring this Mac, so another service can take them. This home withdraws them, so it
+    never launches them too; the service must be stopped first."""
+    from moonshot import home
+    from moonshot.cli.common import load_config, open_store
+    from moonshot.pipeline import withdraw
+
+    cfg = load_config(ctx)
+    # Issue 15: a running service has these coins in hand and would go on with them
+    # (its lease is still good in its memory) while another Mac launches them too.
+    pid = home.running_pid(cfg)
+    if pid:
+        raise click.ClickException(
+            f"moonshot run (pid {pid}) has this home's coins in hand: stop it first"
+            " (moonshot launchd uninstall), then release"
+        )
+    store = None if home.is_fresh(cfg) else open_store(cfg)
+    local = {ref: store.coin_by_ref("supabase", ref) if store else None for ref in refs}
+    started = {ref: c for ref, c in local.items() if c and c.state not in (*RELEASABLE, m.REJECTED)}
     source = _source(ctx)
     try:
-        done = source.release(list(refs))
+        done = source.release([r for r in refs if r not in started])
     except MoonshotError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         source.close()
+    for ref in done:
+        coin = local.get(ref)
+        if store and coin and coin.state in RELEASABLE:
+            withdraw(cfg, store, coin, "its claim was released to another service", by="release")
+            store.drop_reports(coin.id)  # a late report would claim it back
     kept = sorted(set(refs) - set(done))
     click.echo(f"released {len(done)} claim(s): {', '.join(done) or '-'}")
-    if kept:
-        click.echo(f"kept {', '.join(kept)}: not held by this home, or already synced or finished")
+    for ref, coin in sorted(started.items()):
+        click.echo(
+            f"kept {ref}: coin {coin.id} is {coin.state} here, past the point of handing over"
+        )
+    rest = [r for r in kept if r not in started]
+    if rest:
+        click.echo(f"kept {', '.join(rest)}: not held by this home, or already synced or finished")
+
+
+# A coin may be handed to another service only before its photo is imported here.
+RELEASABLE = (m.FETCHED, m.SPOOLED, m.FAILED)
 
 
 commands = [supabase]

@@ -15,7 +15,6 @@ from moonshot.config import Config
 from moonshot.fsutil import fsync_dir
 from moonshot.store import Store
 
-DONE = "done"
 DAY = 86_400.0
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ class Result:
 
 
 def done_dir(cfg: Config) -> Path:
-    return cfg.spool_dir / DONE
+    return cfg.done_dir
 
 
 def run(cfg: Config, store: Store, *, now: float | None = None, dry_run: bool = False) -> Result:

@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 
 from moonshot import adapters, config, secrets
-from moonshot.errors import MoonshotError
+from moonshot.errors import HomeError, MoonshotError
+from moonshot.home import is_fresh, open_store
 from moonshot.ops import alerts
 from moonshot.ports import Check
-from moonshot.store import SCHEMA_VERSION, Store
+from moonshot.store import SCHEMA_VERSION
 
 
 def _writable(path: Path) -> bool:
@@ -22,6 +23,28 @@ def _writable(path: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def _database_check(cfg) -> Check:
+    if is_fresh(cfg):
+        return Check("database", "ok", f"no {cfg.db_path.name} yet: `moonshot run` starts it")
+    try:
+        store = open_store(cfg, create=False)
+    except HomeError as exc:  # invariant 7: the message says how to recover
+        return Check("database", "fail", str(exc))
+    except Exception as exc:  # noqa: BLE001 - report, don't crash
+        return Check("database", "fail", f"{cfg.db_path}: {exc}", "check the file's permissions")
+    try:
+        version = store.db.execute("PRAGMA user_version").fetchone()[0]
+        ok = store.integrity_ok()
+    finally:
+        store.close()
+    return Check(
+        "database",
+        "ok" if ok else "fail",
+        f"{cfg.db_path.name} schema {version}/{SCHEMA_VERSION}, integrity {'ok' if ok else 'FAILED'}",
+        "" if ok else "stop the service and restore moonshot.db from a backup",
+    )
 
 
 def _adapter_checks(name: str, build) -> list[Check]:
@@ -71,22 +94,7 @@ def run_checks(home: str | None) -> list[Check]:
             out.append(Check(label, "ok", f"{path} is writable"))
         else:
             out.append(Check(label, "fail", f"{path} is not writable", f"chown or chmod {path}"))
-    try:
-        store = Store(cfg.db_path)
-        version = store.db.execute("PRAGMA user_version").fetchone()[0]
-        ok = store.integrity_ok()
-        out.append(
-            Check(
-                "database",
-                "ok" if ok else "fail",
-                f"{cfg.db_path.name} schema {version}/{SCHEMA_VERSION}, integrity {'ok' if ok else 'FAILED'}",
-                "" if ok else "stop the service and restore moonshot.db from a backup",
-            )
-        )
-    except (MoonshotError, OSError, Exception) as exc:  # noqa: BLE001 - report, don't crash
-        out.append(
-            Check("database", "fail", f"{cfg.db_path}: {exc}", "check the file's permissions")
-        )
+    out.append(_database_check(cfg))
     # Secrets (issue 6): where each comes from (never its value), and moonshot.env's mode.
     required = (
         ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY") if cfg.source.kind == "supabase" else ()

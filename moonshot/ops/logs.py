@@ -38,6 +38,28 @@ class JsonFormatter(logging.Formatter):
 TEXT = "%(asctime)s %(levelname)-7s coin=%(coin)s %(message)s"
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """logs/moonshot.log that a full disk cannot turn into tracebacks on stderr (logging's
+    default handleError prints one per record): one line, once, until it works again."""
+
+    failing = False  # the last record could not be written
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._wrote = True
+        super().emit(record)  # calls handleError on failure
+        if self._wrote:
+            self.failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._wrote = False
+        if not self.failing:
+            self.failing = True
+            err = sys.exc_info()[1]
+            sys.stderr.write(
+                f"moonshot: cannot write {self.baseFilename} ({err}); logging to stderr only\n"
+            )
+
+
 def setup(cfg: Config, fmt: str | None = None, stderr: bool = True) -> logging.Logger:
     fmt = fmt or cfg.log.format
     log = logging.getLogger(LOGGER)
@@ -49,7 +71,7 @@ def setup(cfg: Config, fmt: str | None = None, stderr: bool = True) -> logging.L
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT)
     cfg.logs_dir.mkdir(parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(
+        _LogFile(
             cfg.logs_dir / "moonshot.log",
             maxBytes=cfg.log.max_bytes,
             backupCount=cfg.log.backups,

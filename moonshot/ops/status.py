@@ -1,6 +1,7 @@
 """What `moonshot status` reports: counts per state, the oldest waiting coin, the last
 success of each stage, whether the service is alive (its heartbeat), what waits for a
-person, and files in spool/ that are not the service's. Reads only."""
+person, files in spool/ that are not the service's or were refused, and database trouble
+(locked by another program, a full disk) that pauses the service. Reads only."""
 
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ def unknown_spool_files(cfg: Config) -> list[str]:
     )
 
 
+def _twin_note(store: Store, coin, why: str) -> str:
+    """A coin awaiting approval that has the user and ticker of another coin (a file of it
+    dropped again, renamed or copied under another time): the advice must not read as
+    "approve it" alone, or the same coin launches twice (issue 15, attacker pass)."""
+    if not why.startswith("awaits approval"):
+        return why
+    twin = store.twin(coin, tuple(m.STATES))  # any: a renamed or copied file of a live coin too
+    if twin is None:
+        return why
+    return (
+        f"awaits approval, but @{coin.twitter_user} ${coin.ticker} was coin {twin.id}"
+        f" ({twin.state}): if it is the same coin, moonshot withdraw {coin.id}; if it is a"
+        f" new one, moonshot approve {coin.id}"
+    )
+
+
 def collect(
     cfg: Config, store: Store, now: float | None = None, probe: bool = True
 ) -> dict[str, Any]:
@@ -62,7 +79,7 @@ def collect(
     for c in store.coins_in([m.CONFIRMED], order="id", limit=50):
         why = gate.blocker(c, now, cfg.launch.mode != "off")
         if why:
-            held.append({"id": c.id, "ticker": c.ticker, "reason": why})
+            held.append({"id": c.id, "ticker": c.ticker, "reason": _twin_note(store, c, why)})
         elif c.last_error:  # the launcher refused or failed before the spend: it retries
             retrying.append(
                 {
@@ -77,6 +94,18 @@ def collect(
     h = health.assess(cfg, store, now=now, probe=probe)
     service = h["service"]
     problems = list(h["problems"])
+    # Issue 15: database trouble pauses the service; say why. What this process sees
+    # now, and what the service recorded when it paused (a full disk elsewhere).
+    blocked = store.write_blocked()
+    if blocked is not None:
+        problems.insert(0, f"{blocked}; the service pauses until then")
+    for stage, suffix in health.STAGE_SUFFIX.items():
+        why = store.meta_get("paused" + suffix)
+        if why and service["alive"]:
+            problems.insert(0, f"service paused{'' if stage == 'all' else f' ({stage})'}: {why}")
+    refused = {
+        name: why for name, why in store.refused_drops().items() if (cfg.spool_dir / name).is_file()
+    }
     report: dict[str, Any] = {
         "home": str(cfg.home),
         "counts": counts,
@@ -106,6 +135,7 @@ def collect(
         "outbox_pending": store.outbox_pending(),
         "alerts": undelivered_alerts(cfg, store),
         "unknown_spool_files": unknown_spool_files(cfg),
+        "refused_drops": refused,
         "launch_mode": cfg.launch.mode,
         "tweets": tweet_decisions(store, now),
         "problems": problems,
@@ -175,6 +205,8 @@ def render(r: dict[str, Any]) -> str:
         lines.append(
             f"spool/{name}: not a canonical name ({{twitter_user}}_{{TICKER}}_{{unix_ts}}.jpg), left alone"
         )
+    for name, why in r.get("refused_drops", {}).items():
+        lines.append(f"spool/{name}: not taken: {why}")
     t = r.get("tweets") or {}
     if t.get("accepted") or t.get("refused") or t.get("pending"):
         lines.append(

@@ -5,15 +5,13 @@ like the macOS adapter. Real code, the default off macOS, never a mock."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
 import time
 import uuid
 from pathlib import Path
 
 from moonshot.errors import TransientError
-from moonshot.fsutil import fsync_dir
+from moonshot.fsutil import copy_atomic
 from moonshot.ports import Asset, Confirmation
 
 
@@ -45,12 +43,7 @@ class FolderLibrary:
             raise TransientError(f"cannot import {path.name}: file not found")
         asset_id = str(uuid.uuid4()).upper()
         target = self.originals / f"{asset_id}{path.suffix.lower() or '.jpg'}"
-        part = target.with_name(target.name + ".part")
-        shutil.copyfile(path, part)
-        with open(part, "rb+") as f:
-            os.fsync(f.fileno())
-        part.replace(target)
-        fsync_dir(self.originals)
+        copy_atomic(path, target)  # a failed copy leaves no .part behind (issue 15)
         added = self._clock()
         self._conn.execute(
             "INSERT INTO assets (id, original_filename, date_added, path) VALUES (?, ?, ?, ?)",

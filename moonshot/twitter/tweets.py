@@ -67,12 +67,13 @@ class TweetIn:
 
     @property
     def tweet_id(self) -> str | None:
+        """The id in its one canonical form (naming.valid_tweet_id), None if it is no
+        X id: `042` is not tweet 42 (issue 15)."""
         tid = self.tweet.get("id") if isinstance(self.tweet, dict) else None
-        return (
-            str(tid)
-            if isinstance(tid, str | int) and re.fullmatch(r"[0-9]{1,20}", str(tid))
-            else None
-        )
+        try:
+            return naming.valid_tweet_id(tid)
+        except Rejected:
+            return None
 
 
 def split_payload(payload: Any) -> Iterator[TweetIn]:

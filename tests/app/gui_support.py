@@ -65,19 +65,20 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-_SERVER: list[str] = []  # the one Xvfb of this test session, once started
+# Each test module binds these session fixtures under its own name (`xserver =
+# gui_support.xserver`), so pytest holds one fixture definition per module, each run once
+# per session. They must still share one X server: pyautogui opens its display when it is
+# first imported, and a second Xvfb would leave this process clicking on the first one
+# while the stand-ins draw on the second (found when two gui modules ran in one session).
+_SHARED: dict[str, object] = {}
 
 
 @pytest.fixture(scope="session")
 def xserver(tmp_path_factory):
-    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd), one for the
-    whole session. Each test module binds this fixture under its own name, which makes
-    pytest run it once per module: without the check below every module started its own
-    server and moved DISPLAY, while pyautogui, imported once per process, kept clicking
-    and typing on the first one (found by `flow check --walk` typing into nothing when
-    tests/app/test_record.py ran after other gui modules)."""
-    if _SERVER:
-        yield _SERVER[0]
+    """Xvfb :N 1280x800x24 on a display number it picks itself (-displayfd), one per
+    test process."""
+    if "xserver" in _SHARED:
+        yield _SHARED["xserver"]
         return
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
@@ -105,9 +106,9 @@ def xserver(tmp_path_factory):
         pytest.fail("Xvfb did not start")
     saved = {k: os.environ.get(k) for k in ("DISPLAY", "XDG_SESSION_TYPE", "XAUTHORITY")}
     os.environ.update(DISPLAY=f":{number}", XDG_SESSION_TYPE="x11", XAUTHORITY=str(auth))
-    _SERVER.append(f":{number}")
+    _SHARED["xserver"] = f":{number}"
     yield f":{number}"
-    _SERVER.clear()
+    _SHARED.pop("xserver", None)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -179,6 +180,44 @@ def cli(home: Path, *args: str):
     return CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
 
 
+def add_coin(home: Path, image: Path, name: str, ticker: str, user: str) -> int:
+    """`moonshot add` for the embedded source; the new coin's id."""
+    result = cli(
+        home,
+        "add",
+        "--ticker",
+        ticker,
+        "--name",
+        name,
+        "--image",
+        str(image),
+        "--twitter-user",
+        user,
+    )
+    assert result.exit_code == 0, result.output
+    return int(result.output.split()[0])
+
+
+def run_once(
+    home: Path, extra_env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """`moonshot run --once` in a subprocess on this display; a hang fails the test with
+    what the service logged."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "moonshot", "--home", str(home), "run", "--once"],
+            env={**env(), **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"moonshot run --once hung {timeout:g}s:\n{(exc.stderr or b'').decode()[-4000:]}"
+        )
+
+
 def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[photos]", 'kind = "folder"', "[launch]", 'mode = "app"', f'flow = "{flow_file}"']
@@ -215,18 +254,24 @@ def calibrate(base: Path, template: Path, script: Path, captures: list) -> Path:
 
 @pytest.fixture(scope="session")
 def calibrated_flow(xserver, tmp_path_factory) -> Path:
-    return calibrate(tmp_path_factory.mktemp("calibration"), FLOW, STANDIN, CAPTURES)
+    if "calibrated_flow" not in _SHARED:
+        base = tmp_path_factory.mktemp("calibration")
+        _SHARED["calibrated_flow"] = calibrate(base, FLOW, STANDIN, CAPTURES)
+    return _SHARED["calibrated_flow"]
 
 
 @pytest.fixture(scope="session")
 def multi_flow(xserver, tmp_path_factory) -> Path:
     from tests.app.standin_multi import BOX
 
-    captures = [
-        (step, ",".join(str(v) for v in BOX[box]), screen, image)
-        for step, box, screen, image in MULTI_CAPTURES
-    ]
-    return calibrate(tmp_path_factory.mktemp("multi-calibration"), MULTI_FLOW, MULTI, captures)
+    if "multi_flow" not in _SHARED:
+        captures = [
+            (step, ",".join(str(v) for v in BOX[box]), screen, image)
+            for step, box, screen, image in MULTI_CAPTURES
+        ]
+        base = tmp_path_factory.mktemp("multi-calibration")
+        _SHARED["multi_flow"] = calibrate(base, MULTI_FLOW, MULTI, captures)
+    return _SHARED["multi_flow"]
 
 
 def checked_home(flow: Path, tmp_path: Path, script: Path, *app_args: str, **launch: str):

@@ -35,6 +35,28 @@ def base58(data: bytes) -> str:
     return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
 
 
+def append_record(record: Path, event: dict) -> None:
+    """One event, stamped and fsynced, on the JSON-lines record the tests read."""
+    event["at"] = time.time()
+    with open(record, "a", encoding="utf-8") as f:
+        f.write(json.dumps(event, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def newest_assets(library: Path, n: int) -> list[tuple[str, str, str]]:
+    """The folder library's newest assets (id, original file name, path), read-only."""
+    db = sqlite3.connect(f"file:{library / 'library.db'}?mode=ro", uri=True)
+    try:
+        return db.execute(
+            "SELECT id, original_filename, path FROM assets"
+            " ORDER BY date_added DESC, seq DESC LIMIT ?",
+            (n,),
+        ).fetchall()
+    finally:
+        db.close()
+
+
 class App:
     def __init__(self, root: tk.Tk, library: Path, record: Path, outcome: str):
         self.root, self.library, self.record, self.outcome = root, library, record, outcome
@@ -64,11 +86,7 @@ class App:
         self.grid.place(x=20, y=70)
 
     def log(self, event: dict) -> None:
-        event["at"] = time.time()
-        with open(self.record, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(self.record, event)
 
     def show(self, name: str) -> None:
         for frame in self.frames.values():
@@ -130,22 +148,11 @@ class App:
             f, text="Something went wrong", font=("Helvetica", 18, "bold"), fg="#c0392b", bg="white"
         ).place(x=20, y=16)
 
-    def _newest(self, n: int) -> list[tuple[str, str, str]]:
-        db = sqlite3.connect(f"file:{self.library / 'library.db'}?mode=ro", uri=True)
-        try:
-            return db.execute(
-                "SELECT id, original_filename, path FROM assets"
-                " ORDER BY date_added DESC, seq DESC LIMIT ?",
-                (n,),
-            ).fetchall()
-        finally:
-            db.close()
-
     def _fill_picker(self) -> None:
         for child in self.grid.winfo_children():
             child.destroy()
         self._photos.clear()
-        for i, (asset_id, filename, rel) in enumerate(self._newest(6)):
+        for i, (asset_id, filename, rel) in enumerate(newest_assets(self.library, 6)):
             with Image.open(self.library / rel) as img:
                 thumb = ImageOps.fit(img.convert("RGB"), (THUMB, THUMB))
             photo = ImageTk.PhotoImage(thumb)

@@ -31,14 +31,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
-import sqlite3
-import time
 import tkinter as tk
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps, ImageTk
+
+# Run as a script with the checkout on PYTHONPATH (tests/app/gui_support.py's env()).
+from tests.app.standin_app import append_record, base58, newest_assets
 
 TITLE = "Moonshot Multi"
 SIZE = (440, 780)
@@ -77,16 +77,6 @@ BOX = {
     "whats-new": (50, 214, 200, 36),
     "got-it": (50, 390, 340, 48),
 }
-B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def base58(data: bytes) -> str:
-    n = int.from_bytes(data, "big")
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = B58[r] + out
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
 
 
 def decoy(img: Image.Image, kind: str) -> Image.Image:
@@ -141,11 +131,7 @@ class App:
 
     # -- record ------------------------------------------------------------------------
     def log(self, event: dict) -> None:
-        event["at"] = time.time()
-        with open(self.record, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(self.record, event)
 
     def roll(self, hazard: str) -> bool:
         return hazard in self.hazards and self.rng.random() < self.rate
@@ -308,17 +294,6 @@ class App:
         self.log({"event": "popup-closed"})
 
     # -- the picker ----------------------------------------------------------------------
-    def _newest(self, n: int) -> list[tuple[str, str, str]]:
-        db = sqlite3.connect(f"file:{self.library / 'library.db'}?mode=ro", uri=True)
-        try:
-            return db.execute(
-                "SELECT id, original_filename, path FROM assets"
-                " ORDER BY date_added DESC, seq DESC LIMIT ?",
-                (n,),
-            ).fetchall()
-        finally:
-            db.close()
-
     def _cursed(self, asset_id: str) -> bool:
         digest = hashlib.sha256(f"{self.seed}:{asset_id}".encode()).digest()
         return int.from_bytes(digest[:4], "big") / 2**32 < self.cursed
@@ -328,7 +303,7 @@ class App:
             child.destroy()
         self._keep.clear()
         items: list[tuple[dict, Image.Image]] = []
-        for asset_id, filename, rel in self._newest(8):
+        for asset_id, filename, rel in newest_assets(self.library, 8):
             with Image.open(self.library / rel) as img:
                 items.append(({"asset_id": asset_id, "filename": filename}, img.convert("RGB")))
         kinds = [k for k in ("decoy-colour", "decoy-tint") if k in self.hazards]

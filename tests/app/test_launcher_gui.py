@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from moonshot.store import Store
 from tests.app import gui_support
-from tests.app.gui_support import ROOT, cli, env
+from tests.app.gui_support import ROOT, add_coin, cli, env, run_once
 
 # The fixtures this module uses (the shared conftest.py belongs to the core).
 xserver = gui_support.xserver
@@ -37,38 +37,7 @@ def coin_image(path: Path, seed: int) -> Path:
 
 
 def add(home: Path, tmp: Path, seed: int, name: str, ticker: str) -> int:
-    result = cli(
-        home,
-        "add",
-        "--ticker",
-        ticker,
-        "--name",
-        name,
-        "--image",
-        str(coin_image(tmp / f"img{seed}.png", seed)),
-        "--twitter-user",
-        f"user{seed}",
-    )
-    assert result.exit_code == 0, result.output
-    return int(result.output.split()[0])
-
-
-def run_once(
-    home: Path, extra_env: dict | None = None, timeout: float = 90
-) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "moonshot", "--home", str(home), "run", "--once"],
-            env={**env(), **(extra_env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=ROOT,
-        )
-    except subprocess.TimeoutExpired as exc:  # a hang: show what the service logged
-        pytest.fail(
-            f"moonshot run --once hung {timeout:g}s:\n{(exc.stderr or b'').decode()[-4000:]}"
-        )
+    return add_coin(home, coin_image(tmp / f"img{seed}.png", seed), name, ticker, f"user{seed}")
 
 
 def test_run_once_launches_three_coins_each_with_its_own_image_name_and_ticker(app_home, tmp_path):

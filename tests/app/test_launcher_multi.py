@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw
 from moonshot.app import safetext
 from moonshot.store import Store
 from tests.app import gui_support
-from tests.app.gui_support import MULTI, ROOT, checked_home, cli, env
+from tests.app.gui_support import MULTI, ROOT, checked_home, cli, env, run_once
+from tests.app.gui_support import add_coin as add
 
 xserver = gui_support.xserver
 multi_flow = gui_support.multi_flow
@@ -48,39 +49,6 @@ def textured_photo(path: Path, seed: int) -> Path:
     draw.ellipse((140, 60, 340, 260), fill=(250, 220, 60))
     img.save(path)
     return path
-
-
-def add(home: Path, image: Path, name: str, ticker: str, user: str) -> int:
-    result = cli(
-        home,
-        "add",
-        "--ticker",
-        ticker,
-        "--name",
-        name,
-        "--image",
-        str(image),
-        "--twitter-user",
-        user,
-    )
-    assert result.exit_code == 0, result.output
-    return int(result.output.split()[0])
-
-
-def run_once(home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "moonshot", "--home", str(home), "run", "--once"],
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=ROOT,
-        )
-    except subprocess.TimeoutExpired as exc:  # a hang: show what the service logged
-        pytest.fail(
-            f"moonshot run --once hung {timeout:g}s:\n{(exc.stderr or b'').decode()[-4000:]}"
-        )
 
 
 @pytest.fixture
@@ -237,15 +205,7 @@ def test_a_clear_that_deletes_nothing_is_refused_by_the_field_read_back(multi, t
 
     home, app = multi("--hazards", "prefill", "--rate", "1", "--seed", "1")
     coin_id = add(home, flat_photo(tmp_path / "x.png", (90, 90, 200)), "Prefilled Coin", "PRE", "u")
-    env_off = {**os.environ, "MOONSHOT_LAUNCH_MODE": "off"}
-    done = subprocess.run(
-        [sys.executable, "-m", "moonshot", "--home", str(home), "run", "--once"],
-        env={**env(), **env_off},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = run_once(home, {"MOONSHOT_LAUNCH_MODE": "off"})  # fetched -> confirmed
     assert done.returncode == 0, done.stderr[-2000:]
 
     class CtrlADriver(PyAutoGuiDriver):

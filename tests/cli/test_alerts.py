@@ -14,8 +14,7 @@ import pytest
 
 from moonshot import machine as m
 from moonshot.ops import alert_events as ev
-from moonshot.store import Store
-from tests.conftest import run_cli
+from tests.conftest import home_store, run_cli
 from tests.ops.receivers import Receiver, dead_port
 
 pytest_plugins = ["tests.ops.receiver_plugin"]  # the `receiver` fixture
@@ -86,7 +85,7 @@ def test_a_token_url_in_moonshot_toml_is_refused_in_one_line(home, command):
 
 
 def test_watch_raises_and_delivers_a_stale_heartbeat(home, receiver):
-    store = Store(home / "moonshot.db")
+    store = home_store(home)
     past = time.time() - 3600
     store.meta_set_many({"heartbeat_at": repr(past), "heartbeat_pid": str(os.getpid())})
     store.close()
@@ -103,7 +102,7 @@ def test_watch_raises_and_delivers_a_stale_heartbeat(home, receiver):
 
 
 def test_status_and_list_show_undelivered_alerts(home):
-    store = Store(home / "moonshot.db")
+    store = home_store(home)
     store.record_alert(ev.row(ev.SOURCE_DOWN, "source_down:1", reason="HTTP 503"))
     a = store.alerts()[0]
     store.alert_progress(a["id"], [], sent=False, error="#1 tgram://***: HTTP 401", next_try=0)
@@ -137,7 +136,7 @@ def test_the_commands_an_alert_names_work_as_written(home, tmp_path):
 
     from moonshot.ports import IncomingCoin
 
-    store = Store(home / "moonshot.db")
+    store = home_store(home)
     ids = []
     for i in range(3):
         coin_id, _ = store.add_coin(

@@ -64,8 +64,7 @@ def test_bad_add_exits_nonzero_and_queues_nothing(home, tmp_path, args, message)
     proc = run_cli(home, "add", *args, "--image", str(img))
     assert proc.returncode != 0
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    status = json.loads(run_cli(home, "status", "--json").stdout)
-    assert status["total"] == 0
+    assert not (home / "moonshot.db").exists()  # nothing queued, no home started
 
 
 def test_add_missing_image_and_bad_scheme(home):
@@ -124,9 +123,10 @@ def test_resolve_needs_review(home, tmp_path):
     store = Store(home / "moonshot.db")
     for trig in ("spool", "import_photo", "confirm", "start_launch", "review"):
         store.fire(store.get(1), trig)
-    proc = run_cli(home, "resolve", "1", "--launched", "--token-address", "So1111", check=True)
+    address = "So11111111111111111111111111111111111111112"
+    proc = run_cli(home, "resolve", "1", "--launched", "--token-address", address, check=True)
     assert "needs_review -> launched" in proc.stdout
-    assert store.get(1).token_address == "So1111"
+    assert store.get(1).token_address == address
 
 
 def test_bad_config_is_one_line(home):
@@ -190,9 +190,18 @@ def test_bad_settings_stop_run_with_one_line(home, env, message):
 def test_a_home_that_cannot_be_created_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    proc = run_cli(blocker / "home", "status")
+    proc = run_cli(blocker / "home", "run", "--once")
     assert proc.returncode == 1 and "cannot create" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_status_never_creates_a_home(tmp_path):
+    """Issue 15: `status` of a home that does not exist says so; it creates nothing."""
+    missing = tmp_path / "typo"
+    proc = run_cli(missing, "status")
+    assert proc.returncode == 1 and "no such folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not missing.exists()
 
 
 def test_version_works_from_source(home):

@@ -405,13 +405,13 @@ def test_two_services_drain_100_coins_once_each(standin, coins_db, tmp_path):
 def inproc(cfg_factory, src: SupabaseSource, **env: str):
     from moonshot.adapters import Ports
     from moonshot.app.launcher_ledger import LedgerLauncher
+    from moonshot.home import open_store
     from moonshot.photos.library_folder import FolderLibrary
     from moonshot.service import Service
-    from moonshot.store import Store
 
     cfg = cfg_factory({**SERVICE_ENV, **env})
     ports = Ports(src, FolderLibrary(cfg.library_path), LedgerLauncher(cfg.ledger_path))
-    return Service(cfg, store=Store(cfg.db_path), ports=ports)
+    return Service(cfg, store=open_store(cfg), ports=ports)
 
 
 def test_status_and_doctor_show_a_rejected_key(standin, coins_db, cfg_factory, monkeypatch):
@@ -491,3 +491,40 @@ def test_cli_lists_and_releases_this_homes_claims(standin, coins_db, home, monke
     rows = {r["id"]: r["claimed_by"] for r in fetch_coins(coins_db)}
     assert rows == {first: None, second: worker_id(home)}
     assert standin.key not in listed.output + released.output
+
+
+def test_release_hands_a_coin_over_so_that_only_the_other_mac_launches_it(
+    standin, coins_db, cfg_factory, home, monkeypatch
+):
+    """Issue 15, attacker pass: `supabase release` as the README says ("before retiring
+    this Mac"), with this home's coin already spooled. This home must never launch it:
+    it is withdrawn here, its pending reports are not sent (they would claim it back),
+    and a running service (its lease good in its memory) makes the release refuse."""
+    from click.testing import CliRunner
+
+    from moonshot.cli import cli
+    from moonshot.supabase.source_supabase import worker_id
+    from tests.conftest import drain
+
+    (coin,) = add_coins(standin, coins_db, 1)
+    monkeypatch.setenv("SUPABASE_URL", standin.url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", standin.key)
+    for name, value in SERVICE_ENV.items():  # the CLI loads the config itself
+        monkeypatch.setenv(name, value)
+    svc = inproc(cfg_factory, source(standin, worker_id(home)))
+    svc.tick()  # fetched (claimed) and spooled
+    (local,) = svc.store.coins_in(["spooled"])
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["--home", str(home), "supabase", "release", str(coin)])
+    assert refused.exit_code == 1 and "stop it first" in refused.output
+    svc.close()
+    released = runner.invoke(cli, ["--home", str(home), "supabase", "release", str(coin)])
+    assert released.exit_code == 0 and f"released 1 claim(s): {coin}" in released.output
+    assert svc.store.get(local.id).state == "rejected"
+    assert svc.store.outbox_pending() == 0
+    other = start_service(home.parent, "other", standin)
+    run_until([other], all_launched(coins_db, 1), timeout=30)
+    again = inproc(cfg_factory, source(standin, worker_id(home)))
+    drain(again)
+    assert again.ports.launcher.entries() == [] and other.ledger() == ["T000"]
+    again.close()

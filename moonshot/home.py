@@ -1,0 +1,424 @@
+"""The home remembers (invariant 7): moonshot.db is the memory of a home, and no state
+is started afresh over evidence of an earlier life. A home id is made with the database
+and written beside the evidence it makes (a marker in spool/ and in the folder library,
+which also counts the database's commits that left evidence outside it). `open_store` is
+the one way the service and the commands open a home's database; `recover` is the
+deliberate way back after a loss. Never decides a coin's fate on its own: what the
+evidence cannot settle goes to a person (`needs_review`)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from moonshot import machine as m
+from moonshot.config import Config
+from moonshot.errors import HomeError, HomeTrouble, MoonshotError
+from moonshot.fsutil import write_atomic
+from moonshot.naming import parse_name
+from moonshot.ports import IncomingCoin
+from moonshot.store import HOME_TROUBLESHOOTING, Store, explain
+
+MARKER = ".moonshot-home"
+SAVED = "moonshot.db.saved-"  # a copy the service made of a database deleted under it
+RECOVERED = "recovered"  # the source of coins rebuilt from evidence by `moonshot recover`
+STAGES = ("sync", "launch")
+
+
+@dataclass(frozen=True)
+class Marker:
+    home_id: str | None  # None: the marker exists but cannot be read (a power cut)
+    evidence_seq: int = 0
+
+
+def read_marker(folder: Path) -> Marker | None:
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        return Marker(str(data["home_id"]), int(data.get("evidence_seq", 0)))
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return Marker(None)
+
+
+def write_marker(folder: Path, marker: Marker, durable: bool) -> None:
+    data = json.dumps({"home_id": marker.home_id, "evidence_seq": marker.evidence_seq}).encode()
+    try:
+        write_atomic(folder / MARKER, data, durable)
+    except OSError as exc:
+        raise HomeTrouble(f"cannot write {folder / MARKER}: {exc.strerror}") from None
+
+
+def marker_folders(cfg: Config) -> list[Path]:
+    """Where the home writes its marker: spool/ always, the folder library when used."""
+    return [cfg.spool_dir, *([cfg.library_path] if cfg.photos_kind == "folder" else [])]
+
+
+# -- evidence of an earlier life -------------------------------------------------------------
+def coin_files(cfg: Config) -> list[Path]:
+    """Canonical coin files in spool/ and spool/done/."""
+    out = []
+    for folder in (cfg.spool_dir, cfg.done_dir):
+        with contextlib.suppress(OSError):
+            out += [
+                Path(e.path)
+                for e in os.scandir(folder)
+                if parse_name(e.name) is not None and e.is_file()
+            ]
+    return sorted(out)
+
+
+def ledger_lines(cfg: Config) -> list[dict[str, Any]]:
+    """The ledger launcher's launches (launches.jsonl), each line that parses."""
+    try:
+        text = cfg.ledger_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict):
+                out.append(entry)
+    return out
+
+
+def _library_assets(cfg: Config) -> int:
+    if cfg.photos_kind != "folder":
+        return 0  # the macOS Photos library holds everyone's photos: no evidence of ours
+    db = cfg.library_path / "library.db"
+    if not db.is_file():
+        return 0
+    try:
+        return _read_one(db, "SELECT count(*) FROM assets")
+    except sqlite3.Error:
+        return 1  # a library we cannot read is still a library that was used
+
+
+def _read_one(db: Path, sql: str) -> Any:
+    """One value from a SQLite file opened read-only (a missing file is not created)."""
+    conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def evidence(cfg: Config) -> list[str]:
+    """What in this home shows that a database lived here: empty for a fresh home."""
+    found = [f"{folder / MARKER}" for folder in marker_folders(cfg) if (folder / MARKER).exists()]
+    files = coin_files(cfg)
+    if files:
+        found.append(f"{len(files)} coin file(s) in spool/ ({files[0].name}, ...)")
+    wal = Path(str(cfg.db_path) + "-wal")
+    if wal.is_file() and wal.stat().st_size:
+        found.append(f"{wal.name} (the database's unsaved pages)")
+    assets = _library_assets(cfg)
+    if assets:
+        found.append(f"{assets} photo(s) in the folder library {cfg.library_path}")
+    launches = ledger_lines(cfg)
+    if launches:
+        found.append(f"{len(launches)} launch(es) in {cfg.ledger_path.name}")
+    return found
+
+
+def is_fresh(cfg: Config) -> bool:
+    """No database and no evidence: a home that has not started yet."""
+    return not cfg.db_path.exists() and not evidence(cfg)
+
+
+def saved_copies(cfg: Config) -> list[Path]:
+    with contextlib.suppress(OSError):
+        return sorted(cfg.home.glob(SAVED + "*"))
+    return []
+
+
+def forget_deleted(cfg: Config) -> None:
+    """After the service let go of a database deleted under it: its -wal and -shm are
+    left at the path and belong to no file; a database put back there must not read them."""
+    if cfg.db_path.exists():
+        return
+    for suffix in ("-wal", "-shm"):
+        Path(str(cfg.db_path) + suffix).unlink(missing_ok=True)
+
+
+def _peek_version(path: Path) -> int | None:
+    """None: no database file; 0: an empty one (or a new one); else its schema version.
+    Reads only: a missing file is not created."""
+    if not path.exists():
+        return None
+    if path.is_dir():
+        raise HomeError(f"{path} is a folder, not a database; move it away")
+    try:
+        return _read_one(path, "PRAGMA user_version")
+    except sqlite3.Error as exc:
+        raise explain(exc, path) from None
+
+
+# -- run locks: one process per stage and home --------------------------------------------------
+def lock_stages(cfg: Config, stages: tuple[str, ...] | list[str], what: str) -> list[int]:
+    """flock `.run-<stage>.lock` for each stage (released by the kernel when the process
+    ends, even by kill -9); MoonshotError naming the holder when another process has one."""
+    fds: list[int] = []
+    for stage in stages:
+        path = cfg.home / f".run-{stage}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            for held in fds:
+                os.close(held)
+            raise MoonshotError(
+                f"another moonshot run (pid {holder}) already runs the {stage} stage in"
+                f" {cfg.home}; stop it first (moonshot launchd status) {what}"
+            ) from None
+        with contextlib.suppress(OSError):  # the pid is for people; a full disk may refuse it
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        fds.append(fd)
+    return fds
+
+
+def running_pid(cfg: Config) -> str | None:
+    """The pid of a `moonshot run` holding a stage lock of this home, if one does."""
+    for stage in STAGES:
+        path = cfg.home / f".run-{stage}.lock"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 32).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
+    return None
+
+
+# -- opening a home's database -------------------------------------------------------------------
+def _lost(cfg: Config, how: str, found: list[str]) -> HomeError:
+    saved = saved_copies(cfg)
+    back = (
+        f"move the copy the service saved back (mv {saved[-1].name} moonshot.db)"
+        if saved
+        else "put it back from a backup"
+    )
+    pid = running_pid(cfg)
+    running = f"; moonshot run (pid {pid}) still runs here: stop it first" if pid else ""
+    return HomeError(
+        f"{cfg.db_path} is {how}, but this home has an earlier life ({'; '.join(found)}):"
+        f" starting afresh could launch its coins again{running}. {back[0].upper()}{back[1:]}, or run"
+        f" `moonshot recover` ({HOME_TROUBLESHOOTING})"
+    )
+
+
+def open_store(cfg: Config, *, create: bool = True) -> Store:
+    """The home's database, checked against the home's evidence (invariant 7). `create`:
+    a fresh home (no database, no evidence) is started; without it, a home that has no
+    database yet is an error (read-only commands never create a home)."""
+    version = _peek_version(cfg.db_path)
+    if not version:
+        found = evidence(cfg)
+        if found:
+            raise _lost(cfg, "missing" if version is None else "empty", found)
+        if not create:
+            where = "" if cfg.home.is_dir() else " (no such folder)"
+            raise HomeError(
+                f"no moonshot home at {cfg.home}{where}: nothing has run here yet;"
+                " `moonshot run` or `moonshot add` starts one (or give --home)"
+            )
+        cfg.ensure_dirs()
+    store = Store(cfg.db_path)
+    try:
+        attach(cfg, store)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _not_ours(cfg: Config, db_id: str | None, where: Path, marker_id: str) -> HomeError:
+    mine = f"home {db_id[:8]}" if db_id else "no home (made before homes had an id)"
+    return HomeError(
+        f"{cfg.db_path} is not this home's database: it belongs to {mine}, {where / MARKER}"
+        f" to home {marker_id[:8]}. Put this home's own moonshot.db back, or move this one"
+        f" away and run `moonshot recover` ({HOME_TROUBLESHOOTING})"
+    )
+
+
+def attach(cfg: Config, store: Store) -> str:
+    """Check the open database against the home's markers, give it a home id if it has
+    none (a new home, or one from before homes had an id), refresh the markers and have
+    the store keep the spool marker's count. Returns the home id."""
+    # The markers first, then the database: the store writes the marker after each
+    # commit, so a marker read first is never ahead of the database read after it.
+    markers = {folder: read_marker(folder) for folder in marker_folders(cfg)}
+    home_id, seq = store.identity()
+    for folder, marker in markers.items():
+        if marker and marker.home_id and marker.home_id != home_id:
+            raise _not_ours(cfg, home_id, folder, marker.home_id)
+    if home_id is None:
+        home_id = store.claim_home_id(uuid.uuid4().hex)
+    spool = markers.get(cfg.spool_dir)
+    if spool is None and seq > 0:
+        raise HomeError(
+            f"{cfg.db_path} has made {seq} spool files and launches, but {cfg.spool_dir} has no"
+            f" {MARKER}: was the database copied or moved here without its spool/? Put the"
+            f" home's spool/ back, or run `moonshot recover` ({HOME_TROUBLESHOOTING})"
+        )
+    if spool and spool.evidence_seq > seq:
+        raise HomeError(
+            f"{cfg.db_path} is older than this home: spool/{MARKER} counts"
+            f" {spool.evidence_seq} spool files and launches, the database {seq} (restored"
+            " from an older backup?). Coins may have moved on since, even launched: run"
+            f" `moonshot recover`, which has a person settle each one ({HOME_TROUBLESHOOTING})"
+        )
+
+    def keep(new_seq: int, durable: bool) -> None:
+        now = read_marker(cfg.spool_dir)
+        if now is not None and now.home_id == home_id and now.evidence_seq >= new_seq:
+            return  # the other stage's agent wrote a later count meanwhile (--split)
+        try:
+            write_marker(cfg.spool_dir, Marker(home_id, new_seq), durable)
+        except HomeTrouble:
+            if durable:
+                raise  # no launch without it
+            # A spool file's count may lag (the next one writes it): a lagging marker is
+            # only a weaker check, never a false refusal.
+
+    for folder, marker in markers.items():
+        want = Marker(home_id, seq if folder == cfg.spool_dir else 0)
+        stale = marker is None or marker.home_id is None
+        if stale or (folder == cfg.spool_dir and marker != want):
+            # Best effort: a marker we cannot write now (a read-only command on a full
+            # disk) is written by the next one; the database stays the authority. The
+            # library's folder is the library's to create (health tells "missing" by it).
+            with contextlib.suppress(OSError, MoonshotError):
+                if folder == cfg.spool_dir:
+                    folder.mkdir(parents=True, exist_ok=True)
+                if folder.is_dir():
+                    write_marker(folder, want, durable=True)
+    store.on_evidence = keep
+    return home_id
+
+
+# -- the deliberate way back ------------------------------------------------------------------
+def recover(cfg: Config) -> dict[str, Any]:
+    """Rebuild or reconcile moonshot.db with the home's evidence so that nothing evidenced
+    can launch again without a person: every coin the database has not settled goes to
+    needs_review (it may have moved on, even launched, after the copy was made), and every
+    coin file or ledger launch the database does not know becomes a coin of source
+    `recovered` in needs_review. Never while a service runs; never over another home's
+    database."""
+    cfg.ensure_dirs()
+    locks = lock_stages(cfg, STAGES, "before `moonshot recover`")
+    try:
+        return _recover(cfg)
+    finally:
+        for fd in locks:
+            os.close(fd)
+
+
+def _recover(cfg: Config) -> dict[str, Any]:
+    version = _peek_version(cfg.db_path)
+    spool = read_marker(cfg.spool_dir)
+    marker_id = spool.home_id if spool else None
+    fresh = not version
+    store = Store(cfg.db_path)
+    try:
+        db_id, seq = store.identity()
+        if marker_id and (db_id or not fresh) and db_id != marker_id:
+            raise _not_ours(cfg, db_id, cfg.spool_dir, marker_id)
+        marker_seq = spool.evidence_seq if spool else 0
+        if not fresh and marker_seq <= seq and (spool is not None or seq == 0):
+            attach(cfg, store)
+            return {"home_id": db_id, "reviewed": [], "rebuilt": [], "nothing": True}
+        home_id = store.claim_home_id(marker_id or db_id or uuid.uuid4().hex)
+        reviewed = [] if fresh else _review_unsettled(store)
+        rebuilt = _rebuild_unknown(cfg, store)
+        store.set_identity(home_id, max(seq, marker_seq))
+        attach(cfg, store)
+        return {"home_id": home_id, "reviewed": reviewed, "rebuilt": rebuilt, "nothing": False}
+    finally:
+        store.close()
+
+
+def _review_unsettled(store: Store) -> list[dict[str, Any]]:
+    out = []
+    for coin in store.coins_in([*m.RETRYABLE, m.LAUNCHING, m.FAILED], order="id"):
+        reason = (
+            "moonshot recover: moonshot.db was restored from an older copy (or came without its"
+            " spool/), and this coin may have moved on since, even launched; check the app,"
+            " then moonshot resolve"
+            f" {coin.id} --launched | --not-launched | --withdraw"
+        )
+        trigger = "review" if coin.state == m.LAUNCHING else "recover"
+        store.fire(coin, trigger, detail={"reason": reason}, last_error=reason)
+        out.append({"id": coin.id, "ticker": coin.ticker, "was": coin.state})
+    return out
+
+
+def _rebuild_unknown(cfg: Config, store: Store) -> list[dict[str, Any]]:
+    known = store.owned_files()
+    launches = {e.get("image_filename"): e for e in ledger_lines(cfg)}
+    found: dict[str, str] = {}
+    for path in coin_files(cfg):
+        where = "spool/done/ (launched, or moved on)" if path.parent != cfg.spool_dir else "spool/"
+        found.setdefault(path.name, where)
+    for name in launches:
+        if isinstance(name, str) and parse_name(name) is not None:
+            found.setdefault(name, f"{cfg.ledger_path.name} only")
+    out = []
+    for name, where in sorted(found.items()):
+        if name in known:
+            continue
+        parsed = parse_name(name)
+        assert parsed is not None
+        launch = launches.get(name) or {}
+        when = launch.get("at")
+        said = (
+            f"; {cfg.ledger_path.name} records its launch at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(when))} UTC"
+            if isinstance(when, int | float)
+            else ""
+        )
+        name_text = launch.get("name") if isinstance(launch.get("name"), str) else parsed.ticker
+        incoming = IncomingCoin(
+            RECOVERED,
+            name,
+            parsed.ticker,
+            name_text or parsed.ticker,
+            f"spool/{name}",
+            parsed.twitter_user,
+        )
+        coin_id, _ = store.add_coin(
+            incoming,
+            twitter_user=parsed.twitter_user,
+            trigger="recovered",
+            detail={"file": name, "found_in": where, "ledger": launch or None},
+            image_filename=name,
+        )
+        reason = (
+            f"moonshot recover: rebuilt from {name} in {where}{said}; moonshot.db did not know it."
+            f" It may have been launched: check the app, then moonshot resolve {coin_id}"
+            " --launched, or --withdraw (a rebuilt coin is never launched again from here;"
+            " `moonshot add` it anew)"
+        )
+        coin = store.get(coin_id)
+        assert coin is not None
+        store.fire(coin, "recover", detail={"reason": reason}, last_error=reason)
+        out.append({"id": coin_id, "ticker": parsed.ticker, "file": name, "found_in": where})
+    return out

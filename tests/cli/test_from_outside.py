@@ -1,0 +1,473 @@
+"""Issue 15, tried from outside as a new user would: the real CLI in a subprocess on a
+scratch home, with the ledger launcher counting launches, and a person who follows
+`moonshot status` literally (tests/person.py). Each test failed on the main branch the
+issue was filed against."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from moonshot import machine as m
+from moonshot.crash import CRASH_EXIT
+from tests.conftest import cli_env, make_image, missing_service, run_cli, wait_for
+from tests.person import follow_status, launch_counts, launches, status_json
+
+FAST = {"MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01"}
+ADDRESS = "So11111111111111111111111111111111111111112"
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def add(home, tmp_path, ticker="DN", user="bob", color=(10, 200, 10), *extra, check=True):
+    img = make_image(tmp_path / f"{ticker}-{color}.png", color=color, fmt="PNG")
+    return run_cli(
+        home,
+        "add",
+        "--ticker",
+        ticker,
+        "--name",
+        f"{ticker} coin",
+        "--image",
+        str(img),
+        "--twitter-user",
+        user,
+        *extra,
+        check=check,
+    )
+
+
+def to_needs_review(home, tmp_path) -> None:
+    """A coin whose launch was cut off right after `launching` was committed."""
+    add(home, tmp_path)
+    proc = run_cli(home, "run", "--once", env={"MOONSHOT_CRASH_AT": "after_launching_commit"})
+    assert proc.returncode == CRASH_EXIT
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off"}, check=True)
+    assert status_json(home)["counts"]["needs_review"] == 1
+
+
+# -- 1. a hand-drop for a failed coin, then a restart ------------------------------------------
+def test_hand_drop_for_a_failed_coin_then_restart_launches_it_once(home, tmp_path):
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_DENY_USERS": "bob", **FAST}, check=True)
+    (coin,) = status_json(home)["attention"]
+    assert coin["state"] == m.FAILED
+    old = sorted(p.name for p in (home / "spool").glob("bob_DN_*.jpg"))
+    assert len(old) == 1
+    # The person drops a new image for the failed coin, with a later time in its name.
+    make_image(home / "spool" / "bob_DN_1999999999.jpg", color=(200, 10, 10), fmt="JPEG")
+    follow_status(home, env=FAST)  # restarts the service; approves what status asks for
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("bob", "DN"): 1}
+    assert [e["image_filename"] for e in launches(home)] == ["bob_DN_1999999999.jpg"]
+    assert not (home / "spool" / old[0]).exists()  # retired with the move: one owner
+    assert (home / "spool" / "done" / old[0]).exists()
+    assert status_json(home)["total"] == 1
+
+
+# -- 2. an emptied or deleted moonshot.db ---------------------------------------------------------
+def _lose(home, how: str, tmp_path) -> None:
+    db = home / "moonshot.db"
+    if how == "deleted":
+        for p in home.glob("moonshot.db*"):
+            p.unlink()
+    elif how == "emptied":
+        for p in home.glob("moonshot.db-*"):
+            p.unlink()
+        db.write_bytes(b"")
+    else:  # replaced by another home's database
+        other = tmp_path / "other"
+        other.mkdir()
+        add(other, tmp_path, ticker="ZZ")
+        for p in home.glob("moonshot.db*"):
+            p.unlink()
+        shutil.copy(other / "moonshot.db", db)
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "replaced"])
+def test_a_lost_database_is_never_started_afresh_over_the_homes_evidence(home, tmp_path, how):
+    add(home, tmp_path)
+    add(home, tmp_path, ticker="UP", color=(1, 2, 250))
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    assert launch_counts(home) == {("bob", "DN"): 1, ("bob", "UP"): 1}
+    _lose(home, how, tmp_path)
+    img = str(make_image(tmp_path / "q.png"))
+    for args in (
+        ["run", "--once"],
+        ["status"],
+        ["add", "--ticker", "Q", "--name", "q", "--image", img],
+    ):
+        line = one_line_error(run_cli(home, *args, env=FAST))
+        assert "moonshot recover" in line and "Troubleshooting" in line, line
+    follow_status(home, env=FAST)  # nothing to follow: status refuses
+    assert launch_counts(home) == {("bob", "DN"): 1, ("bob", "UP"): 1}
+    if how == "replaced":
+        assert "not this home's database" in one_line_error(run_cli(home, "status"))
+        return
+    # The documented way back: `moonshot recover`, then settle each coin.
+    proc = run_cli(home, "recover", check=True)
+    assert "2 coin(s) wait in needs_review" in proc.stdout
+    report = status_json(home)
+    assert report["counts"]["needs_review"] == 2
+    for coin in report["attention"]:
+        refused = run_cli(home, "resolve", str(coin["id"]), "--not-launched")
+        assert "never launched again from here" in one_line_error(refused)
+        run_cli(home, "resolve", str(coin["id"]), "--launched", check=True)
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("bob", "DN"): 1, ("bob", "UP"): 1}
+
+
+def test_a_database_deleted_under_the_running_service_is_noticed(home, tmp_path, service_process):
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    proc = service_process(home, FAST)
+    wait_for(lambda: status_json(home)["service"]["state"] == "running", what="the service")
+    (home / "moonshot.db").unlink()
+    line = one_line_error(run_cli(home, "status"))  # never "never started, 0 coins"
+    assert "missing" in line, line
+    assert proc.wait(timeout=30) != 0  # the service stops by itself
+    err = proc.err()
+    assert "moonshot.db was deleted while moonshot run used it" in err
+    assert "Traceback" not in err
+    (saved,) = home.glob("moonshot.db.saved-*")
+    line = one_line_error(run_cli(home, "status"))
+    assert saved.name in line, line  # status says where the last state is
+    saved.rename(home / "moonshot.db")
+    assert status_json(home)["counts"]["launched"] == 1  # back, with its memory
+
+
+def test_an_older_copy_of_the_database_is_refused_until_a_person_settles_it(home, tmp_path):
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    backup = tmp_path / "backup.db"
+    src = sqlite3.connect(home / "moonshot.db")
+    dst = sqlite3.connect(backup)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    run_cli(home, "run", "--once", env=FAST, check=True)  # launched after the backup
+    assert launch_counts(home) == {("bob", "DN"): 1}
+    for p in home.glob("moonshot.db*"):
+        p.unlink()
+    shutil.copy(backup, home / "moonshot.db")  # "restore moonshot.db from a backup"
+    line = one_line_error(run_cli(home, "run", "--once", env=FAST))
+    assert "older than this home" in line and "moonshot recover" in line
+    run_cli(home, "recover", check=True)
+    (coin,) = status_json(home)["attention"]
+    assert coin["state"] == m.NEEDS_REVIEW and "restored from an older copy" in coin["reason"]
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+def test_a_fresh_home_starts_with_no_ceremony(home, tmp_path):
+    """Invariant 7 must not cost the quick start: `moonshot run` on an empty folder."""
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+# -- 3. resolve's options -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--launched", "--not-launched"],
+        ["--not-launched", "--launched"],
+        ["--not-launched", "--token-address", ADDRESS],
+        ["--launched", "--token-address", "any text at all"],
+        ["--launched", "--withdraw"],
+        [],
+    ],
+)
+def test_resolve_takes_exactly_one_outcome_and_a_real_address(home, tmp_path, args):
+    to_needs_review(home, tmp_path)
+    proc = run_cli(home, "resolve", "1", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert status_json(home)["counts"]["needs_review"] == 1
+    follow_status(home, env=FAST)
+    assert len(launches(home)) == 0  # the cut-off launch is the only one
+
+
+def test_resolve_launched_records_the_address_and_clears_the_error(home, tmp_path):
+    to_needs_review(home, tmp_path)
+    run_cli(home, "resolve", "1", "--launched", "--token-address", f" {ADDRESS} ", check=True)
+    coin = json.loads(run_cli(home, "history", "1", "--json").stdout)["coin"]
+    assert coin["state"] == m.LAUNCHED and coin["token_address"] == ADDRESS
+    assert coin["last_error"] is None  # issue 15 item 10: no stale error on a launched coin
+
+
+# -- 4. tweet ids ---------------------------------------------------------------------------------
+def test_one_tweet_is_one_coin_whatever_its_spelling(home, tmp_path):
+    first = add(home, tmp_path, "T42", "bob", (1, 1, 1), "--tweet-id", "42")
+    for spelling in ("042", "0042", "+42", " 42", "42.0", "9" * 20):
+        proc = add(home, tmp_path, "T42", "bob", (1, 1, 1), "--tweet-id", spelling, check=False)
+        assert "invalid tweet id" in one_line_error(proc)
+    again = add(home, tmp_path, "T42", "bob", (1, 1, 1), "--tweet-id", "42")
+    assert again.stdout == first.stdout
+
+    def tweet(tweet_id):
+        return {
+            "id": tweet_id,
+            "text": "$T42 Forty Two",
+            "author_id": "7",
+            "attachments": {"media_keys": ["m1"]},
+            "includes": {
+                "users": [{"id": "7", "username": "bob"}],
+                "media": [
+                    {"media_key": "m1", "type": "photo", "url": "https://pbs.twimg.com/a.jpg"}
+                ],
+            },
+        }
+
+    (tmp_path / "t.json").write_text(json.dumps([tweet(42), tweet("042")]))
+    proc = run_cli(home, "ingest", "--json", str(tmp_path / "t.json"), check=True)
+    same, odd = json.loads(proc.stdout)
+    assert same["tweet_id"] == "42" and same["coin_ref"] == "coin 1"  # the same tweet: an int
+    assert odd["status"] == "invalid"
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("bob", "T42"): 1}
+    assert status_json(home)["total"] == 1
+
+
+# -- 8. one line where one line is promised ----------------------------------------------------------
+def _bad_home(home, what: str) -> list[str]:
+    """Make the home bad in one way; returns a prefix for the command (setpriv as root)."""
+    prefix: list[str] = []
+    toml = home / "moonshot.toml"
+    if what == "unreadable toml":
+        toml.write_text("[launch]\nmode = 'off'\n")
+        toml.chmod(0)
+        if os.geteuid() == 0:  # root reads anything: drop the override, as a user has none
+            if not shutil.which("setpriv"):
+                missing_service("setpriv (util-linux) is needed to read as a non-root user")
+            caps = "-dac_override,-dac_read_search"
+            prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    elif what == "toml is a folder":
+        toml.mkdir()
+    elif what == "spool = 3":
+        toml.write_text("spool = 3\n")
+    elif what == "garbage db":
+        (home / "moonshot.db").write_bytes(os.urandom(8192))
+    elif what == "malformed db":
+        run_cli(home, "run", "--once", check=True)
+        data = bytearray((home / "moonshot.db").read_bytes())
+        data[100 : len(data)] = os.urandom(len(data) - 100)  # the header survives
+        (home / "moonshot.db").write_bytes(bytes(data))
+    return prefix
+
+
+@pytest.mark.parametrize(
+    "what", ["unreadable toml", "toml is a folder", "spool = 3", "garbage db", "malformed db"]
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["run", "--once"],
+        ["add", "--ticker", "A", "--name", "a", "--image", "IMG"],
+        ["history", "1"],
+        ["withdraw", "1"],
+        ["doctor"],
+    ],
+)
+def test_bad_homes_are_one_line_for_every_command(home, tmp_path, what, command):
+    img = make_image(tmp_path / "a.png")
+    prefix = _bad_home(home, what)
+    args = [str(img) if a == "IMG" else a for a in command]
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "moonshot", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    if command == ["doctor"]:  # doctor reports on every part: a fail line, no traceback
+        assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+        return
+    line = one_line_error(proc)
+    expect = {
+        "unreadable toml": "cannot be read",
+        "toml is a folder": "is a folder",
+        "spool = 3": "spool must be a table",
+        "garbage db": "not a usable SQLite database",
+        "malformed db": "not a usable SQLite database",
+    }[what]
+    assert expect in line, line
+
+
+# -- 10. the minor ones ------------------------------------------------------------------------------
+def test_an_image_that_is_a_folder_says_so(home):
+    proc = run_cli(home, "add", "--ticker", "A", "--name", "a", "--image", "/tmp")
+    assert "is a folder" in one_line_error(proc)
+
+
+def test_an_empty_home_option_is_refused_and_writes_nothing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "moonshot", "--home", "", "run", "--once"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--home" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ingest_of_an_endless_file_is_bounded(home):
+    proc = run_cli(home, "ingest", "/dev/zero", timeout=60)
+    assert "more than" in one_line_error(proc)
+
+
+def test_the_same_name_dropped_twice_with_other_content_is_said_and_never_imported(home, tmp_path):
+    env = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    drop = home / "spool" / "eve_TWICE_1700000000.jpg"
+    run_cli(home, "run", "--once", env=env, check=True)
+    make_image(drop, color=(0, 90, 0), fmt="JPEG")
+    run_cli(home, "run", "--once", env=env, check=True)
+    (coin,) = status_json(home)["held"]
+    first = drop.read_bytes()
+    make_image(drop, color=(250, 0, 250), fmt="JPEG")  # the same name, other content
+    run_cli(home, "run", "--once", env=env, check=True)
+    report = status_json(home)
+    assert "changed after coin" in report["refused_drops"][drop.name]
+    assert "changed after coin" in run_cli(home, "status").stdout
+    assert report["total"] == 1
+    assert drop.read_bytes() != first  # the person's file is left alone, not overwritten
+    # The library holds the first image only; nothing else was imported.
+    lib = sqlite3.connect(home / "library" / "library.db")
+    assert lib.execute("SELECT count(*) FROM assets").fetchone()[0] == 1
+    assert coin["id"] == 1
+
+
+# -- 9. wrong configuration, from outside ------------------------------------------------------------
+def test_a_misspelt_variable_or_a_dangling_config_link_stops_the_service(home, tmp_path):
+    add(home, tmp_path)
+    proc = run_cli(home, "run", "--once", env={"MOONSHOT_LANCH_MODE": "off"})
+    assert "did you mean MOONSHOT_LAUNCH_MODE?" in one_line_error(proc)
+    (home / "moonshot.toml").symlink_to(tmp_path / "settings" / "moonshot.toml")  # not mounted
+    proc = run_cli(home, "run", "--once")
+    assert "which does not exist" in one_line_error(proc)
+    assert launches(home) == []  # the deny lists and limits never silently went away
+
+
+# -- withdraw (issue 14, item 7) ---------------------------------------------------------------------
+def test_a_withdrawn_coin_never_launches_by_any_path(home, tmp_path):
+    off = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    add(home, tmp_path, "WD", "bob", (9, 9, 9), "--tweet-id", "4711")
+    run_cli(home, "run", "--once", env=off, check=True)  # confirmed: next would be the launch
+    (name,) = [p.name for p in (home / "spool").glob("bob_WD_*.jpg")]
+    proc = run_cli(home, "withdraw", "1", "--reason", "test coin", check=True)
+    assert "confirmed -> rejected (test coin)" in proc.stdout
+    coin = json.loads(run_cli(home, "history", "1", "--json").stdout)["coin"]
+    assert coin["state"] == m.REJECTED and coin["last_error"] == "withdrawn: test coin"
+    assert not (home / "spool" / name).exists()  # its file left spool/ with it
+    # Every way back: retry, approve, resolve, the same tweet again, its file dropped
+    # again, a restart, and a person following status.
+    for args in (["retry", "1"], ["approve", "1"], ["resolve", "1", "--not-launched"]):
+        assert run_cli(home, *args).returncode != 0
+    again = add(home, tmp_path, "WD", "bob", (9, 9, 9), "--tweet-id", "4711")
+    assert again.stdout.strip() == "1" and "already queued" in again.stderr
+    shutil.copy(home / "spool" / "done" / name, home / "spool" / name)
+    follow_status(home, env=FAST)  # restarts: the rescan sees the file
+    follow_status(home, env=FAST)
+    assert launches(home) == [] and status_json(home)["total"] == 1
+    assert json.loads(run_cli(home, "history", "1", "--json").stdout)["coin"]["state"] == m.REJECTED
+    assert not (home / "spool" / name).exists()  # retired again
+
+
+def test_the_withdrawn_coins_own_file_dropped_back_makes_no_coin(home, tmp_path):
+    add(home, tmp_path, "WF")
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_DENY_USERS": "bob", **FAST}, check=True)
+    run_cli(home, "withdraw", "1", check=True)  # from failed
+    (name,) = [p.name for p in (home / "spool" / "done").glob("bob_WF_*.jpg")]
+    shutil.copy(home / "spool" / "done" / name, home / "spool" / name)
+    follow_status(home, env=FAST)
+    assert launches(home) == [] and status_json(home)["total"] == 1
+
+
+@pytest.mark.parametrize(
+    "state, advice",
+    [
+        (m.NEEDS_REVIEW, "moonshot resolve 1 --withdraw"),
+        (m.LAUNCHED, "cannot be withdrawn"),
+    ],
+)
+def test_withdraw_refuses_a_coin_that_may_have_launched_and_says_what_to_do(
+    home, tmp_path, state, advice
+):
+    to_needs_review(home, tmp_path)
+    if state == m.LAUNCHED:
+        run_cli(home, "resolve", "1", "--launched", check=True)
+    assert advice in one_line_error(run_cli(home, "withdraw", "1"))
+    assert status_json(home)["counts"][state] == 1
+    if state == m.NEEDS_REVIEW:  # the advice, followed: no relaunch can slip in between
+        run_cli(home, "resolve", "1", "--withdraw", "--reason", "never made", check=True)
+        follow_status(home, env=FAST)
+        assert launches(home) == [] and status_json(home)["counts"][m.REJECTED] == 1
+
+
+# -- the attacker pass ---------------------------------------------------------------------------------
+def test_a_launched_coins_image_dropped_again_under_another_time_is_not_approved_blindly(
+    home, tmp_path
+):
+    """A person re-drops a launched coin's file under a new name (say, copied back from
+    spool/done/ and renamed). It is a new manual coin; status must not read as "approve
+    it" alone: it names the launched twin and the withdraw first."""
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    (launched,) = launches(home)
+    src = next((home / "spool").rglob(launched["image_filename"]))
+    shutil.copy(src, home / "spool" / "bob_DN_1999999999.jpg")
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    (held,) = status_json(home)["held"]
+    assert "was coin 1 (launched)" in held["reason"]
+    assert held["reason"].index("withdraw") < held["reason"].index("approve")
+    follow_status(home, env=FAST)  # the literal reader runs withdraw first, then approve fails
+    assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+def test_a_live_coins_file_renamed_by_hand_does_not_make_a_second_launch(home, tmp_path):
+    """mv spool/bob_DN_<t>.jpg spool/bob_DN_<t+1>.jpg while the coin waits: the new name is
+    a new manual coin, the first coin loses its file. README says retry a failed coin,
+    status says approve the manual one: followed literally, both must not launch."""
+    off = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=off, check=True)
+    (own,) = (home / "spool").glob("bob_DN_*.jpg")
+    own.rename(home / "spool" / "bob_DN_1999999999.jpg")
+    run_cli(home, "run", "--once", env=off, check=True)
+    (held,) = [h for h in status_json(home)["held"] if h["id"] == 2]
+    assert "was coin 1" in held["reason"] and "moonshot withdraw 2" in held["reason"]
+    follow_status(home, env=FAST)
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+def test_a_database_copied_to_another_folder_without_its_spool_is_refused(home, tmp_path):
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    src = sqlite3.connect(home / "moonshot.db")
+    dst = sqlite3.connect(copy / "moonshot.db")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    line = one_line_error(run_cli(copy, "run", "--once", env=FAST))
+    assert "without its spool/" in line
+    run_cli(home, "run", "--once", env=FAST, check=True)  # the home itself goes on
+    assert launch_counts(home) == {("bob", "DN"): 1}
+    assert launches(copy) == []
