@@ -18,8 +18,8 @@ from PIL import Image, ImageChops
 from moonshot.app import flow as flowmod
 from moonshot.store import Store
 from tests.app import gui_support
-from tests.app.gui_support import MULTI, ROOT, Standin, cli, env
-from tests.app.test_launcher_gui import add, run_once
+from tests.app.gui_support import MULTI, ROOT, Standin, cli, env, run_once
+from tests.app.test_launcher_gui import add
 
 xserver = gui_support.xserver
 
