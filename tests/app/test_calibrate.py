@@ -236,23 +236,7 @@ def test_flow_show_draws_every_step_with_its_image_pixel_for_pixel(setup, monkey
     index = json.loads((out / "index.json").read_text(encoding="utf-8"))
     fl = flowmod.load(flow_file)
     assert [e["step"] for e in index["steps"]] == [s.name for s in fl.entries]
-    with Image.open(out / "sheet.png") as img:
-        sheet = img.convert("RGB")
-    compared = 0
-    for entry in index["steps"]:
-        step = fl.entry(entry["step"])
-        if step.image is None or not step.image.is_file() or entry.get("scaled"):
-            continue
-        x, y, w, h = entry["crop"]
-        with Image.open(step.image) as ref:
-            assert (
-                ImageChops.difference(
-                    sheet.crop((x, y, x + w, y + h)), ref.convert("RGB")
-                ).getbbox()
-                is None
-            )
-        compared += 1
-    assert compared >= 5
+    assert sheet_holds_the_images(home, fl) >= 5
     live = {e["step"]: e["live"] for e in index["steps"]}
     assert live["form"].startswith("now: match 1.00")  # the form shows: found where it is
     assert "not this screen" in live["picker"]  # the picker does not show now
@@ -260,3 +244,23 @@ def test_flow_show_draws_every_step_with_its_image_pixel_for_pixel(setup, monkey
         index["steps"]
     )
     assert (flow_file.parent / "screens" / "picker.png").is_file()  # captured on its screen
+
+
+def sheet_holds_the_images(home, fl: flowmod.Flow) -> int:
+    """The contact sheet's PNG holds each step's reference image, pixel for pixel (where
+    index.json says); how many were compared."""
+    out = home / "logs" / "flow-show"
+    index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    with Image.open(out / "sheet.png") as img:
+        sheet = img.convert("RGB")
+    compared = 0
+    for entry in index["steps"]:
+        step = fl.entry(entry["step"])
+        if step.image is None or "crop" not in entry or entry.get("scaled"):
+            continue
+        x, y, w, h = entry["crop"]
+        with Image.open(step.image) as ref:
+            drawn = sheet.crop((x, y, x + w, y + h))
+            assert ImageChops.difference(drawn, ref.convert("RGB")).getbbox() is None, step.name
+        compared += 1
+    return compared

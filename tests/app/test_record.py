@@ -6,19 +6,18 @@ window moved elsewhere after the recording. Recording itself clicks nothing."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops
 
 from moonshot.app import flow as flowmod
 from moonshot.store import Store
 from tests.app import gui_support
 from tests.app.gui_support import MULTI, ROOT, Standin, cli, env, run_once
+from tests.app.test_calibrate import sheet_holds_the_images
 from tests.app.test_launcher_gui import add
 
 xserver = gui_support.xserver
@@ -165,7 +164,7 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
         assert len(app.events("create")) == 1  # the walk never spends
         shown = cli(home, "flow", "show")
         assert shown.exit_code == 0, shown.output
-        _sheet_shows_the_flow_images(home, fl)
+        assert sheet_holds_the_images(home, fl) >= 5
 
         wanted = [("Moon Dog #1", "MDOG"), ("Crème brûlée", "CREME"), ("Third", "ZZ9")]
         ids = [add(home, tmp_path, i, n, t) for i, (n, t) in enumerate(wanted)]
@@ -263,26 +262,3 @@ def test_a_multi_screen_app_recorded_up_to_the_spend_walks_on_a_moved_window(xse
         assert app.events("create") == []
     finally:
         app.stop()
-
-
-def _sheet_shows_the_flow_images(home: Path, fl: flowmod.Flow) -> None:
-    """The contact sheet's PNG holds each step's reference image, pixel for pixel."""
-    out = home / "logs" / "flow-show"
-    index = json.loads((out / "index.json").read_text(encoding="utf-8"))
-    with Image.open(out / "sheet.png") as img:
-        sheet = img.convert("RGB")
-    checked = 0
-    for entry in index["steps"]:
-        step = fl.entry(entry["step"])
-        if step.image is None or "crop" not in entry or entry.get("scaled"):
-            continue
-        x, y, w, h = entry["crop"]
-        with Image.open(step.image) as ref:
-            assert (
-                ImageChops.difference(
-                    sheet.crop((x, y, x + w, y + h)), ref.convert("RGB")
-                ).getbbox()
-                is None
-            ), step.name
-        checked += 1
-    assert checked >= 5
