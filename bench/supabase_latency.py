@@ -9,6 +9,7 @@ reads when each reached `fetched` and `spooled` in the service's moonshot.db.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -147,6 +149,23 @@ def run_mode(
     }
 
 
+@contextlib.contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL for one bench run (its DSN); dropped after."""
+    import psycopg
+
+    name = f"moonshot_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = dict(p.split("=", 1) for p in PG_ADMIN_DSN.split())
+    parts["dbname"] = name
+    try:
+        yield " ".join(f"{k}={v}" for k, v in parts.items())
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--coins", type=int, default=5, help="coins per mode (default 5)")
@@ -157,26 +176,19 @@ def main() -> int:
 
     import psycopg
 
-    name = f"moonshot_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = dict(p.split("=", 1) for p in PG_ADMIN_DSN.split())
-    base["dbname"] = name
-    dsn = " ".join(f"{k}={v}" for k, v in base.items())
-    standin = Standin(dsn).start()
     results = []
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(BASE_COINS_SQL)
-        apply_migration(dsn)
-        seq = [0]
-        modes = ["notify", "poll"] if args.mode == "both" else [args.mode]
-        for mode in modes:
-            results.append(run_mode(mode, standin, dsn, args.coins, args.poll_interval, seq))
-    finally:
-        standin.stop()
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database() as dsn:
+        standin = Standin(dsn).start()
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(BASE_COINS_SQL)
+            apply_migration(dsn)
+            seq = [0]
+            modes = ["notify", "poll"] if args.mode == "both" else [args.mode]
+            for mode in modes:
+                results.append(run_mode(mode, standin, dsn, args.coins, args.poll_interval, seq))
+        finally:
+            standin.stop()
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -26,16 +26,20 @@ class SourceConfig:
     kind: str = "local"  # local | supabase
     default_twitter_user: str = "moonshot"
     poll_interval: float = 30.0
-    batch: int = 20
+    batch: int = 20  # at most this many coins per claim request
     lease_seconds: int = 600  # a Supabase claim lasts this long unless renewed
+    # Claim only enough to keep this many coins waiting before the import gate (issue
+    # 16): the rest stay in the source for other Macs.
+    lookahead: int = 3
 
 
 @dataclass
 class SpoolConfig:
-    download_timeout: float = 30.0
-    download_attempts: int = 3
-    backoff_base: float = 2.0  # seconds before the 2nd attempt; doubles each time
-    backoff_max: float = 300.0
+    download_timeout: float = 30.0  # the whole download: connect and every read
+    download_attempts: int = 3  # fast tries, backoff_base apart, before the waits double
+    backoff_base: float = 2.0  # seconds between the fast tries
+    backoff_max: float = 300.0  # the longest wait between two tries
+    download_workers: int = 4  # downloads at once, off the pipeline's thread
     max_bytes: int = 25_000_000
     max_pixels: int = 50_000_000
     max_side: int = 0  # 0: keep the size; else shrink so the longest side fits
@@ -50,7 +54,7 @@ class PhotosConfig:
     library: str = "library"  # folder library, relative to home; or a .photoslibrary path
     import_method: str = "photokit"  # photokit | applescript (macos)
     import_timeout: float = 60.0
-    import_attempts: int = 3
+    import_attempts: int = 3  # fast tries of a busy or locked library
     confirm_timeout: float = 120.0
     require_icloud: bool = False
     icloud_timeout: float = 600.0
@@ -62,7 +66,7 @@ class LaunchConfig:
     superseded_max: int = 3
     require_approval: bool = False
     retry_backoff: float = 30.0
-    prepare_attempts: int = 3  # reversible launcher preparations before `failed`
+    prepare_attempts: int = 3  # fast tries of the launcher's reversible preparation
     max_per_hour: int = 0  # 0: no limit
     max_per_day: int = 0
     min_gap_seconds: float = 0.0
@@ -78,6 +82,10 @@ class ServiceConfig:
     idle_sleep_min: float = 0.05
     idle_sleep_max: float = 2.0
     stop_timeout: float = 20.0
+    # A transient error is retried until this long after the coin's first one at a stage.
+    retry_window: float = 3600.0
+    # `run --once` waits this long without progress for a source, a report or a retry.
+    once_patience: float = 60.0
 
 
 @dataclass
@@ -375,6 +383,8 @@ def _check_alerts(cfg: Config, origin: str) -> None:
 MINIMUMS = {
     ("source", "batch"): 1,
     ("source", "poll_interval"): 0.1,
+    ("source", "lookahead"): 1,
+    ("spool", "download_workers"): 1,
     ("spool", "download_attempts"): 1,
     ("spool", "download_timeout"): 0.1,
     ("spool", "max_bytes"): 1,

@@ -1,21 +1,32 @@
-"""Getting a coin's image into a clean JPEG: download with requests (timeout, size
-cap, allowed hosts re-checked on every redirect), decode with Pillow (pixel cap
-against decompression bombs), re-encode without metadata. Raises Rejected for the
-coin's own problems and TransientError for what a later attempt may fix."""
+"""Getting a coin's image into a clean JPEG: download with requests (one deadline for
+the whole download, size cap, allowed hosts re-checked on every redirect), decode with
+Pillow (pixel cap against decompression bombs), re-encode without metadata, in a small
+pool of threads off the pipeline's. Raises Rejected for the coin's own problems and
+TransientError for what a later attempt may fix."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import queue
+import socket
+import threading
+import time
 import warnings
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 from PIL import Image, ImageOps, UnidentifiedImageError
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from moonshot.errors import Rejected, TransientError
+from moonshot.errors import MoonshotError, Rejected, TransientError
 
 MAX_REDIRECTS = 5
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -66,6 +77,105 @@ def _storage_status(resp: requests.Response) -> int:
     return status
 
 
+class Cancel:
+    """Cuts one download off in whatever phase it is in: at its deadline (the whole of
+    `spool.download_timeout`, issue 16: a host that drips a byte a second is cut there)
+    or when the service stops. Every socket the download opens is attached here;
+    shutting a socket down wakes a read blocked on it in another thread (closing it
+    would not). Connecting has its own timeout, the time left."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer: threading.Timer | None = None
+        self.reason: str | None = None
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            fired = self.reason is not None
+        if fired:
+            _shutdown(sock)
+
+    def fire(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            _shutdown(sock)
+
+    def arm(self, seconds: float, reason: str) -> None:
+        self._timer = threading.Timer(max(seconds, 0.0), self.fire, args=(reason,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        """The download is over: its (pooled) connections are no longer ours to cut."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._socks = []
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_current = threading.local()  # .cancel: the Cancel of the download this thread runs
+
+
+class _Attached:
+    """urllib3 connections that attach their socket to the running download's Cancel:
+    new ones when they connect (before any TLS byte), reused ones at each request."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        cancel = getattr(_current, "cancel", None)
+        if cancel is not None:
+            cancel.attach(sock)
+        return sock
+
+    def request(self, *args, **kwargs):
+        cancel = getattr(_current, "cancel", None)
+        if cancel is not None and self.sock is not None:
+            cancel.attach(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_Attached, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Attached, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def new_session() -> requests.Session:
+    """A requests Session whose downloads a Cancel can cut off (one per thread)."""
+    http = requests.Session()
+    adapter = _Adapter()
+    http.mount("http://", adapter)
+    http.mount("https://", adapter)
+    return http
+
+
 def download(
     url: str,
     *,
@@ -73,16 +183,56 @@ def download(
     max_bytes: int,
     allowed_hosts: list[str],
     session: requests.Session | None = None,
+    cancel: Cancel | None = None,
 ) -> bytes:
-    """The body of `url`, following at most MAX_REDIRECTS redirects, each re-checked."""
-    http = session or requests.Session()
+    """The body of `url`, following at most MAX_REDIRECTS redirects, each re-checked.
+    `timeout` is the whole budget (connect, redirects and every read); `cancel` lets
+    another thread cut the download off (TransientError with its reason)."""
+    host = check_url(url, allowed_hosts)
+    cancel = cancel or Cancel()
+    cancel.arm(
+        timeout,
+        f"download from {host} took longer than {timeout:g} s (spool.download_timeout)",
+    )
+    own = session is None
+    http = session or new_session()
+    _current.cancel = cancel
+    try:
+        body = _fetch(url, time.monotonic() + timeout, max_bytes, allowed_hosts, http, cancel)
+    except MoonshotError:
+        if cancel.reason:  # whatever the cut looked like (a reset, an empty body): transient
+            raise TransientError(cancel.reason) from None
+        raise
+    finally:
+        _current.cancel = None
+        cancel.disarm()
+        if own:
+            http.close()
+    if cancel.reason:  # cut off at the very end: the body may be short
+        raise TransientError(cancel.reason)
+    return body
+
+
+def _fetch(
+    url: str,
+    deadline: float,
+    max_bytes: int,
+    allowed_hosts: list[str],
+    http: requests.Session,
+    cancel: Cancel,
+) -> bytes:
     for _ in range(MAX_REDIRECTS + 1):
         host = check_url(url, allowed_hosts)
+        left = deadline - time.monotonic()
+        if left <= 0 or cancel.reason:
+            raise TransientError(cancel.reason or f"download from {host} ran out of time")
         try:
-            resp = http.get(url, timeout=timeout, stream=True, allow_redirects=False)
+            resp = http.get(url, timeout=(left, left), stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"download from {host} failed: {type(exc).__name__}") from None
         except requests.RequestException as exc:
+            if cancel.reason:
+                raise TransientError(cancel.reason) from None
             raise Rejected(f"image URL cannot be fetched: {type(exc).__name__}") from None
         with resp:
             if resp.is_redirect:
@@ -111,10 +261,14 @@ def download(
                         raise Rejected(
                             f"image is larger than the cap of {max_bytes} bytes (spool.max_bytes)"
                         )
+                    if cancel.reason:
+                        raise TransientError(cancel.reason)
             except (
                 requests.ConnectionError,
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+                OSError,
             ) as exc:
                 raise TransientError(
                     f"download from {host} broke off: {type(exc).__name__}"
@@ -132,6 +286,93 @@ def download(
                 raise Rejected(f"empty response from {host}")
             return bytes(body)
     raise Rejected(f"more than {MAX_REDIRECTS} redirects")
+
+
+class Downloads:
+    """A few daemon threads that download and re-encode images off the pipeline's
+    thread (issue 16: a slow host holds only its own coin). A job never touches
+    moonshot.db or spool/: its result goes back to the pipeline, which writes the file
+    and commits on its own thread, so the store stays the only writer. Daemon threads:
+    a download cut off at a stop cannot keep the process alive."""
+
+    def __init__(
+        self,
+        workers: int,
+        wake: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.workers = max(1, workers)
+        self.wake = wake
+        self.clock = clock
+        self._jobs: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._running: dict[Hashable, tuple[Any, Cancel]] = {}  # key -> (tag, cancel)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def room(self) -> int:
+        with self._lock:
+            return self.workers - len(self._running)
+
+    def busy(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._running
+
+    def running(self) -> dict[Hashable, Any]:
+        """key -> tag of every job not yet collected."""
+        with self._lock:
+            return {k: tag for k, (tag, _) in self._running.items()}
+
+    def submit(self, key: Hashable, tag: Any, job: Callable[[Cancel, requests.Session], Any]):
+        """Run job(cancel, session) on a worker; its outcome (value or exception) comes
+        back from `results` with the tag and the time it ended."""
+        cancel = Cancel()
+        with self._lock:
+            if key in self._running:
+                raise ValueError(f"{key!r} is already downloading")
+            self._running[key] = (tag, cancel)
+            if len(self._threads) < self.workers:
+                t = threading.Thread(target=self._work, name="moonshot-download", daemon=True)
+                self._threads.append(t)
+                t.start()
+        self._jobs.put((key, tag, job, cancel))
+
+    def _work(self) -> None:
+        http = new_session()
+        while True:
+            key, tag, job, cancel = self._jobs.get()
+            try:
+                outcome: Any = job(cancel, http)
+            except Exception as exc:  # noqa: BLE001 - handed to the pipeline, which decides
+                outcome = exc
+            self._done.put((key, tag, outcome, self.clock()))
+            self.wake()
+
+    def results(self, timeout: float = 0.0) -> list[tuple[Hashable, Any, Any, float]]:
+        """Finished jobs (key, tag, outcome, ended at); waits up to `timeout` for one."""
+        out = []
+        try:
+            out.append(self._done.get(timeout=timeout) if timeout > 0 else self._done.get_nowait())
+            while True:
+                out.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
+        with self._lock:
+            for key, tag, _, _ in out:
+                if self._running.get(key, (None,))[0] == tag:
+                    del self._running[key]
+        return out
+
+    def cancel_all(self, reason: str) -> dict[Hashable, Any]:
+        """Cut every running download off; returns key -> tag of the jobs given up
+        (their results, if they still come, are never collected)."""
+        with self._lock:
+            given_up = dict(self._running)
+            self._running.clear()
+        for _, cancel in given_up.values():
+            cancel.fire(reason)
+        return {k: tag for k, (tag, _) in given_up.items()}
 
 
 def read_local(path: Path, *, max_bytes: int) -> bytes:

@@ -49,6 +49,9 @@ TRANSITIONS: list[dict[str, Any]] = [
     dict(trigger="import_photo", source=SPOOLED, dest=IMPORTED),
     dict(trigger="confirm", source=IMPORTED, dest=CONFIRMED),
     dict(trigger="approve", source=list(RETRYABLE), dest="="),
+    # A clean stop hands unstarted claims back to a shared source; it may hand them again.
+    dict(trigger="release", source=FETCHED, dest="="),
+    dict(trigger="reclaim", source=FETCHED, dest="="),
     dict(trigger="supersede", source=CONFIRMED, dest=SPOOLED),
     dict(trigger="start_launch", source=CONFIRMED, dest=LAUNCHING),
     dict(trigger="finish_launch", source=LAUNCHING, dest=LAUNCHED),

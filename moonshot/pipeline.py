@@ -6,13 +6,15 @@ point (moonshot.crash.CRASH_POINTS) that the crash tests stop at."""
 from __future__ import annotations
 
 import hashlib
+import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
-from moonshot import crash, images
+from moonshot import crash, images, retry
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
@@ -33,20 +35,30 @@ from moonshot.ports import Coin, IncomingCoin
 from moonshot.store import LOCAL_SOURCES, Store
 
 CONFIRM_POLL = 1.0
-# A coin moving on to the next stage starts that stage's attempts afresh.
-NEW_STAGE = {"attempts": 0, "not_before": 0.0, "last_error": None}
+# A coin moving on to the next stage starts that stage's attempts and retry window afresh.
+NEW_STAGE = {"attempts": 0, "not_before": 0.0, "last_error": None, "retry_since": None}
 DROP_GRACE = 3.0  # a dropped file that does not decode is given this long before it is refused
 OUTCOME_RETRY_MAX = 30.0  # seconds between tries to record a launch's outcome (locked, full)
 HOME_ERRORS = (HomeTrouble, HomeError)  # the home's trouble, never a coin's
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, store: Store, ports: Ports):
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        ports: Ports,
+        clock: Callable[[], float] = time.time,
+        wake: Callable[[], None] = lambda: None,
+    ):
         self.cfg = cfg
         self.store = store
         self.ports = ports
+        self.clock = clock  # when a side effect ended: a retry waits from the failure
+        self.rng = random.Random()  # the retry jitter
+        self.moved = 0  # state changes committed by this pipeline
         self.log = logs.get()
-        self._http = requests.Session()  # one connection pool for every download
+        self.downloads = images.Downloads(cfg.spool.download_workers, wake, clock)
         self.gate = LaunchGate(cfg, store)
 
     # -- helpers -----------------------------------------------------------------------
@@ -61,6 +73,8 @@ class Pipeline:
         self.store.fire(coin, trigger, detail=detail, **changes)  # audit stamps: the real clock
         fresh = self.store.get(coin.id)
         assert fresh is not None
+        if fresh.state != coin.state:
+            self.moved += 1  # progress, for `run --once`'s patience
         if trigger not in ("attempt",):
             self.log.info(
                 "%s: %s -> %s %s",
@@ -73,40 +87,74 @@ class Pipeline:
         return fresh
 
     def _attempt(self, coin: Coin, now: float, **changes) -> Coin:
-        """Count the attempt in the commit that starts it (a killed attempt still counts)."""
+        """Count the attempt in the commit that starts it (a killed attempt still counts).
+        `not_before` 0 marks it unfinished until its outcome is committed."""
         coin = self._fire(
             coin,
             "attempt",
             now,
             {"attempt": coin.attempts + 1},
             attempts=coin.attempts + 1,
+            not_before=0.0,
             **changes,
         )
         crash.point("after_attempt_commit")
         return coin
 
-    def _transient(self, coin: Coin, err: Exception, limit: int, base: float, now: float) -> None:
+    def _transient(self, coin: Coin, err: Exception, failed_at: float) -> None:
+        """The one retry rule (moonshot.retry): try again after a wait measured from
+        `failed_at`, the moment the side effect failed; `failed` once the retry window
+        has passed since the stage's first transient failure."""
         reason = str(err) or type(err).__name__
-        if coin.attempts >= limit:
-            self._fire(
+        backoff = retry.for_stage(self.cfg, coin.state)
+        window = self.cfg.service.retry_window
+        at, since = retry.next_try(
+            backoff, window, coin.attempts, coin.retry_since, failed_at, self.rng
+        )
+        if at is None:
+            self.fail(
                 coin,
-                "fail",
-                now,
-                {"reason": reason, "attempts": coin.attempts},
-                last_error=reason,
-                failed_from=coin.state,
-                not_before=0.0,
+                f"{reason} (still failing {failed_at - since:.0f} s after the first error,"
+                f" {coin.attempts} attempt(s); service.retry_window = {window:g})",
+                failed_at,
             )
             return
-        delay = min(base * 2 ** max(coin.attempts - 1, 0), self.cfg.spool.backoff_max)
         self._fire(
             coin,
             "defer",
-            now,
-            {"error": reason, "retry_in_s": round(delay, 3)},
+            failed_at,
+            {"error": reason, "retry_in_s": round(at - failed_at, 3), "attempt": coin.attempts},
             last_error=reason,
-            not_before=now + delay,
+            not_before=at,
+            retry_since=since,
         )
+
+    def fail(self, coin: Coin, reason: str, now: float, failed_from: str | None = None) -> None:
+        """To `failed` with its reason; `moonshot retry` sends it back to `failed_from`
+        (default: the state it is in)."""
+        self._fire(
+            coin,
+            "fail",
+            now,
+            {"reason": reason, "attempts": coin.attempts},
+            last_error=reason,
+            failed_from=failed_from or coin.state,
+            not_before=0.0,
+        )
+
+    def settle(self, coin: Coin, exc: Exception, failed_at: float) -> None:
+        """A step's error: the coin's own bad input rejects it (where the machine allows),
+        a transient one is retried, any other moonshot error (a permission, a setting)
+        fails it at once with its reason; time would not fix those. The home's own
+        trouble (a locked database) is never the coin's: it goes up to the service."""
+        if isinstance(exc, HOME_ERRORS):
+            raise exc
+        if isinstance(exc, Rejected) and m.allowed(coin.state, "reject"):
+            self._fire(coin, "reject", failed_at, {"reason": exc.reason}, last_error=exc.reason)
+        elif isinstance(exc, TransientError | OSError) or not isinstance(exc, MoonshotError):
+            self._transient(coin, exc, failed_at)
+        else:
+            self.fail(coin, str(exc) or type(exc).__name__, failed_at)
 
     def spool_path(self, coin: Coin) -> Path:
         assert coin.image_filename
@@ -128,7 +176,9 @@ class Pipeline:
             getattr(self.ports.source, "image_hosts", []) or []
         )
 
-    def _image_bytes(self, coin: Coin) -> bytes:
+    def _image_bytes(
+        self, coin: Coin, http: requests.Session | None = None, cancel: images.Cancel | None = None
+    ) -> bytes:
         url = coin.image_url or ""
         if coin.source == "manual" and coin.image_filename:  # the dropped file itself
             return images.read_local(self.spool_path(coin), max_bytes=self.cfg.spool.max_bytes)
@@ -139,7 +189,8 @@ class Pipeline:
             timeout=self.cfg.spool.download_timeout,
             max_bytes=self.cfg.spool.max_bytes,
             allowed_hosts=self.image_hosts(),
-            session=self._http,
+            session=http,
+            cancel=cancel,
         )
 
     def _reencode(self, data: bytes) -> bytes:
@@ -159,7 +210,11 @@ class Pipeline:
         if other is not None:
             raise Rejected(f"tweet {tweet_id} is already coin {other}")
 
-    def spool(self, coin: Coin, now: float) -> None:
+    # The download and re-encode run in a worker (images.Downloads); the attempt is
+    # committed before it starts and its outcome is written and committed here, on the
+    # pipeline's thread. A download cut off by a stop leaves nothing behind: the worker
+    # never writes a file, and the coin, still `fetched`, starts again next time.
+    def start_spool(self, coin: Coin, now: float) -> None:
         try:
             self._check_tweet(coin)
             name = coin.image_filename or self._new_name(coin, now)
@@ -167,27 +222,48 @@ class Pipeline:
             self._fire(coin, "reject", now, {"reason": exc.reason}, last_error=exc.reason)
             return
         coin = self._attempt(coin, now, image_filename=name)
+
+        def job(cancel: images.Cancel, http: requests.Session) -> bytes:
+            return self._reencode(self._image_bytes(coin, http, cancel))
+
+        self.downloads.submit(coin.id, coin.attempts, job)
+
+    def finish_spool(self, coin_id: int, attempt: int, outcome: object, ended_at: float) -> None:
+        """Commit one download's outcome, if the coin still waits for that attempt."""
+        coin = self.store.get(coin_id)
+        if coin is None or coin.state != m.FETCHED or coin.attempts != attempt or coin.released:
+            self.log.info("download result dropped: the coin moved on", extra={"coin": coin_id})
+            return
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, MoonshotError | OSError):
+                self.log.error(
+                    "download failed unexpectedly", exc_info=outcome, extra={"coin": coin_id}
+                )
+            self.settle(coin, outcome, ended_at)
+            return
+        assert isinstance(outcome, bytes)
         try:
-            jpeg = self._reencode(self._image_bytes(coin))
-            write_atomic(self.spool_path(coin), jpeg)
-            crash.point("after_spool_rename")
-        except Rejected as exc:
-            self._fire(coin, "reject", now, {"reason": exc.reason}, last_error=exc.reason)
+            write_atomic(self.spool_path(coin), outcome)
+        except OSError as exc:  # a full disk: worth another try
+            self.settle(coin, exc, self.clock())
             return
-        except (TransientError, OSError) as exc:
-            self._transient(
-                coin, exc, self.cfg.spool.download_attempts, self.cfg.spool.backoff_base, now
-            )
-            return
+        crash.point("after_spool_rename")
         self._fire(
             coin,
             "spool",
-            now,
-            {"file": name, "bytes": len(jpeg)},
-            image_sha256=sha256(jpeg),
+            ended_at,
+            {"file": coin.image_filename, "bytes": len(outcome)},
+            image_sha256=sha256(outcome),
             **NEW_STAGE,
         )
         crash.point("after_spool_commit")
+
+    def spool(self, coin: Coin, now: float) -> None:
+        """fetched -> spooled in one call: start the download and wait for it."""
+        self.start_spool(coin, now)
+        while self.downloads.busy(coin.id):
+            for key, tag, outcome, ended in self.downloads.results(timeout=0.05):
+                self.finish_spool(key, tag, outcome, ended)
 
     def _missing_file(self, coin: Coin, now: float) -> None:
         """The coin's file left spool/ (removed or renamed by hand): spool it afresh."""
@@ -195,7 +271,7 @@ class Pipeline:
             f"spooled file {coin.image_filename} is missing; `moonshot retry {coin.id}`"
             " downloads it again"
         )
-        self._fire(coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.FETCHED)
+        self.fail(coin, reason, now, m.FETCHED)
 
     # -- spooled -> imported ---------------------------------------------------------------
     def import_gate_open(self, coin: Coin) -> bool:
@@ -227,9 +303,7 @@ class Pipeline:
                 f"spool/{path.name} was changed after the coin spooled it (dropped again?);"
                 f" `moonshot retry {coin.id}` spools it again"
             )
-            self._fire(
-                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.FETCHED
-            )
+            self.fail(coin, reason, now, m.FETCHED)
             return
         try:
             # A crash after the import and before its commit left the asset in the
@@ -243,9 +317,8 @@ class Pipeline:
             reused = bool(found)
             asset = found[0] if found else self.ports.library.import_file(path)
             crash.point("after_import")
-        except (TransientError, OSError) as exc:
-            p = self.cfg.photos
-            self._transient(coin, exc, p.import_attempts, self.cfg.spool.backoff_base, now)
+        except (TransientError, OSError) as exc:  # locked, busy, timed out: later
+            self._transient(coin, exc, self.clock())
             return
         self._fire(
             coin,
@@ -285,9 +358,7 @@ class Pipeline:
         limit = p.icloud_timeout if (found is not None and found.present) else p.confirm_timeout
         if now - since > limit:
             reason = f"{detail} after {limit:.0f} s"
-            self._fire(
-                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.IMPORTED
-            )
+            self.fail(coin, reason, now, m.IMPORTED)
             return
         self.store.set_fields(coin.id, not_before=now + CONFIRM_POLL, last_error=detail)
 
@@ -306,9 +377,7 @@ class Pipeline:
     def _supersede(self, coin: Coin, why: str, now: float) -> None:
         if coin.supersede_count >= self.cfg.launch.superseded_max:
             reason = f"superseded {coin.supersede_count} times; {why}"
-            self._fire(
-                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.CONFIRMED
-            )
+            self.fail(coin, reason, now, m.CONFIRMED)
             return
         self._fire(
             coin,
@@ -319,6 +388,7 @@ class Pipeline:
             import_started=None,
             attempts=0,
             not_before=0.0,
+            retry_since=None,
             last_error=why,
         )
 
@@ -337,9 +407,7 @@ class Pipeline:
             )
             return False
         reason = "another moonshot service holds this coin's claim in the source"
-        self._fire(
-            coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=m.CONFIRMED
-        )
+        self.fail(coin, reason, now, m.CONFIRMED)
         return False
 
     def launch(self, coin: Coin, now: float) -> None:
@@ -347,9 +415,7 @@ class Pipeline:
         assert launcher is not None
         refused = self.gate.user_refused(coin)
         if refused:
-            self._fire(
-                coin, "fail", now, {"reason": refused}, last_error=refused, failed_from=m.CONFIRMED
-            )
+            self.fail(coin, refused, now, m.CONFIRMED)
             return
         ok, why = self._newest_is_coin(coin)
         if not ok:
@@ -363,10 +429,8 @@ class Pipeline:
         coin = self._attempt(coin, now)
         try:
             launcher.prepare(coin, self.spool_path(coin))
-        except (TransientError, OSError, MoonshotError) as exc:
-            self._transient(
-                coin, exc, self.cfg.launch.prepare_attempts, self.cfg.launch.retry_backoff, now
-            )
+        except (OSError, MoonshotError) as exc:  # reversible: nothing was spent
+            self.settle(coin, exc, self.clock())
             return
         ok, why = self._newest_is_coin(coin)  # again: a photo may have arrived meanwhile
         if not ok:

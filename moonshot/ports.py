@@ -48,12 +48,15 @@ class Coin:
     supersede_count: int = 0
     failed_from: str | None = None
     image_sha256: str | None = None  # of the JPEG the coin spooled (issue 15)
+    retry_since: float | None = None  # first transient failure at this stage
+    released: bool = False  # the source claim was handed back (a clean stop)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Coin:
         names = cls.__dataclass_fields__
         values = {k: row[k] for k in names if k in row}
         values["approved"] = bool(values.get("approved") or 0)
+        values["released"] = bool(values.get("released") or 0)
         values["not_before"] = float(values.get("not_before") or 0.0)
         values["supersede_count"] = int(values.get("supersede_count") or 0)
         values["attempts"] = int(values.get("attempts") or 0)

@@ -2,7 +2,9 @@
 `run` ticks, sleeps when idle (capped backoff, woken at once by the spool watcher or
 an adapter's watch), writes a heartbeat, and stops gracefully. Signal handlers only
 set flags (huey's consumer explains why); the first TERM or INT finishes the step in
-hand and exits 0, a second one exits at once: every state is already committed."""
+hand, gives running downloads half of `service.stop_timeout`, cuts off the rest, hands
+unstarted claims back and exits 0; a second one exits at once: every state is already
+committed. `run --once` exits 0 only when nothing is left that time could move."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from moonshot import adapters, home
+from moonshot import adapters, home, retry
 from moonshot import machine as m
 from moonshot.adapters import Ports
 from moonshot.config import Config
-from moonshot.errors import HomeError, HomeTrouble, MoonshotError, TransientError
+from moonshot.errors import HomeError, HomeTrouble, MoonshotError, StaleState, TransientError
 from moonshot.ops import alerts, cleanup, logs
 from moonshot.pipeline import HOME_ERRORS, Pipeline
 from moonshot.spool_watch import SpoolWatcher
@@ -25,17 +28,19 @@ from moonshot.store import Store
 
 # Exit codes, named (dramatiq's RET_*). launchd's KeepAlive {SuccessfulExit: false}
 # restarts the service after anything but RET_OK.
-RET_OK = 0
+RET_OK = 0  # stopped cleanly; with --once: nothing is left that time could move
 RET_ERROR = 1
 RET_CONFIG = 2
 RET_HARD_STOP = 3
+# `run --once` gave up after `service.once_patience` without progress:
+RET_SOURCE = 4  # the source could not be reached: coins not fetched or reports not delivered
+RET_WAITING = 5  # coins wait for time: a retry after a transient error, a launch limit, iCloud
 
 HEARTBEAT_EVERY = 1.0
 # `run --stages`: one process for everything, or the two launchd agents of `launchd
 # install --split` (sync: fetch, spool, import, confirm, report; launch: the launcher).
 STAGES = ("all", "sync", "launch")
 OUTBOX_BATCH = 20
-OUTBOX_ONCE_ATTEMPTS = 5  # `run --once` stops waiting for an unreachable source after this
 PAUSE_MIN, PAUSE_MAX = 0.5, 30.0  # database trouble: seconds between tries (issue 15)
 
 
@@ -59,16 +64,22 @@ class Service:
         self.meta_suffix = "" if stages == "all" else f":{stages}"
         self.store = store or home.open_store(cfg)  # invariant 7: never afresh over evidence
         self.ports = ports or adapters.build(cfg)
-        self.pipeline = Pipeline(cfg, self.store, self.ports)
         self.clock = clock
+        self._wake = threading.Event()
+        self.pipeline = Pipeline(cfg, self.store, self.ports, clock=clock, wake=self._wake.set)
         self.log = logs.get()
         self.stopping = False
+        self._stop_at: float | None = None  # time.monotonic() of the first signal
         self._signals = 0
-        self._wake = threading.Event()
         self.watcher = SpoolWatcher(cfg.spool_dir, cfg.spool.settle_seconds, self._wake.set)
         self._started = False
         self._stops: list[Callable[[], None]] = []
         self._next_poll = 0.0
+        self._more_waiting = False  # the last claim was full: the source may hold more
+        self._source_failures = 0
+        self.source_error: str | None = None  # the last poll's transient error, if it failed
+        self._events = 0  # coins fetched and reports delivered (progress, with pipeline.moved)
+        self.exit_line: str | None = None  # `run --once`: what was left, when not RET_OK
         self._next_keepalive = 0.0
         self._last_heartbeat = 0.0
         self._cleanup = cleanup.Schedule(cfg, self.store)
@@ -147,6 +158,7 @@ class Service:
                 # Every transition is committed before its side effect: nothing to save.
                 os._exit(RET_HARD_STOP)
             self.stopping = True
+            self._stop_at = time.monotonic()
             self._wake.set()
 
         signal.signal(signal.SIGTERM, handler)
@@ -176,6 +188,8 @@ class Service:
     def _step(self, now: float) -> bool:
         p = self.pipeline
         s = self.store
+        if self.sync and self._collect_downloads():
+            return True
         # Sync-only (no launcher): no confirmed coin can move, so don't read them all on
         # every tick (in a long sync-only run that is quadratic; issue 7).
         can_launch = self.launches and self.ports.launcher is not None
@@ -192,25 +206,52 @@ class Service:
             if p.import_gate_open(coin):
                 return self._guard(coin, p.import_, now)
             break
-        for coin in s.coins_in([m.FETCHED], ready_by=now, limit=1, order="not_before, id"):
-            return self._guard(coin, p.spool, now)
+        room = p.downloads.room
+        if room <= 0:
+            return False
+        busy = p.downloads.running()
+        for coin in s.coins_in(
+            [m.FETCHED],
+            ready_by=now,
+            limit=room + len(busy),
+            order="not_before, id",
+            released=False,
+        ):
+            if coin.id not in busy:  # a slow download holds only its own coin
+                return self._guard(coin, p.start_spool, now)
         return False
 
+    def _collect_downloads(self) -> bool:
+        """Commit finished downloads, on this thread (the store's only writer)."""
+        results = self.pipeline.downloads.results()
+        for coin_id, attempt, outcome, ended in results:
+            coin = self.store.get(coin_id)
+            if coin is None:
+                continue
+
+            def finish_spool(c, _now, attempt=attempt, outcome=outcome, ended=ended):
+                self.pipeline.finish_spool(c.id, attempt, outcome, ended)
+
+            self._run(coin, finish_spool, ended)
+        return bool(results)
+
     def _guard(self, coin, step, now: float) -> bool:
-        """Run one step; an unexpected error counts as a failed attempt of that step,
-        so a coin can never loop forever on a bug and ends visible in `failed`."""
-        limits = {
-            m.FETCHED: self.cfg.spool.download_attempts,
-            m.SPOOLED: self.cfg.photos.import_attempts,
-            m.CONFIRMED: self.cfg.launch.prepare_attempts,
-        }
-        limit = limits.get(coin.state)
-        if limit is not None and coin.attempts >= limit:
+        """Run one step, unless the coin's attempts show it cannot finish: attempts that
+        started and never ended (each killed the process, say) fail it after the fast
+        tries, or once the retry window has passed, so a coin never loops forever."""
+        fast = retry.for_stage(self.cfg, coin.state).fast if coin.state in m.RETRYABLE else 0
+        unfinished = coin.attempts > 0 and coin.not_before == 0.0
+        if unfinished and (
+            (coin.retry_since is None and coin.attempts >= fast)
+            or retry.window_passed(self.cfg, coin.retry_since, now)
+        ):
             reason = f"{coin.attempts} attempt(s) started and none finished (last error: {coin.last_error or 'none'})"
-            self.pipeline._fire(
-                coin, "fail", now, {"reason": reason}, last_error=reason, failed_from=coin.state
-            )
+            self.pipeline.fail(coin, reason, now)
             return True
+        return self._run(coin, step, now)
+
+    def _run(self, coin, step, now: float) -> bool:
+        """An unexpected error counts as a failed attempt of that step."""
         try:
             step(coin, now)
         except HomeTrouble:
@@ -219,7 +260,9 @@ class Service:
             with contextlib.suppress(HomeTrouble):
                 fresh = self.store.get(coin.id)
                 if fresh and fresh.state == coin.state and fresh.attempts > coin.attempts:
-                    self.store.set_fields(coin.id, attempts=coin.attempts)
+                    self.store.set_fields(
+                        coin.id, attempts=coin.attempts, not_before=coin.not_before
+                    )
             raise
         except HomeError:
             raise
@@ -228,22 +271,22 @@ class Service:
             if fresh is not None and fresh.state == m.LAUNCHING:
                 self._review_stuck(fresh, exc)
                 return True
-            self._step_failed(coin, fresh, step, exc, limit, now)
+            self._step_failed(coin, fresh, step, exc)
         return True
 
-    def _step_failed(
-        self, coin, fresh, step, exc: Exception, limit: int | None, now: float
-    ) -> None:
+    def _step_failed(self, coin, fresh, step, exc: Exception) -> None:
+        name = getattr(step, "__name__", "step")
+        if isinstance(exc, StaleState):  # moved by the CLI meanwhile: nothing to settle
+            self.log.info("%s: %s", name, exc, extra={"coin": coin.id})
+            return
         if isinstance(exc, MoonshotError):
-            self.log.warning("%s: %s", step.__name__, exc, extra={"coin": coin.id})
+            self.log.warning("%s: %s", name, exc, extra={"coin": coin.id})
             err: Exception = exc
         else:
-            self.log.error(
-                "%s failed unexpectedly", step.__name__, exc_info=exc, extra={"coin": coin.id}
-            )
+            self.log.error("%s failed unexpectedly", name, exc_info=exc, extra={"coin": coin.id})
             err = TransientError(f"unexpected {type(exc).__name__}: {exc}")
         if fresh is not None and fresh.state in m.RETRYABLE and fresh.state == coin.state:
-            self.pipeline._transient(fresh, err, limit or 3, self.cfg.spool.backoff_base, now)
+            self.pipeline.settle(fresh, err, self.clock())
 
     def _review_stuck(self, coin, exc: Exception) -> None:
         """A step failed after `launching` was committed: the launch may have happened,
@@ -273,18 +316,45 @@ class Service:
                 did = True
         return did
 
+    def claim_room(self) -> int:
+        """How many coins to ask the source for (issue 16): enough to keep
+        `source.lookahead` coins of this source waiting before the import gate, which
+        lets one coin at a time through Photos and the app. The rest stay in the source
+        for the other Macs."""
+        held = self.store.db.execute(
+            "SELECT count(*) FROM coins WHERE source = ? AND state IN (?, ?) AND released = 0",
+            (self.ports.source.kind, m.FETCHED, m.SPOOLED),
+        ).fetchone()[0]
+        return max(0, min(self.cfg.source.lookahead - held, self.cfg.source.batch))
+
     def _poll_source(self, now: float, force: bool = False) -> bool:
+        """Claim when room opens (at once while the source may hold more, else every
+        poll_interval); after a transient error, back off from the failure."""
         source = self.ports.source
-        if source.kind == "local" or (now < self._next_poll and not force):
+        if source.kind == "local":
+            return False
+        failing = self.source_error is not None
+        if now < self._next_poll and (failing or not (force or self._more_waiting)):
+            return False
+        want = self.claim_room()
+        if want <= 0:
             return False
         self._next_poll = now + self.cfg.source.poll_interval
         try:
-            incoming = source.poll(now, self.cfg.source.batch)
+            incoming = source.poll(now, want)
         except MoonshotError as exc:
-            self.log.warning("source poll failed: %s", exc)
+            self._source_failures += 1
+            self.source_error = str(exc)
+            failed_at = self.clock()
+            wait = retry.SOURCE.delay(self._source_failures, self.pipeline.rng)
+            self._next_poll = failed_at + min(wait, self.cfg.source.poll_interval)
+            self.log.warning("source poll failed: %s (next try in %.0f s)", exc, wait)
             self.alerts.source_failed(exc, now)
             return False
         self.alerts.source_ok(now)
+        self._source_failures = 0
+        self.source_error = None
+        self._more_waiting = len(incoming) >= want
         for coin in incoming:
             user = coin.twitter_user or self.cfg.source.default_twitter_user
             coin_id, created = self.store.add_coin(
@@ -295,11 +365,15 @@ class Service:
                 detail={"source": coin.source, "ref": coin.source_ref},
             )
             if created:
+                self._events += 1
                 self.log.info(
                     "fetched %s from %s", coin.ticker, coin.source, extra={"coin": coin_id}
                 )
-        if len(incoming) >= self.cfg.source.batch:
-            self._next_poll = now  # more may be waiting
+                continue
+            known = self.store.get(coin_id)
+            if known is not None and known.released and known.state == m.FETCHED:
+                self.pipeline._fire(known, "reclaim", now, {"ref": coin.source_ref}, released=0)
+                self._events += 1
         return bool(incoming)
 
     def _drain_outbox(self, now: float) -> bool:
@@ -307,19 +381,20 @@ class Service:
         if source.kind == "local":
             return False
         did = False
+        backoff = retry.for_outbox(self.cfg)
         for entry in self.store.outbox_due(now, OUTBOX_BATCH):
             try:
                 source.report(entry["source_ref"], entry["event"], entry["fields"])
-            except MoonshotError as exc:
-                delay = min(
-                    self.cfg.spool.backoff_base * 2 ** entry["attempts"], self.cfg.spool.backoff_max
-                )
-                self.store.outbox_retry(entry["id"], str(exc), now + delay)
+            except MoonshotError as exc:  # transient: a report is never dropped
+                failed_at = self.clock()
+                delay = backoff.delay(entry["attempts"] + 1, self.pipeline.rng)
+                self.store.outbox_retry(entry["id"], str(exc), failed_at + delay)
                 self.log.warning(
                     "report %s failed: %s", entry["event"], exc, extra={"coin": entry["coin_id"]}
                 )
                 continue
             self.store.outbox_done(entry["id"], now)
+            self._events += 1
             did = True
         return did
 
@@ -331,7 +406,7 @@ class Service:
         refs = [
             c.source_ref
             for c in self.store.coins_in(
-                [m.FETCHED, m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHING]
+                [m.FETCHED, m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHING], released=False
             )
             if c.source == source.kind and c.source_ref
         ]
@@ -402,11 +477,14 @@ class Service:
         or a new coin (coins waiting for approval, limits or a blocked import don't count)."""
         dues: list[float] = []
         rows = self.store.db.execute(
-            "SELECT min(not_before) FROM coins WHERE state IN (?, ?, ?) AND not_before > ?",
+            "SELECT min(not_before) FROM coins WHERE state IN (?, ?, ?) AND not_before > ?"
+            " AND released = 0",
             (m.FETCHED, m.SPOOLED, m.IMPORTED, now),
         ).fetchone()
         if rows[0] is not None and self.sync:
             dues.append(rows[0])
+        if self.sync and self.pipeline.downloads.running():
+            dues.append(now + self.cfg.service.idle_sleep_max)  # a result wakes us sooner
         if self.ports.launcher is not None and self.launches:
             for coin in self.store.coins_in([m.CONFIRMED]):
                 if (
@@ -423,17 +501,96 @@ class Service:
             row = self.store.db.execute(
                 "SELECT min(o.next_try) FROM outbox o JOIN (SELECT min(id) AS id FROM outbox"
                 " WHERE delivered_at IS NULL GROUP BY coin_id) h ON o.id = h.id"
-                " WHERE o.attempts < ?",
-                (OUTBOX_ONCE_ATTEMPTS,),
             ).fetchone()
             if row[0] is not None:
                 dues.append(max(row[0], now))
+            if self.source_error is not None:
+                dues.append(max(self._next_poll, now))
         return min(dues) if dues else None
 
+    def leftover(self, now: float) -> dict[str, Any]:
+        """What is left that time could move (`run --once`): an unreachable source (coins
+        not fetched), reports not delivered, downloads running, coins waiting to retry
+        or to poll the library again, coins held by a launch limit. Coins waiting for a
+        person (approval, `failed`, `needs_review`) are not in it."""
+        left: dict[str, Any] = {}
+        moves: list[float] = []  # when each could move next
+        if self.sync and self.ports.source.kind != "local":
+            if self.source_error is not None:
+                left["source"] = self.source_error
+                moves.append(self._next_poll)
+            pending = self.store.outbox_pending()
+            if pending:
+                left["reports"] = pending
+                moves.append(self.next_due(now) or now)
+        if self.sync and self.pipeline.downloads.running():
+            left["downloading"] = len(self.pipeline.downloads.running())
+            moves.append(now)
+        states = [m.FETCHED, m.SPOOLED, m.IMPORTED] if self.sync else []
+        can_launch = self.launches and self.ports.launcher is not None
+        if can_launch:
+            states.append(m.CONFIRMED)
+        if states:
+            marks = ", ".join("?" * len(states))
+            n, first = self.store.db.execute(
+                f"SELECT count(*), min(not_before) FROM coins WHERE state IN ({marks})"
+                " AND not_before > ? AND released = 0",
+                (*states, now),
+            ).fetchone()
+            if n:
+                left["retrying"] = n
+                left["next_try_in_s"] = round(first - now, 1)
+                moves.append(first)
+        if can_launch:
+            limited = [
+                c
+                for c in self.store.coins_in([m.CONFIRMED], ready_by=now)
+                if (why := self.pipeline.launch_blocker(c, now)) and why.startswith("launch limits")
+            ]
+            if limited:
+                left["launch_limits"] = len(limited)
+                moves.append(now + self.pipeline.gate.rate_wait(now))
+        if moves:
+            left["next_move_at"] = min(moves)
+        return left
+
+    def _progress(self) -> int:
+        return self.pipeline.moved + self._events
+
+    @staticmethod
+    def describe(left: dict[str, Any], waited: float, patience: float) -> tuple[int, str]:
+        """The exit code and the one line `run --once` ends with when something is left."""
+        parts = []
+        if "source" in left:
+            parts.append(f"the source is unreachable, coins not fetched ({left['source']})")
+        if "reports" in left:
+            parts.append(f"{left['reports']} report(s) not delivered to the source")
+        if "downloading" in left:
+            parts.append(f"{left['downloading']} download(s) cut off")
+        if "retrying" in left:
+            parts.append(
+                f"{left['retrying']} coin(s) waiting to retry (next in {left['next_try_in_s']:g} s)"
+            )
+        if "launch_limits" in left:
+            parts.append(f"{left['launch_limits']} coin(s) held by the launch limits")
+        code = RET_SOURCE if ("source" in left or "reports" in left) else RET_WAITING
+        why = (
+            f"nothing moved for {patience:g} s (service.once_patience)"
+            if waited >= patience
+            else f"nothing can move within service.once_patience ({patience:g} s)"
+        )
+        line = f"run --once: {why}; left: " + "; ".join(parts)
+        return code, line
+
     def run(self, once: bool = False) -> int:
-        """The service until stopped (or, with `once`, until nothing is left). Database
-        trouble (locked, full) pauses it: every step retries until the trouble ends."""
+        """The service until stopped (or, with `once`, until nothing is left that time
+        could move, or nothing moved for `service.once_patience`). Database trouble
+        (locked, full) pauses it: every step retries until the trouble ends."""
         idle = 0
+        code = RET_OK
+        clean = False
+        progress, progress_at = self._progress(), self.clock()
+        patience = self.cfg.service.once_patience
         try:
             while not self.stopping:
                 now = self.clock()
@@ -441,10 +598,11 @@ class Service:
                     self.start()
                     did = self.tick(now)
                     due = None if did else self.next_due(now)
-                    if once and not did and due is None:
+                    left = self.leftover(now) if once and not did else {}
+                    if once and not did and not left and due is None:
                         # One more look at the source before leaving: coins may have arrived.
                         did = self._poll_source(now, force=True)
-                        if not did:
+                        if not did and self.source_error is None:
                             break
                     self._resumed()
                 except HomeTrouble as exc:
@@ -453,7 +611,20 @@ class Service:
                     continue
                 if did:
                     idle = 0
+                    if self._progress() != progress:
+                        progress, progress_at = self._progress(), now
                     continue
+                if (
+                    once
+                    and left
+                    and (
+                        now - progress_at >= patience
+                        or left.get("next_move_at", now) > progress_at + patience
+                    )
+                ):  # patience ran out, or nothing can move before it would
+                    code, self.exit_line = self.describe(left, now - progress_at, patience)
+                    self.log.warning("%s", self.exit_line)
+                    break
                 idle += 1
                 cap = self.cfg.service.idle_sleep_max
                 sleep = min(self.cfg.service.idle_sleep_min * 2 ** min(idle, 16), cap)
@@ -461,7 +632,11 @@ class Service:
                     sleep = min(sleep, max(due - now, 0.0))
                 self._wake.wait(sleep)
                 self._wake.clear()
+            clean = True
         finally:
+            self._wind_down()
+            if clean:
+                self._release_claims()
             self.close()
             if self._db_lost:
                 self.store.close()
@@ -471,7 +646,76 @@ class Service:
         # 0 = stopped cleanly; after an exception the stale heartbeat says "dead" (issue 6).
         self._record_stop({"heartbeat_at" + self.meta_suffix: "0"})
         self.log.info("stopped%s", " (signal)" if self.stopping else "")
-        return RET_OK
+        return code
+
+    # -- stopping -------------------------------------------------------------------------------
+    def _wind_down(self) -> None:
+        """Downloads still running get half of `service.stop_timeout` (from the signal) to
+        finish and be committed; the rest are cut off. A cut-off download wrote nothing:
+        its coin stays `fetched`, the attempt uncounted (the stop was ours, not the
+        coin's failure), and starts again next time."""
+        downloads = self.pipeline.downloads
+        if not downloads.running():
+            return
+        end = (self._stop_at or time.monotonic()) + self.cfg.service.stop_timeout / 2
+        while downloads.running() and time.monotonic() < end:
+            for coin_id, attempt, outcome, ended in downloads.results(timeout=0.05):
+                try:
+                    self.pipeline.finish_spool(coin_id, attempt, outcome, ended)
+                except Exception:  # noqa: BLE001 - stopping must go on
+                    self.log.exception("while committing a download", extra={"coin": coin_id})
+        for coin_id, attempt in downloads.cancel_all("the service is stopping").items():
+            coin = self.store.get(coin_id)
+            if coin is None or coin.state != m.FETCHED or coin.attempts != attempt:
+                continue
+            try:
+                self.pipeline._fire(
+                    coin,
+                    "defer",
+                    self.clock(),
+                    {"cancelled": "the service stopped during the download"},
+                    attempts=attempt - 1,
+                    not_before=0.0 if coin.retry_since is None else self.clock(),
+                )
+            except Exception:  # noqa: BLE001 - the attempt simply stays counted
+                self.log.exception("while recording a cut-off download", extra={"coin": coin_id})
+
+    def _release_claims(self) -> None:
+        """A clean stop hands the claims of coins not started yet (`fetched`, every
+        report delivered) back to a shared source, so another Mac can take them now
+        rather than when the lease ends. The source may hand them to us again later."""
+        source = self.ports.source
+        release = getattr(source, "release", None)
+        if not self.sync or release is None or source.kind == "local":
+            return
+        pending = self.store.outbox_pending_coins()
+        coins = {
+            c.source_ref: c
+            for c in self.store.coins_in([m.FETCHED], released=False)
+            if c.source == source.kind and c.source_ref and c.id not in pending
+        }
+        if not coins:
+            return
+        try:
+            released = release(sorted(coins))
+        except MoonshotError as exc:
+            self.log.warning("could not hand %d claim(s) back: %s", len(coins), exc)
+            return
+        now = self.clock()
+        for ref in released:
+            coin = coins.get(str(ref))
+            if coin is not None:
+                # moved by the CLI meanwhile, or the database is locked: the flag is only
+                # a hint then (the source may hand the coin back: `reclaim`)
+                with contextlib.suppress(StaleState, HomeTrouble):
+                    self.pipeline._fire(
+                        coin,
+                        "release",
+                        now,
+                        {"ref": coin.source_ref, "why": "clean stop"},
+                        released=1,
+                    )
+        self.log.info("handed %d unstarted claim(s) back to the source", len(released))
 
     def _record_stop(self, values: dict[str, str]) -> None:
         try:

@@ -54,7 +54,9 @@ COIN_COLUMNS: dict[str, Any] = {
     "supersede_count": int,
     "failed_from": str,
 }
-CHANGEABLE = frozenset({*COIN_COLUMNS, "image_sha256"}) - {
+# Added by migration 5 (issue 16).
+RETRY_COLUMNS: dict[str, Any] = {"retry_since": float, "released": int}
+CHANGEABLE = frozenset({*COIN_COLUMNS, *RETRY_COLUMNS, "image_sha256"}) - {
     "id",
     "state",
     "source",
@@ -303,8 +305,16 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db["coins"].create_index(["tweet_id"])
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    # Issue 16: `retry_since`, the coin's first transient failure at its current stage
+    # (the retry window counts from it; cleared when the coin moves on), and `released`,
+    # a fetched coin whose source claim was handed back at a clean stop.
+    db["coins"].add_column("retry_since", RETRY_COLUMNS["retry_since"])
+    db["coins"].add_column("released", RETRY_COLUMNS["released"], not_null_default=0)
+
+
 # Schema version = PRAGMA user_version; MIGRATIONS[n-1] moves version n-1 to n.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -657,10 +667,14 @@ class Store:
         ready_by: float | None = None,
         limit: int | None = None,
         order: str = "not_before, id",
+        released: bool | None = None,
     ) -> list[Coin]:
         marks = ", ".join("?" * len(states))
         sql = f"SELECT * FROM coins WHERE state IN ({marks})"
         params: list[Any] = list(states)
+        if released is not None:  # claims handed back to the source (a clean stop)
+            sql += " AND released = ?"
+            params.append(int(released))
         if ready_by is not None:
             sql += " AND not_before <= ?"
             params.append(ready_by)
@@ -749,6 +763,10 @@ class Store:
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try = ? WHERE id = ?",
                 (error, next_try, entry_id),
             )
+
+    def outbox_pending_coins(self) -> set[int]:
+        rows = self.db.execute("SELECT DISTINCT coin_id FROM outbox WHERE delivered_at IS NULL")
+        return {r[0] for r in rows}
 
     def drop_reports(self, coin_id: int, now: float | None = None) -> int:
         """Never send this coin's undelivered reports (its claim was given away)."""

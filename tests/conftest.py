@@ -189,6 +189,68 @@ class ImageServer:
         self.httpd.server_close()
 
 
+class DripHost:
+    """A raw TCP image host that is slow in one way (issue 16): `headers` sends the whole
+    response a byte every `interval` seconds, `body` sends the headers at once and drips
+    the body, `stall` never answers, `trickle_redirects` redirects to itself, a little
+    slowly, forever; `serve` answers at once. Change `mode` at any time."""
+
+    def __init__(self, mode: str, body: bytes = b"\xff\xd8" + b"x" * 5000, interval: float = 0.2):
+        import socket
+
+        self.mode, self.body, self.interval = mode, body, interval
+        self.connections = 0
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/drip.jpg"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        import time
+
+        try:
+            conn.recv(65536)
+            if self.mode == "stall":
+                time.sleep(30)
+                return
+            if self.mode == "trickle_redirects":
+                time.sleep(0.3)
+                conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n")
+                return self._serve(conn)
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(self.body)
+            )
+            if self.mode == "serve":
+                conn.sendall(head + self.body)
+                return
+            data = head + self.body
+            if self.mode == "body":
+                conn.sendall(head)
+                data = self.body
+            for i in range(len(data)):
+                conn.send(data[i : i + 1])
+                time.sleep(self.interval)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.srv.close()
+
+
 @pytest.fixture
 def image_server():
     srv = ImageServer()

@@ -205,5 +205,189 @@ def test_every_coin_ends_launched_or_truly_rejected(
         for (d,) in svc.store.db.execute("SELECT detail FROM transitions WHERE trigger = 'defer'")
     ]
     # transient faults were retried with a reason that names them, not rejected
-    for needle in ("HTTP 500", "ReadTimeout", "locked", "did not answer"):
+    for needle in ("HTTP 500", "longer than 0.3 s", "locked", "did not answer"):
         assert any(needle in d for d in deferred), f"no retry mentions {needle!r}: {deferred}"
+
+
+# -- issue 16: ride out outages ----------------------------------------------------------
+class FlappingHost:
+    """An image host on a fixed port that goes away: `refuse()` closes the port
+    (connection refused), `busy()` answers 503 with an HTML page, `serve()` serves."""
+
+    def __init__(self, bodies: dict[str, bytes]):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies = bodies
+        self.mode = "serve"
+        self.hits: Counter[str] = Counter()
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                host.hits[host.mode] += 1
+                if host.mode == "busy":
+                    page = b"<html><body>503 Service Temporarily Unavailable</body></html>"
+                    return FlakyRoute._send(self, 503, "text/html", page)
+                body = host.bodies[self.path]
+                FlakyRoute._send(self, 200, "image/jpeg", body)
+
+        self.handler = Handler
+        self.server_cls = ThreadingHTTPServer
+        self.httpd = None
+        self._start(0)
+        self.port = self.httpd.server_address[1]
+
+    def _start(self, port: int) -> None:
+        import threading
+
+        self.httpd = self.server_cls(("127.0.0.1", port), self.handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def refuse(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.httpd = None
+        self.mode = "refused"
+
+    def busy(self) -> None:
+        if self.httpd is None:
+            self._start(self.port)
+        self.mode = "busy"
+
+    def serve(self) -> None:
+        if self.httpd is None:
+            self._start(self.port)
+        self.mode = "serve"
+
+    def close(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+def test_an_image_host_down_for_25_s_then_up_fails_nothing(service_factory):
+    """The issue's outage, at a fifth of the scale (5 s down, backoff_base 0.4 s instead
+    of 2 s, the cap a fifth of 300 s): refused for 2.5 s, then 503 for 2.5 s, then up.
+    Before issue 16 every coin was `failed` after 3 attempts at 0, 2 and 4 s."""
+    import threading
+
+    bodies = {f"/c{i}.jpg": jpeg(900 + i) for i in range(8)}
+    host = FlappingHost(bodies)
+    svc = service_factory(
+        {
+            "MOONSHOT_SPOOL_BACKOFF_BASE": "0.4",
+            "MOONSHOT_SPOOL_BACKOFF_MAX": "60",
+            "MOONSHOT_SPOOL_ALLOWED_HOSTS": "127.0.0.1",
+        }
+    )
+    host.refuse()
+    ids = []
+    for i, path in enumerate(bodies):
+        coin_id, _ = svc.store.add_coin(
+            IncomingCoin("local", f"down:{i}", f"D{i}", f"Down {i}", host.url(path), "host"),
+            twitter_user="host",
+        )
+        ids.append(coin_id)
+    t0 = time.monotonic()
+    threading.Timer(2.5, host.busy).start()
+    threading.Timer(5.0, host.serve).start()
+    try:
+        drain(svc, limit=5000)
+    finally:
+        host.close()
+    took = time.monotonic() - t0
+    assert took >= 5.0
+    coins = [svc.store.get(i) for i in ids]
+    assert [c.state for c in coins] == [m.LAUNCHED] * 8, [(c.id, c.last_error) for c in coins]
+    launches = Counter(
+        json.loads(x)["coin_id"] for x in svc.cfg.ledger_path.read_text().splitlines()
+    )
+    assert launches == Counter(ids)
+    errors = [
+        json.loads(d)["error"]
+        for (d,) in svc.store.db.execute("SELECT detail FROM transitions WHERE trigger = 'defer'")
+    ]
+    assert any("ConnectionError" in e for e in errors) and any("HTTP 503" in e for e in errors)
+    downloads = [
+        len(
+            [
+                h
+                for h in svc.store.history(i)
+                if h["trigger"] == "attempt" and h["to_state"] == m.FETCHED
+            ]
+        )
+        for i in ids
+    ]
+    assert min(downloads) > 3, downloads  # more than the plan's 3 attempts, and none failed
+    assert host.hits["busy"] > 0
+
+
+def test_the_wait_after_a_timeout_starts_when_the_timeout_ends(service_factory):
+    """A host that accepts and never answers: the attempt ends at the 1.5 s deadline and
+    the next one starts the backoff (1 s, up to 25 % less) after that, not 1 s after the
+    first attempt started."""
+    import socket
+    import threading
+    from datetime import datetime
+
+    served = {"n": 0}
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    body = jpeg(77)
+
+    def accept():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            served["n"] += 1
+            if served["n"] == 1:
+                continue  # never answered (kept open by the list below)
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    svc = service_factory(
+        {
+            "MOONSHOT_SPOOL_DOWNLOAD_TIMEOUT": "1.5",
+            "MOONSHOT_SPOOL_BACKOFF_BASE": "1.0",
+            "MOONSHOT_SPOOL_ALLOWED_HOSTS": "127.0.0.1",
+        }
+    )
+    port = srv.getsockname()[1]
+    coin_id, _ = svc.store.add_coin(
+        IncomingCoin("local", "t", "TIMEOUT", "T", f"http://127.0.0.1:{port}/t.jpg", "u"),
+        twitter_user="u",
+    )
+    try:
+        drain(svc)
+    finally:
+        srv.close()
+
+    def at(h) -> float:
+        return datetime.strptime(h["at"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+    hist = svc.store.history(coin_id)
+    attempts = [h for h in hist if h["trigger"] == "attempt" and h["to_state"] == m.FETCHED]
+    (defer,) = [h for h in hist if h["trigger"] == "defer"]
+    assert svc.store.get(coin_id).state == m.LAUNCHED and len(attempts) == 2
+    assert "longer than 1.5 s" in defer["detail"]["error"]
+    assert at(defer) - at(attempts[0]) >= 1.45  # the attempt ran to its deadline
+    wait = defer["detail"]["retry_in_s"]
+    assert 0.75 <= wait <= 1.0
+    # counted from the failure (the deadline), not from the start of the attempt: with
+    # the old rule the second attempt started right after the first one timed out
+    assert at(attempts[1]) - at(attempts[0]) >= 1.5 + wait - 0.05

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from moonshot import machine as m
-from moonshot.errors import NeedsReview, TransientError
+from moonshot.errors import NeedsReview, PortUnavailable, Rejected, TransientError
 from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import IncomingCoin
 from tests.conftest import drain, make_image, spool_names
@@ -126,7 +126,7 @@ def test_transient_errors_back_off_then_succeed(service_factory, tmp_path, image
 
     def flaky(handler):
         calls["n"] += 1
-        if calls["n"] < 3:
+        if calls["n"] < 5:
             handler.send_response(503)
             handler.send_header("Content-Length", "0")
             handler.end_headers()
@@ -139,32 +139,47 @@ def test_transient_errors_back_off_then_succeed(service_factory, tmp_path, image
         return None
 
     image_server.routes["/flaky.jpg"] = (200, {}, flaky)
-    svc = service_factory({"MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "3"})
+    # 2 fast tries 0.02 s apart, then doubling: 0.02, 0.04, 0.08, 0.16 (up to 25 % shorter)
+    svc = service_factory(
+        {"MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "2", "MOONSHOT_SPOOL_BACKOFF_BASE": "0.02"}
+    )
     coin_id = add(svc, "FLAKY", image_server.base + "/flaky.jpg")
     drain(svc)
     assert svc.store.get(coin_id).state == m.LAUNCHED
     hist = svc.store.history(coin_id)
-    defers = [h for h in hist if h["trigger"] == "defer"]
-    assert len(defers) == 2 and "HTTP 503" in defers[0]["detail"]["error"]
-    assert defers[1]["detail"]["retry_in_s"] > defers[0]["detail"]["retry_in_s"]  # exponential
+    defers = [h["detail"] for h in hist if h["trigger"] == "defer"]
+    assert len(defers) == 4 and all("HTTP 503" in d["error"] for d in defers)
+    waits = [d["retry_in_s"] for d in defers]
+    for wait, planned in zip(waits, (0.02, 0.04, 0.08, 0.16), strict=True):
+        assert planned * 0.75 - 0.001 <= wait <= planned + 0.001, waits
+    assert [d["attempt"] for d in defers] == [1, 2, 3, 4]
+    assert svc.store.get(coin_id).retry_since is None  # spooled: the next stage starts afresh
 
 
-def test_attempts_run_out_into_failed_and_retry_brings_it_back(
+def test_the_retry_window_runs_out_into_failed_and_retry_brings_it_back(
     service_factory, tmp_path, image_server
 ):
     image_server.routes["/down.jpg"] = (500, {}, b"")
-    svc = service_factory({"MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "2"})
+    svc = service_factory(
+        {"MOONSHOT_SERVICE_RETRY_WINDOW": "0.3", "MOONSHOT_SPOOL_BACKOFF_MAX": "0.05"}
+    )
     coin_id = add(svc, "DOWN", image_server.base + "/down.jpg")
     drain(svc)
     coin = svc.store.get(coin_id)
     assert (
         coin.state == m.FAILED and coin.failed_from == m.FETCHED and "HTTP 500" in coin.last_error
     )
-    assert image_server.hits["/down.jpg"] == 2
+    assert "service.retry_window" in coin.last_error
+    assert image_server.hits["/down.jpg"] >= 4  # tried all through the window, not 3 times
+    hist = svc.store.history(coin_id)
+    first_defer = next(h for h in hist if h["trigger"] == "defer")
+    failed = hist[-1]
+    assert failed["trigger"] == "fail"
     image_server.add("/down.jpg", make_image(tmp_path / "ok.jpg", fmt="JPEG").read_bytes())
-    svc.store.fire(coin, "retry", attempts=0, not_before=0.0, last_error=None)
+    svc.store.fire(coin, "retry", attempts=0, not_before=0.0, last_error=None, retry_since=None)
     drain(svc)
     assert svc.store.get(coin_id).state == m.LAUNCHED
+    assert first_defer["at"] < failed["at"]
 
 
 class RecordingLibrary(FolderLibrary):
@@ -338,7 +353,7 @@ def test_manual_coin_waits_for_approval(service_factory, tmp_path):
 
 def test_drop_matching_a_failed_coin_moves_it_to_spooled(service_factory, tmp_path, image_server):
     image_server.routes["/x.jpg"] = (500, {}, b"")
-    svc = service_factory({"MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "1"})
+    svc = service_factory({"MOONSHOT_SERVICE_RETRY_WINDOW": "0"})  # failed at the first error
     svc.start(watch=True)  # the real watchdog observer
     coin_id = add(svc, "RESCUE", image_server.base + "/x.jpg", user="carol")
     drain(svc)
@@ -412,7 +427,8 @@ def test_undecodable_drop_makes_no_coin_and_is_taken_once_it_changes(
 def test_import_after_crash_reuses_the_asset(service_factory, tmp_path):
     svc = service_factory()
     coin_id = add(svc, "ONCE", make_image(tmp_path / "a.png"))
-    svc.tick()  # fetched -> spooled
+    while svc.store.get(coin_id).state == m.FETCHED:  # the download runs off the tick
+        svc.tick()
     coin = svc.store.get(coin_id)
     assert coin.state == m.SPOOLED
     # the previous run imported, then died before committing `imported`
@@ -587,6 +603,85 @@ def test_status_says_why_a_confirmed_coin_is_held(service_factory, tmp_path):
     assert f"held in confirmed: coin {coin_id} HOLD: awaits approval" in render(report)
 
 
+class SlowLockedLibrary(FolderLibrary):
+    """Photos answers "locked" only after 30 s (on the injected clock), once."""
+
+    def __init__(self, root, clock: list[float]):
+        super().__init__(root)
+        self.clock = clock
+        self.refusals = 1
+
+    def import_file(self, path):
+        if self.refusals:
+            self.refusals -= 1
+            self.clock[0] += 30.0
+            raise TransientError("Photos library is locked")
+        return super().import_file(path)
+
+
+def test_the_retry_wait_is_measured_from_the_failure(cfg_factory, tmp_path):
+    """Issue 16: after a 30 s timeout the "retry in 2 s" attempt started 3 ms later,
+    because the wait was counted from the start of the attempt."""
+    from moonshot.adapters import Ports
+    from moonshot.app.launcher_ledger import LedgerLauncher
+    from moonshot.service import Service
+    from moonshot.store import Store
+    from moonshot.supabase.source_local import LocalSource
+
+    clock = [10_000.0]
+    cfg = cfg_factory({"MOONSHOT_SPOOL_BACKOFF_BASE": "2"})
+    library = SlowLockedLibrary(cfg.library_path, clock)
+    ports = Ports(LocalSource(), library, LedgerLauncher(cfg.ledger_path))
+    svc = Service(cfg, store=Store(cfg.db_path), ports=ports, clock=lambda: clock[0])
+    svc.pipeline.rng.random = lambda: 0.0  # no jitter
+    coin_id = add(svc, "SLOW", make_image(tmp_path / "s.png"))
+    while svc.store.get(coin_id).state == m.FETCHED:
+        svc.tick(clock[0])
+    started = clock[0]
+    svc.tick(clock[0])  # the import: locked, after 30 s
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.SPOOLED and coin.attempts == 1
+    assert coin.not_before == started + 30.0 + 2.0  # from the failure, not from `started`
+    assert coin.retry_since == started + 30.0
+    assert svc.next_due(clock[0]) == started + 32.0
+    assert not svc.tick(started + 31.9)  # not yet
+    assert svc.tick(started + 32.0)
+    assert svc.store.get(coin_id).state == m.IMPORTED
+    svc.close()
+
+
+@pytest.mark.parametrize(
+    "error, state",
+    [
+        (TransientError("the app window is not on screen"), m.CONFIRMED),
+        (Rejected("coin 1: the name cannot be typed (iPhone Mirroring)"), m.FAILED),
+        (PortUnavailable("not allowed to control the app: grant Accessibility"), m.FAILED),
+    ],
+)
+def test_a_permanent_launcher_error_fails_at_once_a_transient_one_waits(
+    service_factory, tmp_path, error, state
+):
+    from moonshot.app.launcher_ledger import LedgerLauncher
+
+    class Refusing(LedgerLauncher):
+        def prepare(self, coin, image):
+            raise error
+
+    cfg_svc = service_factory()
+    svc = service_factory(cfg=cfg_svc.cfg, launcher=Refusing(cfg_svc.cfg.ledger_path))
+    coin_id = add(svc, "PERM", make_image(tmp_path / "p.png"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # (no drain: a transient error waits 30 s)
+        coin = svc.store.get(coin_id)
+        if coin.state == m.FAILED or (coin.state == m.CONFIRMED and coin.last_error):
+            break
+        svc.tick()
+    assert coin.state == state and str(error) in coin.last_error
+    assert coin.attempts == 1  # one try; a transient one waits launch.retry_backoff (30 s)
+    if state == m.CONFIRMED:
+        assert coin.retry_since is not None and coin.not_before > time.time() + 20
+
+
 def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path):
     """A launcher that refuses before the spend (a read-back, a reset that cannot reach
     the start screen) leaves the coin in confirmed: status says why, and when it retries."""
@@ -611,7 +706,8 @@ def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path)
     report = collect(svc.cfg, svc.store, probe=False)
     (row,) = report["retrying"]
     assert (row["id"], row["attempts"]) == (coin_id, 1)
-    assert 290 < row["retry_in_s"] <= 300  # spool.backoff_max caps the backoff
+    # spool.backoff_max caps the backoff; the jitter shortens a wait by up to 25 %
+    assert 0.75 * 300 - 10 < row["retry_in_s"] <= 300
     line = next(ln for ln in render(report).splitlines() if ln.startswith("retrying:"))
     assert line.startswith(f"retrying: coin {coin_id} WAIT (attempt 1, retry in ")
     assert line.endswith("reset failed, the app is not back home")

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from moonshot.cli import cli as cli_main
+from tests.conftest import DripHost
 
 pytestmark = pytest.mark.stress
 
@@ -204,22 +205,28 @@ def check_nothing_lost_or_doubled(home: Path, ids: list[int]) -> None:
 
 
 def batch_with_held_coin(home: Path, tmp_path: Path, gated: GatedImage) -> tuple[list[int], int]:
-    """Coins 1-2 from files, coin 3 from the held URL, coins 4-6 from files: the service
-    launches 1 and 2, then blocks downloading 3 while 4-6 wait in `fetched`."""
+    """Coins 1-2 from files, coin 3 from the held URL, coins 4-6 from files: the held
+    download holds only its own coin (issue 16), so the other five launch meanwhile."""
     first = add_coins(home, tmp_path / "a", 2)
     held = add_url_coin(home, gated.url)
     rest = add_coins(home, tmp_path / "b", 3)
     return [*first, held, *rest], held
 
 
-def test_sigterm_mid_batch_exits_0_and_restart_finishes(home, tmp_path, gated):
+def others_launched(home: Path, ids: list[int], held: int) -> None:
+    others = sorted(i for i in ids if i != held)
+    wait_for(lambda: sorted(ledger(home)) == others, what="the other coins' launches")
+
+
+def test_sigterm_mid_download_finishes_it_and_restart_finishes(home, tmp_path, gated):
     ids, held = batch_with_held_coin(home, tmp_path, gated)
     proc = start(home)
     try:
         assert gated.requested.wait(60), "the service never asked for the held image"
+        others_launched(home, ids, held)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
-        assert proc.poll() is None, "TERM cut the step in hand instead of finishing it"
+        assert proc.poll() is None, "TERM cut the download in hand at once instead of finishing it"
         t0 = time.monotonic()
         gated.release()
         rc = proc.wait(timeout=10)
@@ -229,16 +236,9 @@ def test_sigterm_mid_batch_exits_0_and_restart_finishes(home, tmp_path, gated):
             proc.kill()
     assert rc == RET_OK, proc.stderr.read()
     assert took < 10.0
-    # The step in hand finished and was committed; nothing after it started.
-    assert states(home) == {
-        ids[0]: "launched",
-        ids[1]: "launched",
-        held: "spooled",
-        ids[3]: "fetched",
-        ids[4]: "fetched",
-        ids[5]: "fetched",
-    }
-    assert sorted(ledger(home)) == ids[:2]
+    # The download in hand finished within the stop budget and was committed.
+    assert states(home)[held] == "spooled"
+    assert [states(home)[i] for i in ids if i != held] == ["launched"] * 5
     code, report = status(home)
     assert code == 1 and report["service"]["state"] == "stopped"
 
@@ -251,6 +251,7 @@ def test_second_signal_exits_at_once_and_nothing_is_lost(home, tmp_path, gated):
     proc = start(home)
     try:
         assert gated.requested.wait(60), "the service never asked for the held image"
+        others_launched(home, ids, held)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         rc, took = stop(proc, signal.SIGINT, timeout=5.0)
@@ -262,7 +263,6 @@ def test_second_signal_exits_at_once_and_nothing_is_lost(home, tmp_path, gated):
     # The attempt was committed before the download; the rest is untouched.
     now = states(home)
     assert now[held] == "fetched" and attempts(home, held) == 1
-    assert [now[i] for i in ids[:2]] == ["launched", "launched"]
     assert not [p for p in (home / "spool").iterdir() if p.name.startswith("moonshot_HELD")]
     code, report = status(home)
     assert code == 1 and report["service"]["state"] == "dead"
@@ -270,6 +270,62 @@ def test_second_signal_exits_at_once_and_nothing_is_lost(home, tmp_path, gated):
     gated.release()
     assert cli(home, "run", "--once").returncode == RET_OK
     check_nothing_lost_or_doubled(home, ids)
+
+
+def transitions(home: Path, coin_id: int) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(home / "moonshot.db")
+    try:
+        return conn.execute(
+            "SELECT trigger, at, detail FROM transitions WHERE coin_id = ? ORDER BY id", (coin_id,)
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_drip_host_holds_only_its_coin_and_term_is_honoured_in_time(home, tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 100, 10)).save(buf, "JPEG")
+    # one byte a second (issue 16: one attempt once took 6.5 minutes, TERM waited 240 s)
+    drip = DripHost("headers", buf.getvalue(), interval=1.0)
+    timeout, stop_timeout = 5.0, 4.0
+    extra = {
+        "MOONSHOT_SPOOL_DOWNLOAD_TIMEOUT": str(timeout),
+        "MOONSHOT_SERVICE_STOP_TIMEOUT": str(stop_timeout),
+        "MOONSHOT_SPOOL_BACKOFF_BASE": "0.5",
+    }
+    try:
+        args = ["--home", str(home), "add", "--ticker", "DRIP", "--name", "Drip"]
+        result = CliRunner().invoke(cli_main, [*args, "--image", drip.url])
+        dripping = int(result.stdout.strip())
+        others = add_coins(home, tmp_path, 3)
+        proc = start(home, extra=extra)
+        try:
+            # the other coins go on while the first image drips
+            wait_for(lambda: sorted(ledger(home)) == others, what="the other launches")
+            assert states(home)[dripping] == "fetched"
+            # each attempt is cut at the deadline and retried (measured from the failure)
+            wait_for(lambda: attempts(home, dripping) >= 2, timeout=30, what="a second attempt")
+            trail = transitions(home, dripping)
+            first_cut = next(t for t in trail if t[0] == "defer")
+            assert "longer than 5 s" in first_cut[2]
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)  # mid-download: the second attempt drips
+            rc = proc.wait(timeout=stop_timeout + 10)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert rc == RET_OK, proc.stderr.read()
+        print(f"TERM honoured after {took:.2f} s (stop_timeout {stop_timeout:g} s)")
+        assert took < stop_timeout, f"TERM honoured after {took:.1f} s"
+        assert not list((home / "spool").glob("*.part"))
+        assert states(home)[dripping] == "fetched"
+        assert "cancelled" in transitions(home, dripping)[-1][2]
+        drip.mode = "serve"
+        assert cli(home, "run", "--once", extra=extra).returncode == RET_OK
+        check_nothing_lost_or_doubled(home, [dripping, *others])
+    finally:
+        drip.close()
 
 
 def test_status_tells_dead_from_live(home, tmp_path):

@@ -16,7 +16,7 @@ from moonshot.app import safetext
 from moonshot.app.ocr import TextReader
 from moonshot.app.runner import Context, Driver, Runner, StepFailed
 from moonshot.config import Config
-from moonshot.errors import ConfigError, NeedsReview, PortUnavailable, TransientError
+from moonshot.errors import ConfigError, NeedsReview, PortUnavailable, Rejected, TransientError
 from moonshot.ports import Check, Coin, LaunchResult, PhotosLibrary
 
 CHECK_RECORD = "flow-check.json"  # under logs/: written by `moonshot flow check` on a pass
@@ -138,15 +138,15 @@ class GuiLauncher:
         )
 
     def context(self, coin: Coin, image: Path) -> Context:
-        """The coin's name and ticker as the app will get them; TransientError if they
-        cannot be entered safely (the coin then fails visibly after its retries)."""
+        """The coin's name and ticker as the app will get them; Rejected if they cannot
+        be entered safely: no retry can change the text, so the coin fails at once."""
         try:
             name = safetext.field(coin.name, self.cfg.launch.name_max_bytes, "name")
             ticker = safetext.field(coin.ticker, self.cfg.launch.ticker_max_bytes, "ticker")
             safetext.entry_method(name, self.flow.non_ascii, "name")
             safetext.entry_method(ticker, self.flow.non_ascii, "ticker")
         except safetext.UnsafeText as exc:
-            raise TransientError(f"coin {coin.id}: {exc}") from None
+            raise Rejected(f"coin {coin.id}: {exc}") from None
         photo = image
         path_of = getattr(self.library, "path_of", None)
         if coin.photos_asset_id and path_of:

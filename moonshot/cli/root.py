@@ -52,7 +52,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 @cli.command()
-@click.option("--once", is_flag=True, help="Process until nothing is left, then exit 0.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Process until nothing is left that time could move, then exit 0 (README: exit codes).",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -83,7 +87,10 @@ def run(ctx: click.Context, once: bool, log_format: str | None, stages: str) -> 
         click.echo(f"Error: {exc}; check the path and its permissions", err=True)
         sys.exit(RET_CONFIG)
     service.install_signals()
-    sys.exit(service.run(once=once))
+    code = service.run(once=once)
+    if service.exit_line:
+        click.echo(service.exit_line, err=True)
+    sys.exit(code)
 
 
 @cli.command()
@@ -204,7 +211,12 @@ def retry(ctx: click.Context, coin_id: int) -> None:
         raise click.ClickException(
             f"coin {coin_id} is {coin.state}, not failed; only failed coins can be retried"
         )
-    changes: dict[str, Any] = {"attempts": 0, "not_before": 0.0, "last_error": None}
+    changes: dict[str, Any] = {
+        "attempts": 0,
+        "not_before": 0.0,
+        "last_error": None,
+        "retry_since": None,  # a fresh retry window
+    }
     if (coin.failed_from or m.FETCHED) in (m.IMPORTED, m.SPOOLED):
         changes["import_started"] = time.time() if coin.failed_from == m.IMPORTED else None
     if coin.failed_from == m.CONFIRMED:
@@ -262,7 +274,7 @@ def resolve(
             f" launched again from here: `moonshot resolve {coin_id} --launched` if the token"
             " exists, else --withdraw, and `moonshot add` the coin anew"
         )
-    clear = {"attempts": 0, "not_before": 0.0, "last_error": None}
+    clear = {"attempts": 0, "not_before": 0.0, "last_error": None, "retry_since": None}
     try:
         if launched:
             new = store.fire(

@@ -66,7 +66,8 @@ def collect(
     now = time.time() if now is None else now
     counts = store.counts()
     waiting = [s for s in m.STATES if s not in m.TERMINAL and s not in m.VISIBLE]
-    oldest = store.coins_in(waiting, order="created_at, id", limit=1)
+    # Coins whose claim went back to the source at a clean stop are not waiting here.
+    oldest = store.coins_in(waiting, order="created_at, id", limit=1, released=False)
     last = {
         s: store.last_transition_at(s) for s in (m.SPOOLED, m.IMPORTED, m.CONFIRMED, m.LAUNCHED)
     }

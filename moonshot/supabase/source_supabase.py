@@ -51,7 +51,6 @@ MIGRATION_FIX = (
     "apply the migration: `moonshot supabase sql`, paste it into the Supabase SQL editor and run it"
 )
 KEY_FIX = "set SUPABASE_SERVICE_ROLE_KEY to the project's service_role key (Project Settings > API)"
-BACKOFF_MAX = 300.0
 AUTH_PAUSE = 300.0  # after a rejected key, stop asking for this long
 HOLD_MARGIN = 60.0  # clock skew and request time allowed for when trusting a renewal
 
@@ -142,8 +141,7 @@ class SupabaseSource:
         self._held_until: dict[str, float] = {}  # ref -> lease end, by our clock, at the latest
         self._report_errors: dict[str, str] = {}  # ref -> a report Supabase refused for good
         self._resync = True  # re-read our own claims first (restart, or a claim reply lost)
-        self._failures = 0
-        self._backoff_until = 0.0
+        self._failures = 0  # in a row, for health; when to ask again is the service's call
         self._auth_problem: str | None = None
         self._auth_until = 0.0
         self._next_renew = 0.0
@@ -248,13 +246,10 @@ class SupabaseSource:
             log.error("source supabase: %s", exc)
             return
         self._failures += 1
-        delay = min(2.0 ** (self._failures - 1), BACKOFF_MAX)
-        self._backoff_until = now + delay
-        log.warning("source supabase: %s (next try in %.0fs)", exc, delay)
+        log.warning("source supabase: %s", exc)
 
     def _ok(self, now: float) -> None:
         self._failures = 0
-        self._backoff_until = 0.0
         self._auth_problem = None
         self._auth_until = 0.0
         self._last_ok = now
@@ -266,11 +261,6 @@ class SupabaseSource:
         may have been lost) and hand them over oldest first."""
         if self._auth_problem and now < self._auth_until:
             raise SupabaseAuthError(self._auth_problem)
-        if now < self._backoff_until:
-            raise TransientError(
-                f"Supabase unavailable; next try in {self._backoff_until - now:.0f}s"
-                f" (last error: {self._last_error})"
-            )
         rows: list[dict[str, Any]] = []
         try:
             if self._resync:

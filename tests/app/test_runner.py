@@ -17,7 +17,7 @@ from moonshot.app import launcher_gui
 from moonshot.app.flow import Rect
 from moonshot.app.launcher_gui import GuiLauncher
 from moonshot.app.runner import Runner
-from moonshot.errors import ConfigError, NeedsReview, TransientError
+from moonshot.errors import ConfigError, NeedsReview, Rejected, TransientError
 from moonshot.photos.library_folder import FolderLibrary
 from moonshot.ports import Coin
 from tests.app.fakes import (
@@ -128,7 +128,7 @@ def test_a_name_the_screen_cannot_confirm_is_refused_before_the_spend(rig):
 
 def test_refused_non_ascii_stops_before_any_click(rig):
     launcher, fake, image, _ = rig(non_ascii="refuse")
-    with pytest.raises(TransientError, match="iPhone Mirroring"):
+    with pytest.raises(Rejected, match="iPhone Mirroring"):  # no retry changes the text
         launcher.prepare(make_coin(1, "Café", "CAFE"), image)
     assert fake.clicks == [] and fake.creates == []
 

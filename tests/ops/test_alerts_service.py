@@ -36,7 +36,7 @@ def env_for(receiver: Receiver, **extra: str) -> dict:
         "MOONSHOT_ALERTS_RETRY_BASE": "0.2",
         "MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01",
         "MOONSHOT_SPOOL_BACKOFF_BASE": "0.01",
-        "MOONSHOT_SPOOL_DOWNLOAD_ATTEMPTS": "1",
+        "MOONSHOT_SERVICE_RETRY_WINDOW": "0",  # a coin whose image is down fails at once
         **extra,
     }
 

@@ -43,7 +43,11 @@ from tests.conftest import (
 )
 from tests.ops.test_dashboard import QUERIES
 
-ENV = {"MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01", "MOONSHOT_SPOOL_BACKOFF_BASE": "0.01"}
+ENV = {
+    "MOONSHOT_SPOOL_SETTLE_SECONDS": "0.01",
+    "MOONSHOT_SPOOL_BACKOFF_BASE": "0.01",
+    "MOONSHOT_SERVICE_RETRY_WINDOW": "0",  # the broken image fails at its first error
+}
 TWEETS = Path(__file__).resolve().parents[1] / "fixtures" / "tweets"
 SQLITE_OWN = {"moonshot.db-wal", "moonshot.db-shm"}
 
@@ -235,7 +239,7 @@ def test_failed_shows_reason_attempts_and_failed_from(dashboard):
     (row,) = query(dashboard, "failed")
     assert (row["id"], row["ticker"]) == (dashboard.ids["failed"], "BROKE")
     assert "HTTP 503" in row["reason"]
-    assert row["attempts"] == 3 and row["failed_from"] == "fetched"
+    assert row["attempts"] == 1 and row["failed_from"] == "fetched"
     assert row["retry"].endswith(f" retry {dashboard.ids['failed']}")
 
 

@@ -9,6 +9,7 @@ import email.parser
 import email.policy
 import json
 import os
+import random
 import re
 import socket
 import threading
@@ -160,15 +161,19 @@ class Fault:
     status: int = 503
     body: dict[str, Any] | None = None
     delay: float = 0.0
+    probability: float = 1.0  # below 1: a share of the matching requests, drawn at random
     hits: int = 0
 
 
 @dataclass
 class Faults:
-    """Faults for the next matching requests; `times=-1` means until cleared."""
+    """Faults for the next matching requests; `times=-1` means until cleared. Rules with
+    a `probability` share one draw per request (their shares add up), so `chaos` can
+    give 12 % of requests a 503 and another 5 % a dropped connection."""
 
     rules: list[Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    rng: random.Random = field(default_factory=lambda: random.Random(16))
 
     def add(self, kind: str, **kw: Any) -> Fault:
         if kind not in ("status", "drop", "drop_reply", "delay", "slow_reply"):
@@ -189,13 +194,29 @@ class Faults:
         }
         return self.add("status", times=-1, status=status, body=body, path=path)
 
+    def chaos(self, status_rate: float, drop_rate: float, path: str = "") -> list[Fault]:
+        """Until cleared: `status_rate` of the requests under `path` answer 503 (the
+        gateway's plain body), `drop_rate` lose the connection, half of them before the
+        work is done and half after it (the reply lost)."""
+        body = {"message": "upstream connect error or disconnect/reset before headers"}
+        return [
+            self.add("status", times=-1, status=503, body=body, path=path, probability=status_rate),
+            self.add("drop", times=-1, path=path, probability=drop_rate / 2),
+            self.add("drop_reply", times=-1, path=path, probability=drop_rate / 2),
+        ]
+
     def take(self, method: str, path: str) -> Fault | None:
         with self.lock:
+            draw, share = self.rng.random(), 0.0
             for rule in self.rules:
                 if rule.times == 0 or not path.startswith(rule.path):
                     continue
                 if rule.method and rule.method != method:
                     continue
+                if rule.probability < 1.0:
+                    share += rule.probability
+                    if draw >= share:
+                        continue
                 rule.hits += 1
                 if rule.times > 0:
                     rule.times -= 1

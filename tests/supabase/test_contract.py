@@ -207,16 +207,17 @@ def test_auth_failure_stops_fetching_and_shows_in_health():
     assert len(fake.requests) == 3
 
 
-def test_transient_failure_backs_off_exponentially():
+def test_transient_failures_are_counted_and_the_schedule_is_the_services():
+    """The adapter asks whenever it is called (the service's poll schedule backs off,
+    moonshot.retry), counts the failures in a row for health, and forgets them on success."""
     fake = Fake(*[(503, {"code": "PGRST002", "message": "schema cache"})] * 3, (200, []), (200, []))
     src = make(fake)
-    for now in (1000.0, 1001.0, 1003.0):
-        with pytest.raises(TransientError):
+    for now in (1000.0, 1000.1, 1000.2):
+        with pytest.raises(TransientError, match="503"):
             src.poll(now, 5)
-    with pytest.raises(TransientError, match="next try in"):
-        src.poll(1004.0, 5)  # third failure at 1003 -> wait 4 s
     assert len(fake.requests) == 3
-    assert src.poll(1007.0, 5) == []
+    assert src.health()["consecutive_failures"] == 3
+    assert src.poll(1000.3, 5) == []
     assert src.health()["consecutive_failures"] == 0
 
 
@@ -323,30 +324,39 @@ class Unreachable:
 
 
 def test_a_stuck_outbox_does_not_busy_loop_the_service(cfg_factory, home):
-    """Entries queued behind a failing one are not due: only each coin's oldest is sent."""
+    """Entries queued behind a failing one are not due: only each coin's oldest is sent,
+    and its retries back off from each failure (never dropped: a report is owed)."""
     from moonshot.adapters import Ports
     from moonshot.photos.library_folder import FolderLibrary
     from moonshot.ports import IncomingCoin
-    from moonshot.service import OUTBOX_ONCE_ATTEMPTS, Service
+    from moonshot.service import Service
     from moonshot.store import Store
 
-    cfg = cfg_factory({"MOONSHOT_LAUNCH_MODE": "off"})
+    cfg = cfg_factory({"MOONSHOT_LAUNCH_MODE": "off", "MOONSHOT_SPOOL_BACKOFF_BASE": "1"})
     source = Unreachable()
-    svc = Service(cfg, store=Store(cfg.db_path), ports=Ports(source, FolderLibrary(home), None))
+    clock = [1000.0]
+    svc = Service(
+        cfg,
+        store=Store(cfg.db_path),
+        ports=Ports(source, FolderLibrary(home), None),
+        clock=lambda: clock[0],
+    )
     coin_id, _ = svc.store.add_coin(
         IncomingCoin("supabase", "7", "MOON", "Moon", "http://x/m.png"), twitter_user="bot"
     )
     coin = svc.store.get(coin_id)
     svc.store.fire(coin, "reject", detail={"reason": "test"}, last_error="test")
     assert svc.store.outbox_pending() == 2  # fetched, then rejected behind it
-    now = 1000.0
-    for _ in range(OUTBOX_ONCE_ATTEMPTS):
-        due = svc.next_due(now)
-        assert due is not None and due > now - 1
-        now = max(now, due) + 0.01
-        svc.tick(now)
-    assert source.reports == OUTBOX_ONCE_ATTEMPTS
-    assert svc.next_due(now) is None  # settled: no busy loop behind the stuck entry
+    waits = []
+    for _ in range(6):
+        due = svc.next_due(clock[0])
+        assert due is not None and due >= clock[0] - 1
+        waits.append(due - clock[0])
+        clock[0] = max(clock[0], due) + 0.01
+        svc.tick(clock[0])
+    assert source.reports == 6  # one report per due time: nothing sent behind the head
+    assert waits[-1] > waits[2] > 0.5  # backing off: 1, 1, 2, 4 s ...
+    assert svc.store.outbox_pending() == 2
     svc.close()
 
 

@@ -1,0 +1,300 @@
+"""The service loop against sources that misbehave (issue 16): claims sized by
+`source.lookahead`, unstarted claims handed back at a clean stop and taken again, the
+source's poll backing off from the failure, and what `run --once` says when it cannot
+finish (RET_SOURCE, RET_WAITING) or can (RET_OK, also with coins waiting for a person)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from moonshot import machine as m
+from moonshot.adapters import Ports
+from moonshot.app.launcher_ledger import LedgerLauncher
+from moonshot.errors import TransientError
+from moonshot.photos.library_folder import FolderLibrary
+from moonshot.ports import IncomingCoin
+from moonshot.service import RET_OK, RET_SOURCE, RET_WAITING, Service
+from moonshot.store import Store
+from tests.conftest import drain, make_image
+
+FAST = {"MOONSHOT_SERVICE_IDLE_SLEEP_MAX": "0.02", "MOONSHOT_SOURCE_POLL_INTERVAL": "0.1"}
+
+
+class SharedQueue:
+    """What several services share: coins free to claim, and who holds which."""
+
+    def __init__(self, urls: list[str]):
+        self.lock = threading.Lock()
+        self.free = [(str(i), url) for i, url in enumerate(urls)]
+        self.holder: dict[str, str] = {}
+        self.urls = dict(self.free)
+
+
+class FakeSource:
+    """A Supabase-like source over a SharedQueue; every call can be made to fail."""
+
+    kind = "supabase"
+
+    def __init__(self, queue: SharedQueue, worker: str = "w1"):
+        self.queue = queue
+        self.worker = worker
+        self.image_hosts = ["127.0.0.1"]
+        self.polls: list[tuple[int, int]] = []  # (limit asked for, coins held before the gate)
+        self.held_before_gate = lambda: 0
+        self.poll_error: Exception | None = None
+        self.report_error: Exception | None = None
+        self.on_poll = lambda: None
+        self.reports: list[tuple[str, str]] = []
+        self.released: list[str] = []
+
+    def poll(self, now, limit):
+        self.on_poll()
+        self.polls.append((limit, self.held_before_gate()))
+        if self.poll_error:
+            raise self.poll_error
+        with self.queue.lock:
+            taken, self.queue.free = self.queue.free[:limit], self.queue.free[limit:]
+            for ref, _ in taken:
+                self.queue.holder[ref] = self.worker
+        return [IncomingCoin("supabase", ref, f"Q{ref}", f"Coin {ref}", url) for ref, url in taken]
+
+    def report(self, coin_ref, event, fields):
+        if self.report_error:
+            raise self.report_error
+        self.reports.append((coin_ref, event))
+
+    def keepalive(self, coin_refs, now):
+        return []
+
+    def release(self, refs):
+        with self.queue.lock:
+            back = [r for r in refs if self.queue.holder.get(r) == self.worker]
+            for ref in back:
+                del self.queue.holder[ref]
+                self.queue.free.insert(0, (ref, self.queue.urls[ref]))
+        self.released.extend(back)
+        return back
+
+    def close(self):
+        return None
+
+
+def images(image_server, tmp_path, n: int) -> list[str]:
+    urls = []
+    for i in range(n):
+        data = make_image(tmp_path / f"q{i}.jpg", color=(i * 20 % 256, 80, 40), fmt="JPEG")
+        urls.append(image_server.add(f"/q{i}.jpg", data.read_bytes()))
+    return urls
+
+
+def service(cfg_factory, source, env=None, clock=time.time, home=None) -> Service:
+    cfg = cfg_factory({**FAST, "MOONSHOT_SPOOL_ALLOWED_HOSTS": "127.0.0.1", **(env or {})})
+    store = Store(cfg.db_path)
+    ports = Ports(source, FolderLibrary(cfg.library_path), LedgerLauncher(cfg.ledger_path))
+    svc = Service(cfg, store=store, ports=ports, clock=clock)
+
+    def held():
+        return store.db.execute(
+            "SELECT count(*) FROM coins WHERE state IN ('fetched', 'spooled') AND released = 0"
+        ).fetchone()[0]
+
+    source.held_before_gate = held
+    return svc
+
+
+def test_claims_keep_only_lookahead_coins_before_the_import_gate(
+    cfg_factory, image_server, tmp_path
+):
+    queue = SharedQueue(images(image_server, tmp_path, 10))
+    src = FakeSource(queue)
+    svc = service(cfg_factory, src, {"MOONSHOT_SOURCE_LOOKAHEAD": "2"})
+    deadline = time.monotonic() + 60
+    while len(svc.ports.launcher.entries()) < 10 and time.monotonic() < deadline:
+        if not svc.tick():
+            time.sleep(0.01)
+    assert len(svc.ports.launcher.entries()) == 10
+    assert src.polls, "never polled"
+    for limit, held in src.polls:
+        assert limit >= 1 and limit + held <= 2, src.polls  # never more than 2 in hand
+    assert max(limit for limit, _ in src.polls) == 2
+    svc.close()
+
+
+def test_a_clean_stop_hands_unstarted_claims_back_and_they_are_taken_again(
+    cfg_factory, image_server, tmp_path
+):
+    held = threading.Event()
+
+    def hang(handler):  # the image host accepts and never answers
+        held.set()
+        time.sleep(30)
+
+    image_server.routes["/hang.jpg"] = (200, {}, hang)
+    urls = [image_server.base + "/hang.jpg", *images(image_server, tmp_path, 2)]
+    queue = SharedQueue(urls)
+    src = FakeSource(queue)
+    env = {"MOONSHOT_SOURCE_LOOKAHEAD": "3", "MOONSHOT_SERVICE_STOP_TIMEOUT": "1"}
+    box: dict = {}
+
+    def run() -> None:  # the service lives on its own thread, as under launchd
+        box["svc"] = service(cfg_factory, src, {**env, "MOONSHOT_LAUNCH_REQUIRE_APPROVAL": "true"})
+        box["code"] = box["svc"].run()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    assert held.wait(30), "the hanging download never started"
+    svc = box["svc"]
+    store = Store(svc.cfg.db_path)  # this thread's own connection
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        store.count_in([m.CONFIRMED]) < 1 or store.outbox_pending()
+    ):
+        time.sleep(0.02)
+    # what launchd's TERM does: the handler sets the flags
+    svc._stop_at = time.monotonic()
+    svc.stopping = True
+    svc.wake()
+    runner.join(10)
+    assert not runner.is_alive(), "the stop waited for the hanging download"
+    assert box["code"] == RET_OK
+    states = {c.source_ref: c for c in store.coins_in(m.STATES)}
+    # "0" hangs (fetched), "1" is confirmed waiting for approval, "2" waits at the gate
+    assert states["0"].state == m.FETCHED and states["0"].released
+    assert states["0"].attempts == 0  # the cut-off download is not the coin's failure
+    cut = [h for h in store.history(states["0"].id) if h["trigger"] == "defer"]
+    assert cut and "cancelled" in cut[-1]["detail"]
+    assert src.released == ["0"]  # spooled and confirmed coins keep their claims
+    assert queue.holder == {"1": "w1", "2": "w1"} and queue.free[0][0] == "0"
+    assert not list(svc.cfg.spool_dir.glob("*.part"))
+
+    # the next start takes it again (the host answers now) and resumes the coin
+    image_server.add("/hang.jpg", (tmp_path / "q0.jpg").read_bytes())
+    for coin in states.values():
+        store.set_fields(coin.id, approved=1)
+    again = service(cfg_factory, FakeSource(queue), env)
+    drain(again)
+    back = again.store.get(states["0"].id)
+    assert back.state == m.LAUNCHED and not back.released
+    assert [h["trigger"] for h in again.store.history(back.id)].count("reclaim") == 1
+    assert sorted(e["coin_id"] for e in again.ports.launcher.entries()) == sorted(
+        c.id for c in states.values()
+    )
+    again.close()
+
+
+def test_the_source_poll_backs_off_from_the_failure(cfg_factory, image_server, tmp_path):
+    clock = [1000.0]
+    queue = SharedQueue(images(image_server, tmp_path, 1))
+    src = FakeSource(queue)
+    src.poll_error = TransientError("Supabase claim: HTTP 503")
+
+    def slow_failure():
+        clock[0] += 5.0  # the request took 5 s to fail
+
+    src.on_poll = slow_failure
+    svc = service(cfg_factory, src, {"MOONSHOT_SOURCE_POLL_INTERVAL": "30"}, clock=lambda: clock[0])
+    svc.pipeline.rng.random = lambda: 0.0  # no jitter: the wait is exactly 1 s
+    svc.tick(clock[0])
+    assert len(src.polls) == 1 and svc.source_error and "503" in svc.source_error
+    failed_at = clock[0]  # 1005
+    src.on_poll = lambda: None
+    svc.tick(failed_at + 0.9)  # 1 s after the failure has not passed yet
+    assert len(src.polls) == 1
+    svc.tick(failed_at + 1.01)
+    assert len(src.polls) == 2  # not 1001 (from the start of the attempt): 1006
+    src.poll_error = None
+    svc.tick(failed_at + 5)
+    assert len(src.polls) == 3 and svc.source_error is None
+    svc.close()
+
+
+def timed_once(svc: Service) -> tuple[int, float]:
+    t0 = time.monotonic()
+    code = svc.run(once=True)
+    return code, time.monotonic() - t0
+
+
+def test_once_with_the_source_down_exits_ret_source_and_says_why(cfg_factory):
+    src = FakeSource(SharedQueue([]))
+    src.poll_error = TransientError("Supabase claim: HTTP 503 PGRST001 Database client error")
+    svc = service(cfg_factory, src, {"MOONSHOT_SERVICE_ONCE_PATIENCE": "1"})
+    code, took = timed_once(svc)
+    assert code == RET_SOURCE
+    assert "\n" not in svc.exit_line
+    assert "source is unreachable, coins not fetched" in svc.exit_line
+    assert "HTTP 503" in svc.exit_line and "service.once_patience" in svc.exit_line
+    assert took < 15  # at most the patience, or sooner when the next poll would come after it
+    assert len(src.polls) >= 2  # it kept trying, backing off
+
+
+def test_once_rides_out_a_short_source_outage(cfg_factory, image_server, tmp_path):
+    src = FakeSource(SharedQueue(images(image_server, tmp_path, 2)))
+    src.poll_error = TransientError("Supabase claim: HTTP 503")
+    started = time.monotonic()
+
+    def heal():
+        if time.monotonic() - started > 1.5:
+            src.poll_error = None
+
+    src.on_poll = heal
+    svc = service(cfg_factory, src, {"MOONSHOT_SERVICE_ONCE_PATIENCE": "20"})
+    code, _ = timed_once(svc)
+    assert code == RET_OK and svc.exit_line is None
+    assert len(svc.ports.launcher.entries()) == 2
+
+
+def test_once_with_reports_undelivered_exits_ret_source(cfg_factory, image_server, tmp_path):
+    src = FakeSource(SharedQueue(images(image_server, tmp_path, 1)))
+    src.report_error = TransientError("Supabase report launched for coin 0: timed out")
+    svc = service(cfg_factory, src, {"MOONSHOT_SERVICE_ONCE_PATIENCE": "1"})
+    code, _ = timed_once(svc)
+    assert code == RET_SOURCE
+    assert "report(s) not delivered" in svc.exit_line
+    assert "coins not fetched" not in svc.exit_line
+    assert len(svc.ports.launcher.entries()) == 1  # the coin itself went all the way
+
+
+def test_once_with_an_image_host_down_exits_ret_waiting(service_factory, image_server):
+    image_server.routes["/down.jpg"] = (503, {}, b"busy")
+    svc = service_factory(
+        {
+            **FAST,
+            "MOONSHOT_SERVICE_ONCE_PATIENCE": "1",
+            "MOONSHOT_SPOOL_BACKOFF_BASE": "0.2",
+            "MOONSHOT_SPOOL_ALLOWED_HOSTS": "127.0.0.1",
+        }
+    )
+    svc.store.add_coin(
+        IncomingCoin("local", "d", "DOWN", "Down", image_server.base + "/down.jpg"),
+        twitter_user="u",
+    )
+    code, took = timed_once(svc)
+    assert code == RET_WAITING
+    assert "1 coin(s) waiting to retry" in svc.exit_line
+    (coin,) = svc.store.coins_in(m.STATES)
+    assert coin.state == m.FETCHED and coin.retry_since is not None  # not failed: within the window
+
+
+@pytest.mark.parametrize("wait", ["approval", "failed", "needs_review"])
+def test_once_exits_0_when_only_a_person_can_move_what_is_left(service_factory, tmp_path, wait):
+    env = {**FAST, "MOONSHOT_SERVICE_ONCE_PATIENCE": "30"}
+    if wait == "approval":
+        env["MOONSHOT_LAUNCH_REQUIRE_APPROVAL"] = "true"
+    svc = service_factory(env)
+    image = make_image(tmp_path / "p.png")
+    coin_id, _ = svc.store.add_coin(
+        IncomingCoin("local", "p", "PERSON", "Person", str(image)), twitter_user="u"
+    )
+    if wait != "approval":
+        coin = svc.store.get(coin_id)
+        if wait == "failed":
+            svc.store.fire(coin, "fail", detail={"reason": "t"}, failed_from=m.FETCHED)
+        else:
+            for trig in ("spool", "import_photo", "confirm", "start_launch", "review"):
+                svc.store.fire(svc.store.get(coin_id), trig)
+    code, took = timed_once(svc)
+    assert code == RET_OK and svc.exit_line is None
+    assert took < 10  # did not wait out the patience
