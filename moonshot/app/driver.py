@@ -4,7 +4,6 @@ when built (it opens the display on import); never touches the state database.""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import time
 from PIL import Image, ImageGrab
 
 from moonshot import platform
+from moonshot.app import display
 from moonshot.app.flow import Rect
 from moonshot.errors import PortUnavailable
 
@@ -36,13 +36,11 @@ def _run(args: list[str], timeout: float = 5.0) -> str | None:
 
 class PyAutoGuiDriver:
     def __init__(self, pause: float = 0.05):
-        if not platform.is_macos() and not os.environ.get("DISPLAY"):
-            raise PortUnavailable(
-                "no display: DISPLAY is not set; app mode needs the logged-in desktop session"
-            )
+        display.require()  # one line naming DISPLAY or XAUTHORITY when the screen is out of reach
         try:
-            import pyautogui
-            import pyperclip
+            with display.quiet_xlib():
+                import pyautogui
+                import pyperclip
         except Exception as exc:  # Xlib raises its own errors for a display it cannot open
             raise PortUnavailable(
                 f"pyautogui cannot reach the display ({type(exc).__name__}: {exc});"

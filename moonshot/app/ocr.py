@@ -212,6 +212,29 @@ class RapidReader:
                 out.append(reading)
         return out
 
+    def find_lines(self, image: Image.Image) -> list[tuple[Reading, tuple[int, int, int, int]]]:
+        """Every piece of text the detector finds in a whole screenshot, each read as
+        `read_line` reads one, with its box (left, top, right, bottom) in pixels. For
+        `flow record`, which looks for where the app shows a coin's text once; a flow
+        never runs this (detection over a screen costs 0.1-1 s)."""
+        image = image.convert("RGB")
+        with self._lock:
+            result, _ = self._engine(self._bgr(image), use_det=True, use_cls=False, use_rec=False)
+        out = []
+        for quad in result or []:
+            xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+            pad = 3  # the detector's boxes are tight; read_line finds the ink itself
+            box = (
+                max(0, int(min(xs)) - pad),
+                max(0, int(min(ys)) - pad),
+                min(image.width, int(max(xs) + 0.999) + pad),
+                min(image.height, int(max(ys) + 0.999) + pad),
+            )
+            reading = self.read_line(image.crop(box))
+            if reading.text:
+                out.append((reading, box))
+        return out
+
 
 _reader: RapidReader | None = None
 _reader_lock = threading.Lock()

@@ -532,22 +532,23 @@ class Runner:
             self.sleep(0.1)
 
     # -- flow check: look, click nothing ------------------------------------------------------
-    def check(self, grace: float = 1.5) -> list[CheckLine]:
+    def check(self, grace: float = 1.5, look: bool = True) -> list[CheckLine]:
         """Every reference image on disk and detailed enough; every checked step's image on
         the current screen inside the app window, looked for again for `grace` seconds
-        (an app still drawing). Clicks nothing, types nothing."""
+        (an app still drawing). Clicks nothing, types nothing. look=False: the files only
+        (`flow check --walk` looks for each image on its own screen)."""
         deadline = self.clock() + grace
         while True:
-            lines = self._check_once()
+            lines = self._check_once(look)
             if all(line.ok for line in lines) or self.clock() >= deadline:
                 return lines
             self.sleep(0.2)
 
-    def _check_once(self) -> list[CheckLine]:
+    def _check_once(self, look: bool = True) -> list[CheckLine]:
         lines: list[CheckLine] = []
         self.window = self.driver.window(self.flow.app)
         self.park()
-        shot = self.driver.screenshot() if self.window else None
+        shot = self.driver.screenshot() if self.window and look else None
         if self.window is None:
             lines.append(
                 CheckLine(
@@ -599,7 +600,7 @@ class Runner:
                         )
                     )
                     continue
-                if path != step.image or not self.flow.checked(step):
+                if path != step.image or not self.flow.checked(step) or not look:
                     when = "shows at random" if step.section == "interrupt" else "shown later"
                     lines.append(
                         CheckLine(step, "ok", f"{path.name} present ({when}; not looked for now)")

@@ -4,18 +4,20 @@ stops before the irreversible step. Nothing here ever makes the irreversible cli
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 import shutil
+import time
 from pathlib import Path
 
 import click
+import tomlkit
+from PIL import Image
 
 from moonshot import config as config_mod
 from moonshot.app import flow as flowmod
 from moonshot.app import matching as imagematch
+from moonshot.app.flowfile import FlowFile
 from moonshot.cli.common import COIN_ID
 from moonshot.errors import MoonshotError
 
@@ -65,10 +67,24 @@ def flow() -> None:
 
 @flow.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--walk",
+    is_flag=True,
+    help="Walk the flow with a test coin up to (never including) the irreversible step,"
+    " each image on its own screen, then run [[reset]].",
+)
+@click.option(
+    "--coin",
+    "coin_id",
+    type=COIN_ID,
+    help="With --walk: the test coin (default: the newest confirmed).",
+)
 @click.pass_context
-def check(ctx: click.Context, as_json: bool) -> None:
+def check(ctx: click.Context, as_json: bool, walk: bool, coin_id: int | None) -> None:
     """Find every reference image on the current screen; click nothing. A pass is
-    recorded (logs/flow-check.json) and is what app mode requires to start."""
+    recorded (logs/flow-check.json) and is what app mode requires to start. With
+    --walk: every step before the irreversible one is done (typing a test coin), each
+    image checked on its own screen; the irreversible step is looked at, not clicked."""
     from moonshot.app.launcher_gui import record_pass
     from moonshot.app.runner import Runner
 
@@ -76,7 +92,7 @@ def check(ctx: click.Context, as_json: bool) -> None:
     fl = _flow(cfg)
     driver = _driver(fl)
     runner = Runner(fl, driver, cfg.logs_dir / "screens")
-    lines = runner.check()
+    lines = _walk(cfg, fl, driver, coin_id, as_json) if walk else runner.check()
     failed = [line for line in lines if not line.ok]
     rows = [
         {"step": ln.step.name, "index": ln.step.index, "level": ln.level, "message": ln.message}
@@ -86,14 +102,19 @@ def check(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             json.dumps({"flow": str(fl.path), "passed": not failed, "steps": rows}, indent=2)
         )
-    else:
+    elif not walk:  # the walk printed its lines as it went
         for ln in lines:
             click.echo(f"{ln.level:4}  {ln.step.label}: {ln.message}")
     if failed:
         shot = runner.save_screen(failed[0].step, None)
         where = f" (screen saved to {shot})" if shot else ""
+        try:
+            sheet = f"; every step and where it matches now: {_show(cfg, fl, driver)}"
+        except Exception:  # the sheet is a help; never hide the failure behind its own
+            sheet = ""
         raise click.ClickException(
-            f"flow check failed at {failed[0].step.label}: {failed[0].message}{where}"
+            f"flow check{' --walk' if walk else ''} failed at {failed[0].step.label}:"
+            f" {failed[0].message}{where}{sheet}"
         )
     screen = driver.screen_size()
     ratio = driver.screenshot().width / screen[0]
@@ -102,6 +123,102 @@ def check(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"flow check passed on {screen[0]}x{screen[1]} (pixel ratio {ratio:g}); recorded in {path}"
         )
+
+
+def _walk(cfg, fl: flowmod.Flow, driver, coin_id: int | None, as_json: bool):
+    from moonshot.adapters import build_library
+    from moonshot.app.launcher_gui import GuiLauncher, load_flow
+    from moonshot.app.walk import walk
+    from moonshot.cli.common import open_store
+
+    if coin_id is None:
+        waiting = open_store(cfg).coins_in(("confirmed",), order="id DESC", limit=1)
+        if not waiting:
+            raise click.ClickException(
+                "flow check --walk types a test coin into the app: add one (`moonshot add`,"
+                " then `moonshot run --once` with launch.mode = off) or give --coin ID"
+            )
+        coin_id = waiting[0].id
+    coin = _imported_coin(cfg, coin_id, "the walk")
+    try:
+        launcher = GuiLauncher(cfg, load_flow(cfg), driver, build_library(cfg))
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not as_json:
+        click.echo(
+            f"walking {fl.path.name} with coin {coin.id} ({coin.ticker}); the irreversible"
+            " step is never clicked"
+        )
+    say = (
+        (lambda ln: None)
+        if as_json
+        else (lambda ln: click.echo(f"{ln.level:4}  {ln.step.label}: {ln.message}"))
+    )
+    return walk(launcher, coin, cfg.spool_dir / coin.image_filename, say)
+
+
+def _imported_coin(cfg, coin_id: int, what: str):
+    """A coin of the state db whose photo is in the library (what a fill-in needs)."""
+    from moonshot.cli.common import open_store
+
+    coin = open_store(cfg).get(coin_id)
+    if coin is None:
+        raise click.ClickException(f"no coin with id {coin_id}")
+    if not coin.image_filename or not coin.photos_asset_id:
+        raise click.ClickException(
+            f"coin {coin_id} is {coin.state} and not in the photo library yet;"
+            f" {what} needs an imported coin (`moonshot run --once` with launch.mode = off)"
+        )
+    return coin
+
+
+def _show(cfg, fl: flowmod.Flow, driver=None) -> Path:
+    """Render the contact sheet into logs/flow-show/; the live column when the app shows."""
+    from moonshot.app import sheet
+    from moonshot.app.runner import Runner
+
+    live = None
+    if driver is not None:
+        win = driver.window(fl.app)
+        if win is not None:
+            full = driver.screenshot()
+            r = full.width / driver.screen_size()[0]
+            ox, oy = round(win.x * r), round(win.y * r)
+            shot = full.crop((ox, oy, ox + round(win.w * r), oy + round(win.h * r)))
+            runner = Runner(fl, driver, cfg.logs_dir / "screens")
+            runner.window = win
+
+            def find(step, image):
+                m = runner.find(step, image, full)
+                if m is None:
+                    return None
+                return flowmod.Rect(m.rect.x - ox, m.rect.y - oy, m.rect.w, m.rect.h), m.score
+
+            live = sheet.Live(shot, r, find)
+    _, page = sheet.render(fl, cfg.logs_dir / "flow-show", live)
+    return page
+
+
+@flow.command()
+@click.pass_context
+def show(ctx: click.Context) -> None:
+    """A contact sheet of the flow (logs/flow-show/: sheet.png, index.html): every step
+    with its image, where it was captured and, with the app showing, where it matches now."""
+    cfg = _cfg(ctx)
+    fl = _flow(cfg)
+    from moonshot.app import display
+
+    driver = None
+    why = display.problem()
+    if why is None:
+        driver = _driver(fl)
+    page = _show(cfg, fl, driver)
+    live = (
+        ""
+        if driver is not None and driver.window(fl.app)
+        else (f" (no live column: {why or f'no window {fl.app!r} on screen'})")
+    )
+    click.echo(f"contact sheet: {page.parent / 'sheet.png'} and {page}{live}")
 
 
 def _own_flow_file(cfg: config_mod.Config) -> Path:
@@ -115,15 +232,27 @@ def _own_flow_file(cfg: config_mod.Config) -> Path:
     return path
 
 
-def _save(fl: flowmod.Flow) -> flowmod.Flow:
-    text = flowmod.dump(fl)
-    part = fl.path.with_name(fl.path.name + ".part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, fl.path)
+def _save(ff: FlowFile, captured: list[Path] = ()) -> flowmod.Flow:
+    """Write the user's file (comments and layout kept), say what changed, validate."""
+    changes = ff.save()
+    for line in changes:
+        click.echo(f"  {line}")
+    for image in captured:
+        with Image.open(image) as img:
+            click.echo(f"  captured {image.name} ({img.width}x{img.height} px)")
+    if not changes and not captured:
+        click.echo(f"  {ff.path.name}: no change")
     try:
-        return flowmod.load(fl.path)
+        return flowmod.load(ff.path)
     except MoonshotError as exc:
         raise click.ClickException(f"saved, but the flow is not complete yet: {exc}") from None
+
+
+def _image_key(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _capture(
@@ -157,12 +286,23 @@ def _capture(
 def _apply(
     driver,
     fl: flowmod.Flow,
+    ff: FlowFile,
     win: flowmod.Rect,
     step: flowmod.Step,
     box=None,
     at=None,
     image: str | None = None,
-) -> flowmod.Flow:
+) -> Path | None:
+    """Capture one step into the document `ff`; returns the image file written, if any.
+    The window as it is now is kept as the screen the step was captured on (flow show)."""
+    from moonshot.app import sheet
+
+    table = ff.find(step.name)
+    if image is None:
+        shot = driver.screenshot()
+        r = shot.width / driver.screen_size()[0]
+        window = (win.x * r, win.y * r, (win.x + win.w) * r, (win.y + win.h) * r)
+        sheet.save_screen(fl.path.parent, step.name, shot.crop(tuple(round(v) for v in window)))
     if image is not None:
         others = [p for p in (step.target, *step.failure) if p is not None]
         target = next((p for p in others if p.name == image), None)
@@ -171,32 +311,33 @@ def _apply(
                 f"{step.label}: --image must name one of its other images"
                 f" ({', '.join(p.name for p in others) or 'none'}) with --box"
             )
-        _capture(driver, fl, win, step, box, target)
-        return fl
+        return _capture(driver, fl, win, step, box, target)
     if box is not None and step.action in REGION_ACTIONS:
-        new = dataclasses.replace(step, region=tuple(box))
-    elif box is not None:
+        ff.put(table, "region", [round(v, 2) for v in box])
+        return None
+    if box is not None:
         if step.action in ("activate", "type"):
             raise click.ClickException(
                 f"{step.label}: action {step.action} has no image to capture"
             )
-        new = dataclasses.replace(step, image=_capture(driver, fl, win, step, box), at=None)
-    else:
-        if step.action not in ("click", "read_address", "interrupt"):
-            raise click.ClickException(
-                f"{step.label}: only click, read_address and interrupts take a position"
-            )
-        if step.action == "interrupt":  # where to click when its image shows
-            new = dataclasses.replace(step, at=tuple(at), target=None)
-        else:
-            new = dataclasses.replace(step, at=tuple(at), image=None)
-    return _replace_entry(fl, new)
+        target = _capture(driver, fl, win, step, box)
+        ff.swap(table, "at", "image", _image_key(target, fl.path.parent))
+        return target
+    if step.action not in ("click", "read_address", "interrupt"):
+        raise click.ClickException(
+            f"{step.label}: only click, read_address and interrupts take a position"
+        )
+    # An interrupt clicks `target` (an image) or `at` when its own image shows.
+    ff.swap(
+        table, "target" if step.action == "interrupt" else "image", "at", [round(v, 2) for v in at]
+    )
+    return None
 
 
-def _replace_entry(fl: flowmod.Flow, new: flowmod.Step) -> flowmod.Flow:
-    field = {"step": "steps", "reset": "reset", "interrupt": "interrupts"}[new.section]
-    entries = tuple(new if s.name == new.name else s for s in getattr(fl, field))
-    return dataclasses.replace(fl, **{field: entries})
+def _calibration(ff: FlowFile, win: flowmod.Rect, ratio: float) -> None:
+    table = ff.table("calibration")
+    ff.put(table, "window", [float(win.w), float(win.h)])
+    ff.put(table, "pixel_ratio", round(ratio, 3))
 
 
 @flow.command()
@@ -263,10 +404,9 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             f" calibrated at {before.window[0]:g}x{before.window[1]:g} ({before.pixel_ratio:g});"
             " recapture every step: a skipped one keeps positions that no longer fit"
         )
+    ff = _open_file(path)
     if set_window or step_name is None:
-        fl = dataclasses.replace(
-            fl, calibration=flowmod.Calibration((win.w, win.h), round(ratio, 3))
-        )
+        _calibration(ff, win, ratio)
     elif (
         abs(win.w - fl.calibration.window[0]) > 1
         or abs(win.h - fl.calibration.window[1]) > 1
@@ -278,7 +418,8 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             " recalibrate every step (`moonshot flow calibrate`) or add --window"
         )
     if set_window and step_name is None:
-        _save(fl)
+        click.echo(f"{path}:")
+        _save(ff)
         click.echo(f"calibration window {win.w:g}x{win.h:g}, pixel ratio {ratio:g} saved to {path}")
         return
     if step_name is not None:
@@ -289,19 +430,28 @@ def calibrate(ctx, step_name, box, at_text, image, set_window, all_steps) -> Non
             )
         if (box is None) == (at_text is None):
             raise click.ClickException("give exactly one of --box X,Y,W,H or --at X,Y with --step")
-        fl = _apply(
+        captured = _apply(
             driver,
             fl,
+            ff,
             win,
             step,
             _pair(box, 4, "--box") if box else None,
             _pair(at_text, 2, "--at") if at_text else None,
             image,
         )
-        _save(fl)
+        click.echo(f"{path}:")
+        _save(ff, [captured] if captured else [])
         click.echo(f"{step.label} calibrated in {path}")
         return
-    _guided(driver, fl, win, all_steps)
+    _guided(driver, fl, ff, win, all_steps)
+
+
+def _open_file(path: Path) -> FlowFile:
+    try:
+        return FlowFile.open(path)
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _corner(driver, win: flowmod.Rect, prompt: str) -> tuple[float, float] | None:
@@ -312,25 +462,30 @@ def _corner(driver, win: flowmod.Rect, prompt: str) -> tuple[float, float] | Non
     return (x - win.x, y - win.y)
 
 
-def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> None:
+def _guided(driver, fl: flowmod.Flow, ff: FlowFile, win: flowmod.Rect, all_steps: bool) -> None:
     cut = fl.steps[fl.irreversible_index].index
     click.echo(
         f"Calibrating {fl.path} on a {win.w:g}x{win.h:g} window. Show each screen in the app"
         " yourself; nothing is clicked. Answer s to keep a step as it is."
     )
+    captured: list[Path] = []
+    original = ff.original
     for step in fl.steps:
         if step.index > cut and not all_steps:
             click.echo(f"skip {step.label}: shown only after a launch (use --all, or --step later)")
             continue
-        step = fl.steps[step.index - 1]
         region = step.action in REGION_ACTIONS and (
             step.action != "type" or fl.verify_method(step) == "ocr"
         )
+        if step.action == "activate" or (step.action == "type" and not region):
+            continue
+        if step.image is not None and step.image in captured:
+            # Two steps may share an image (a wait for a button, then its click): ask once.
+            click.echo(f"{step.label}: {step.image.name} captured above")
+            continue
         wants_image = (
             region or step.image is not None or step.action in ("wait", "verify", "outcome")
         )
-        if step.action == "activate" or (step.action == "type" and not region):
-            continue
         click.echo(f"{step.label} ({step.action}{', IRREVERSIBLE' if step.irreversible else ''}):")
         if wants_image:
             what = {
@@ -343,19 +498,264 @@ def _guided(driver, fl: flowmod.Flow, win: flowmod.Rect, all_steps: bool) -> Non
             b = _corner(driver, win, "now on its BOTTOM-RIGHT corner") if a else None
             if a and b:
                 box = (min(a[0], b[0]), min(a[1], b[1]), abs(b[0] - a[0]), abs(b[1] - a[1]))
-                fl = _apply(driver, fl, win, step, box=box)
+                shot = _apply(driver, fl, ff, win, step, box=box)
+                captured += [shot] if shot else []
         else:
             p = _corner(driver, win, "put the mouse on the target")
             if p:
-                fl = _apply(driver, fl, win, step, at=p)
-        fl.path.write_text(flowmod.dump(fl), encoding="utf-8")  # keep progress if interrupted
-    _save(fl)
+                _apply(driver, fl, ff, win, step, at=p)
+        ff.save()  # keep progress if interrupted; the summary below covers the whole run
+    click.echo(f"{fl.path}:")
+    ff.original = original
+    _save(ff, captured)
     for s in fl.reset + fl.interrupts:
         click.echo(
             f"{s.label}: capture its image on its own screen with"
             f" `moonshot flow calibrate --step {s.name} --box X,Y,W,H`"
         )
-    click.echo("calibrated; now run `moonshot flow check` with the form showing")
+    click.echo("calibrated; check it: `moonshot flow show`, then `moonshot flow check`")
+
+
+# -- flow record ------------------------------------------------------------------------
+def _test_coin(cfg, coin_id, name, ticker, photo) -> tuple[str, str, Path]:
+    """The test coin's name, ticker (as the app will get them) and photo."""
+    from moonshot.app import safetext
+
+    if coin_id is not None:
+        from moonshot.adapters import build_library
+
+        coin = _imported_coin(cfg, coin_id, "recording with it")
+        name, ticker = coin.name, coin.ticker
+        path_of = getattr(build_library(cfg), "path_of", None)
+        asset = path_of(coin.photos_asset_id) if path_of else None
+        photo = asset or cfg.spool_dir / coin.image_filename
+    if not (name and ticker and photo):
+        raise click.ClickException(
+            "give the test coin: --coin ID (one in the state db), or --name, --ticker and --photo"
+        )
+    try:
+        name = safetext.field(name, cfg.launch.name_max_bytes, "name")
+        ticker = safetext.field(ticker, cfg.launch.ticker_max_bytes, "ticker")
+    except safetext.UnsafeText as exc:
+        raise click.ClickException(str(exc)) from None
+    if not Path(photo).is_file():
+        raise click.ClickException(f"the coin's photo {photo} is missing")
+    return name, ticker, Path(photo)
+
+
+def _ask(prompt: str) -> str:
+    return click.prompt(prompt, default="", show_default=False, prompt_suffix="\n> ").strip()
+
+
+def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) -> Path:
+    """Watch the person do one launch; returns the saved session folder."""
+    from moonshot.app.recorder import Recorder
+
+    driver = _driver_for(fl_app)
+    win = driver.window(fl_app)
+    if win is None:
+        raise click.ClickException(
+            f"no window {fl_app!r} on screen; open the app (or give its window title: --app TITLE)"
+        )
+    ratio = driver.screenshot().width / driver.screen_size()[0]
+    name, ticker = coin_text
+    _ask(
+        f"Recording the app window {fl_app!r} ({win.w:g}x{win.h:g} at {win.x:g},{win.y:g})."
+        " Nothing is clicked or typed for you.\n"
+        "1. Show the app's start screen (where every launch begins), then press Enter here."
+    )
+    rec = Recorder(fl_app, win, ratio, clipboard=getattr(driver, "clipboard_get", None))
+    try:
+        rec.start()
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        _ask(
+            f"2. Recording. In the app, do one launch of the test coin by hand: click each"
+            f" field and type its name {name!r} and ticker {ticker!r}, pick its photo (the"
+            " newest), go on to the screen with the button that spends money.\n"
+            "   Stop there WITHOUT clicking it (or click it for a real launch of this coin and"
+            " go through the screens after it, copying the address). Then press Enter here."
+        )
+        rec.phase("launch-end")
+        clicks = [e for e in rec.events if e.kind == "click" and e.inside]
+        click.echo(f"   {len(clicks)} clicks in the app window:")
+        for i, e in enumerate(clicks, 1):
+            click.echo(f"   {i:3}  at {e.x:g},{e.y:g}")
+        answer = ""
+        while not (answer.isdigit() and 1 <= int(answer) <= len(clicks)) and answer != "p":
+            answer = _ask(
+                "3. Which click spends money? Type its number, or p if you stopped before it"
+                " (then point at it)."
+            ).lower()
+        if answer == "p":
+            _ask(
+                "   Point the mouse at the button that spends money (do NOT click it), then"
+                " press Enter here."
+            )
+            mark = rec.mark()
+            click.echo(f"   the button is at {mark.x:g},{mark.y:g} in the window")
+        chosen = 0 if answer == "p" else int(answer)
+        _ask(
+            "4. The way back, for the [[reset]] steps: from as deep as you like (go forward"
+            " again to the screen before the spending button, without clicking it), come back"
+            " to the start screen with Cancel, Back, Close, and empty the fields. Clicks that"
+            " bring you back to an earlier screen are kept; clicks forward are left out. Then"
+            " press Enter here."
+        )
+        rec.phase("reset-end")
+    except (KeyboardInterrupt, click.Abort):
+        rec.stop()
+        path = rec.save(folder, {"irreversible": None})
+        raise click.ClickException(
+            f"recording stopped; what was recorded is in {path.parent}: build the flow with"
+            f" `moonshot flow record --session {path.parent} --irreversible-step N`"
+        ) from None
+    rec.stop()
+    return rec.save(folder, {"irreversible": chosen}).parent
+
+
+def _driver_for(app: str):
+    from moonshot.app.driver import PyAutoGuiDriver  # connects to the display on import
+
+    try:
+        return PyAutoGuiDriver()
+    except MoonshotError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _confirm_spend(proposal, yes: bool) -> None:
+    row = next(r for r in proposal.rows if r.keys.get("irreversible"))
+    where = row.keys.get("image") or f"at {row.keys['at']}"
+    click.echo(f"irreversible: step {row.name!r} ({where}): the ONE click that spends money")
+    if yes:
+        return
+    answer = click.prompt(
+        "Type yes if that is the button that spends money", default="", show_default=False
+    )
+    if answer.strip().lower() != "yes":
+        raise click.ClickException(
+            "not confirmed; nothing written. Build it again with"
+            " `moonshot flow record --session DIR --irreversible-step N`"
+        )
+
+
+@flow.command()
+@click.option("--coin", "coin_id", type=COIN_ID, help="The test coin from the state db.")
+@click.option("--name", default=None, help="The test coin's name (without --coin).")
+@click.option("--ticker", default=None, help="The test coin's ticker (without --coin).")
+@click.option("--photo", default=None, help="The test coin's photo file (without --coin).")
+@click.option("--app", "app_name", default=None, help="The app's window title or name.")
+@click.option(
+    "--session",
+    "session_dir",
+    default=None,
+    help="Build the flow from a recording already made (a folder under logs/flow-record/).",
+)
+@click.option(
+    "--irreversible-step",
+    "irreversible",
+    type=click.IntRange(0, 999),
+    default=None,
+    help="With --session: the number of the click that spends (0: the button pointed at).",
+)
+@click.option(
+    "--yes", is_flag=True, help="Do not ask again which button spends (you named its number)."
+)
+@click.pass_context
+def record(ctx, coin_id, name, ticker, photo, app_name, session_dir, irreversible, yes) -> None:
+    """Record a flow while you do one launch by hand; writes your flow file (kept
+    comments, a list of changes). Listens only: never clicks or types."""
+    from moonshot.app import propose, sheet
+    from moonshot.app.ocr import default_reader
+
+    cfg = _cfg(ctx)
+    coin_name, coin_ticker, photo_path = _test_coin(cfg, coin_id, name, ticker, photo)
+    path = flowmod.flow_path(cfg.home, cfg.launch.flow)
+    if path == flowmod.PACKAGED:
+        path = cfg.home / flowmod.HOME_FLOW
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    old = _previous_doc(previous)
+    app = app_name or (old.get("flow", {}).get("app") if old is not None else None) or "Moonshot"
+    if session_dir is None:
+        if irreversible is not None:
+            raise click.ClickException(
+                "--irreversible-step goes with --session (after you looked at it)"
+            )
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        folder = _record_session(
+            cfg, app, cfg.logs_dir / "flow-record" / stamp, (coin_name, coin_ticker)
+        )
+    else:
+        folder = Path(session_dir)
+    try:
+        session = propose.Session.load(folder)
+    except propose.ProposeError as exc:
+        raise click.ClickException(str(exc)) from None
+    chosen = irreversible if irreversible is not None else session.meta.get("irreversible")
+    if chosen is None:
+        try:
+            clicks = session.clicks()[0]
+        except propose.ProposeError as exc:
+            raise click.ClickException(str(exc)) from None
+        for c in clicks:
+            click.echo(f"  {c.n:3}  at {c.at[0]:g},{c.at[1]:g}")
+        raise click.ClickException(
+            "which click spends money? add --irreversible-step N, N from the list above"
+            " (0: the button you pointed at)"
+        )
+    with Image.open(photo_path) as img:
+        coin = propose.Coin(coin_name, coin_ticker, img.convert("RGB"))
+    head = old.get("flow", {}) if old is not None else {}
+    reader = default_reader()
+    proposer = propose.Proposer(
+        session,
+        coin,
+        reader,
+        reader,
+        min_confidence=float(head.get("min_confidence", 0.8)),
+        photo_confidence=float(head.get("photo_confidence", 0.8)),
+        timeout=float(head.get("timeout", 10.0)),
+    )
+    click.echo("building the flow (reading the screens: a few seconds)")
+    try:
+        proposal = proposer.propose(int(chosen))
+    except propose.ProposeError as exc:
+        raise click.ClickException(f"{exc} (recording kept in {folder})") from None
+    doc = propose.document(proposal, session.app, old)
+    try:
+        flowmod.parse(tomlkit.parse(tomlkit.dumps(doc)).unwrap(), path)
+    except flowmod.FlowError as exc:
+        raise click.ClickException(
+            f"the recorded flow is not valid: {exc} (recording kept in {folder})"
+        ) from None
+    _confirm_spend(proposal, yes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for file, img in proposal.images().items():
+        img.save(path.parent / file)
+    for step_name, img in proposal.screens().items():
+        sheet.save_screen(path.parent, step_name, img)
+    if previous:
+        backup = path.with_name(path.name + ".before-record")
+        backup.write_text(previous, encoding="utf-8")
+        click.echo(f"your previous flow file is kept as {backup}")
+    click.echo(f"{path}:")
+    _save(FlowFile.new(path, doc, previous))
+    for note in proposal.notes:
+        click.echo(f"note: {note}")
+    click.echo(
+        "next: look at it with `moonshot flow show`, then `moonshot flow check --walk`"
+        " and `moonshot flow run ID --dry-run` with a confirmed test coin"
+    )
+
+
+def _previous_doc(text: str):
+    if not text:
+        return None
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError:
+        return None
 
 
 @flow.command("run")
@@ -373,21 +773,13 @@ def run_flow(ctx: click.Context, coin_id: int, dry_run: bool) -> None:
         )
     from moonshot.adapters import build_library
     from moonshot.app.launcher_gui import GuiLauncher, load_flow
-    from moonshot.cli.common import open_store
 
     cfg = _cfg(ctx)
     try:
         fl = load_flow(cfg)  # a flow that is refused is refused first
     except MoonshotError as exc:
         raise click.ClickException(str(exc)) from None
-    coin = open_store(cfg).get(coin_id)
-    if coin is None:
-        raise click.ClickException(f"no coin with id {coin_id}")
-    if not coin.image_filename or not coin.photos_asset_id:
-        raise click.ClickException(
-            f"coin {coin_id} is {coin.state} and not in the photo library yet;"
-            " a dry run needs an imported coin"
-        )
+    coin = _imported_coin(cfg, coin_id, "a dry run")
     try:
         launcher = GuiLauncher(cfg, fl, _driver(fl), build_library(cfg))
         launcher.prepare(coin, cfg.spool_dir / coin.image_filename)

@@ -91,7 +91,9 @@ def xserver(tmp_path_factory):
     auth.touch()  # python-xlib insists on the file; Xvfb without -auth needs no cookie
     read, write = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        # RECORD: `flow record` listens to the "person" (xdotool) through it, as on a desktop.
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"]
+        + ["+extension", "RECORD"],
         pass_fds=(write,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -124,6 +124,68 @@ def test_single_steps_and_their_errors(setup):
     )
 
 
+def commented(text: str) -> str:
+    """The fake flow as a person keeps it: a comment above every step, one after
+    every value, and a header."""
+    out = ["# My flow for the fake app: hand-written, keep these notes."]
+    for line in text.strip().splitlines():
+        if line == "[[step]]":
+            out += ["", f"# note {len(out)}: what this step is for", line]
+        elif "=" in line:
+            out.append(f"{line}   # because {len(out)}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def comments(text: str) -> list[str]:
+    return [line[line.index("#") :] for line in text.splitlines() if "#" in line]
+
+
+def test_calibrate_keeps_every_comment_and_says_what_it_changed(setup):
+    home, flow_file, fake = setup
+    hand = commented(flow_file.read_text(encoding="utf-8"))
+    flow_file.write_text(hand, encoding="utf-8")
+    fake.win = flowmod.Rect(100, 50, 300, 400)
+    moved = run(home, "flow", "calibrate", "--step", "tap-name", "--at", "33,71")
+    assert moved.exit_code == 0, moved.output
+    assert "~ step 'tap-name': at [150.0, 75.0] -> [33.0, 71.0]" in moved.output
+    swapped = run(home, "flow", "calibrate", "--step", "tap-image", "--box", "10,150,80,80")
+    assert swapped.exit_code == 0, swapped.output
+    assert "+ step 'tap-image': image = \"tap-image.png\"" in swapped.output
+    assert "- step 'tap-image': at (was [50.0, 190.0])" in swapped.output
+    assert "captured tap-image.png (80x80 px)" in swapped.output
+    fake.positions = [corner(fake, "form", "header"), corner(fake, "form", "header", far=True)]
+    guided = run(home, "flow", "calibrate", input="\n\n" + "s\n" * 12)
+    assert guided.exit_code == 0, guided.output
+    assert "captured form.png" in guided.output
+    text = flow_file.read_text(encoding="utf-8")
+    assert comments(text) == comments(hand)
+    # The values moved where they were, comment and all.
+    assert "at = [33.0, 71.0]   # because" in text
+    assert 'image = "tap-image.png"   # because' in text
+    assert flowmod.load(flow_file).steps[6].image.name == "tap-image.png"
+
+
+def test_guided_calibration_asks_once_for_an_image_two_steps_share(setup):
+    home, flow_file, fake = setup
+    text = flow_file.read_text(encoding="utf-8").replace(
+        '[[step]]\nname = "tap-create"',
+        '[[step]]\nname = "form-again"\naction = "wait"\nimage = "create.png"\n'
+        '[[step]]\nname = "tap-create"',
+    )
+    flow_file.write_text(text, encoding="utf-8")
+    result = run(home, "flow", "calibrate", input="s\n" * 20)
+    assert result.exit_code == 0, result.output
+    assert "'tap-create': create.png captured above" not in result.output  # skipped: s
+    fake.positions = [corner(fake, "form", "create"), corner(fake, "form", "create", far=True)]
+    answers = "s\n" * 10 + "\n\n"  # skip up to form-again, capture it
+    result = run(home, "flow", "calibrate", input=answers + "s\n" * 10)
+    assert result.exit_code == 0, result.output
+    assert "'tap-create': create.png captured above" in result.output
+    assert result.output.count("captured create.png (280x40 px)") == 1
+
+
 def test_interrupts_reset_steps_and_read_back_regions_are_captured_by_name(setup):
     home, flow_file, fake = setup
     text = flow_file.read_text(encoding="utf-8")
@@ -153,3 +215,52 @@ def test_interrupts_reset_steps_and_read_back_regions_are_captured_by_name(setup
     )
     assert wrong.exit_code == 1 and "--image must name one of its other images" in wrong.output
     assert fake.clicks == []
+
+
+def test_flow_show_draws_every_step_with_its_image_pixel_for_pixel(setup, monkeypatch):
+    from moonshot.app import display
+
+    home, flow_file, fake = setup
+    monkeypatch.setattr(display, "problem", lambda: None)  # the fake screen is "reachable"
+    for step, box in (("form", "10,10,200,30"), ("tap-create", "10,340,280,40")):
+        done = run(home, "flow", "calibrate", "--step", step, "--box", box)
+        assert done.exit_code == 0, done.output
+    fake.scene = "picker"
+    done = run(home, "flow", "calibrate", "--step", "picker", "--box", "10,10,150,30")
+    assert done.exit_code == 0, done.output
+    fake.scene = "form"
+    shown = run(home, "flow", "show")
+    assert shown.exit_code == 0, shown.output
+    assert "contact sheet:" in shown.output and "no live column" not in shown.output
+    out = home / "logs" / "flow-show"
+    index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    fl = flowmod.load(flow_file)
+    assert [e["step"] for e in index["steps"]] == [s.name for s in fl.entries]
+    assert sheet_holds_the_images(home, fl) >= 5
+    live = {e["step"]: e["live"] for e in index["steps"]}
+    assert live["form"].startswith("now: match 1.00")  # the form shows: found where it is
+    assert "not this screen" in live["picker"]  # the picker does not show now
+    assert (home / "logs" / "flow-show" / "index.html").read_text().count("<tr>") == 1 + len(
+        index["steps"]
+    )
+    assert (flow_file.parent / "screens" / "picker.png").is_file()  # captured on its screen
+
+
+def sheet_holds_the_images(home, fl: flowmod.Flow) -> int:
+    """The contact sheet's PNG holds each step's reference image, pixel for pixel (where
+    index.json says); how many were compared."""
+    out = home / "logs" / "flow-show"
+    index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    with Image.open(out / "sheet.png") as img:
+        sheet = img.convert("RGB")
+    compared = 0
+    for entry in index["steps"]:
+        step = fl.entry(entry["step"])
+        if step.image is None or "crop" not in entry or entry.get("scaled"):
+            continue
+        x, y, w, h = entry["crop"]
+        with Image.open(step.image) as ref:
+            drawn = sheet.crop((x, y, x + w, y + h))
+            assert ImageChops.difference(drawn, ref.convert("RGB")).getbbox() is None, step.name
+        compared += 1
+    return compared

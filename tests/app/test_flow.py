@@ -4,7 +4,6 @@ found, the scaling math from calibration to this screen, and the address check."
 from __future__ import annotations
 
 import copy
-import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -309,37 +308,12 @@ def test_flow_file_precedence(tmp_path):
     assert flowmod.flow_path(tmp_path, "/abs/y.toml") == Path("/abs/y.toml")
 
 
-def _shape(fl: flowmod.Flow) -> list[dict]:
-    """Every entry's fields, image paths by file name (dump writes them relative)."""
-
-    def name(v):
-        if isinstance(v, Path):
-            return v.name
-        if isinstance(v, tuple) and v and isinstance(v[0], Path):
-            return tuple(p.name for p in v)
-        return v
-
-    return [{k: name(v) for k, v in dataclasses.asdict(s).items()} for s in fl.entries]
-
-
 WITH_EXTRAS = {
     "interrupt": [
         {"name": "whats-new", "image": "new.png", "target": "got-it.png", "times": 3},
         {"name": "rate-us", "image": "rate.png", "at": [10, 20], "confidence": 0.8},
     ],
 }
-
-
-@pytest.mark.parametrize("extra", [{}, WITH_EXTRAS], ids=["standin", "with-interrupts"])
-def test_dump_round_trips(tmp_path, extra):
-    data = {**standin_data(), **extra}
-    step_named(data, "type-name").update(verify="ocr", region=[1, 2, 3, 4], min_confidence=0.7)
-    step_named(data, "read-name").update(lines=2)
-    fl = flowmod.parse(data, STANDIN)
-    again = flowmod.parse(tomllib.loads(flowmod.dump(fl)), tmp_path / "flow.toml")
-    assert _shape(again) == _shape(fl)
-    keys = ("app", "calibration", "non_ascii", "verify", "min_confidence", "confidence")
-    assert [getattr(again, k) for k in keys] == [getattr(fl, k) for k in keys]
 
 
 def test_interrupts_and_reset_parse_with_their_defaults():

@@ -1,0 +1,177 @@
+"""The recorder's judgement without a display: which frame was the screen before a
+click when the app redraws before the click reaches us (hostile timing), what a field
+holds after select-all, backspace and paste, how the events of a session become clicks
+(keys the flow cannot press refused, a copied address tied to its click), and that a
+re-record keeps the user's [flow] table and comments. Also: nothing in the recorder can
+click or type."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+import tomlkit
+from PIL import Image, ImageDraw
+
+from moonshot.app import propose, recorder
+from moonshot.app.flow import Rect
+from tests.conftest import ROOT
+
+
+def screen(label: str, hover: bool = False) -> Image.Image:
+    img = Image.new("RGB", (400, 300), "white" if label == "A" else (60, 60, 80))
+    d = ImageDraw.Draw(img)
+    d.rectangle((10, 10, 190, 40), fill=(40, 40, 200) if label == "A" else (200, 40, 40))
+    d.text((20, 18), label * 8, fill="white")
+    d.rectangle((20, 100, 120, 130), fill=(250, 200, 0) if hover else (90, 90, 90))
+    return img
+
+
+def test_the_frame_before_a_click_is_the_screen_the_person_saw_not_the_apps_redraw():
+    s = recorder.Stream(lambda: None)
+    t = 0.0
+    for _ in range(20):  # screen A, still for 0.8 s
+        s.add(t, t + 0.02, screen("A"))
+        t += 0.04
+    # The click lands at t; the app redraws (B) before the event reaches the listener,
+    # 0.12 s later.
+    click_at = t
+    for _ in range(3):
+        s.add(t, t + 0.02, screen("B"))
+        t += 0.04
+    assert not recorder.changed(s.before(click_at + 0.12), screen("A"))
+    # A screen still long enough is what the person saw, even when it is the newest.
+    for _ in range(10):
+        s.add(t, t + 0.02, screen("B"))
+        t += 0.04
+    assert not recorder.changed(s.before(t), screen("B"))
+    assert [recorder.changed(a, screen("A")) for _, a in s.settled] == [False, True]
+
+
+def test_a_caret_blink_is_no_change_a_hover_stays_in_its_element():
+    a = screen("A")
+    caret = a.copy()
+    ImageDraw.Draw(caret).line((60, 104, 60, 126), fill="black")
+    assert not recorder.changed(a, caret)
+    assert recorder.changed(a, screen("A", hover=True))
+    # A hover is told from a new screen by where it is: nothing changed outside the
+    # element under the pointer (what the recorder's hover-free frame relies on).
+    hovered = screen("A", hover=True)
+    assert recorder.changed_share(a, hovered, [(16, 96, 124, 134)]) == 0.0
+    assert recorder.changed_much(a, screen("B"))
+    typed = a.copy()
+    ImageDraw.Draw(typed).text((30, 50), "Test One", fill="black")
+    assert not recorder.changed_much(a, typed, [(28, 48, 90, 62)])  # the coin's text
+
+
+def test_what_the_field_holds_after_the_keys():
+    t = recorder.Typing()
+    for ch in "Old":
+        t.char(ch)
+    t.select_all()
+    for ch in "Moon":
+        t.char(ch)
+    t.backspace()
+    t.char("n")
+    assert (t.text, t.cleared) == ("Moon", True)
+    t.paste(" Coin")
+    assert (t.text, t.pasted) == ("Moon Coin", True)
+    e = recorder.Typing()
+    e.char("x")
+    e.backspace()
+    assert (e.text, e.cleared) == ("", True)
+
+
+def _session(tmp_path, events: list[recorder.Event]) -> propose.Session:
+    recorder.save_session(
+        tmp_path, events, [(0.0, screen("A"))], Rect(0, 0, 200, 150), 1.0, "App", {}
+    )
+    return propose.Session.load(tmp_path)
+
+
+def test_a_key_the_flow_cannot_press_is_refused(tmp_path):
+    events = [
+        recorder.Event("click", 1.0, 50, 25, image=screen("A")),
+        recorder.Event("type", 1.5, text="Moon"),
+        recorder.Event("key", 1.6, text="tab"),
+        recorder.Event("phase", 9.0, text="launch-end"),
+    ]
+    with pytest.raises(propose.ProposeError, match="pressed Tab in the app after click 1"):
+        _session(tmp_path, events).clicks()
+
+
+def test_the_enter_that_answers_the_terminal_is_not_the_apps(tmp_path):
+    events = [
+        recorder.Event("click", 1.0, 50, 25, image=screen("A")),
+        recorder.Event("key", 8.9, text="enter"),  # the person's Enter in the terminal
+        recorder.Event("phase", 9.0, text="launch-end"),
+    ]
+    launch, reset, mark, end = _session(tmp_path, events).clicks()
+    assert len(launch) == 1 and reset == [] and mark is None
+
+
+def test_a_copied_address_belongs_to_the_click_before_it(tmp_path):
+    address = "So11111111111111111111111111111111111111112"
+    events = [
+        recorder.Event("click", 1.0, 50, 25, image=screen("A")),
+        recorder.Event("click", 5.0, 70, 115, image=screen("B")),
+        recorder.Event("clipboard", 5.6, text=address),
+        recorder.Event("click", 9.0, 150, 115, image=screen("B"), inside=False),  # terminal
+        recorder.Event("phase", 9.5, text="launch-end"),
+        recorder.Event("click", 10.0, 50, 25, image=screen("A")),
+        recorder.Event("type", 10.5, text="", cleared=True),
+        recorder.Event("phase", 12.0, text="reset-end"),
+    ]
+    launch, reset, _, _ = _session(tmp_path, events).clicks()
+    assert [c.n for c in launch] == [1, 2] and launch[1].copied == address
+    assert launch[0].copied is None
+    assert reset[0].typed["cleared"] and reset[0].typed["text"] == ""
+
+
+def test_a_new_recording_keeps_the_users_flow_table_and_comments():
+    previous = tomlkit.parse(
+        '# my notes about this Mac\n[flow]\napp = "Old"  # renamed later\n'
+        "settle = 0.6  # the Mac mini is slow\n\n[calibration]\nwindow = [1.0, 1.0]\n"
+        '\n[[interrupt]]\nname = "rate-us"\nimage = "rate.png"  # the rating prompt\n'
+    )
+    rows = [propose.Row("step", {"name": "front", "action": "activate"})]
+    p = propose.Proposal(rows, Rect(0, 0, 300, 400), 2.0)
+    text = tomlkit.dumps(propose.document(p, "Moonshot", previous))
+    for kept in ("# my notes about this Mac", "# the Mac mini is slow", "# the rating prompt"):
+        assert kept in text
+    data = tomlkit.parse(text).unwrap()
+    assert data["flow"]["app"] == "Moonshot" and data["flow"]["settle"] == 0.6
+    assert data["calibration"] == {"window": [300.0, 400.0], "pixel_ratio": 2.0}
+    assert data["interrupt"][0]["name"] == "rate-us"
+    assert json.dumps(data["step"]) == json.dumps([{"name": "front", "action": "activate"}])
+
+
+@pytest.mark.parametrize("module", ["recorder", "propose"])
+def test_recording_can_neither_click_nor_type(module):
+    """It only listens: no pyautogui, no pynput Controller, no driver."""
+    tree = ast.parse((ROOT / "moonshot" / "app" / f"{module}.py").read_text())
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    imported = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom):
+            imported |= {n.module or ""} | {a.name for a in n.names}
+        elif isinstance(n, ast.Import):
+            imported |= {a.name for a in n.names}
+    assert not {"Controller", "click", "press", "type_keys", "moveTo"} & names
+    assert not {"pyautogui", "moonshot.app.driver", "PyAutoGuiDriver"} & imported
+
+
+def test_events_count_in_time_order_not_in_the_order_threads_appended_them(tmp_path):
+    address = "So11111111111111111111111111111111111111112"
+    events = [
+        recorder.Event("click", 1.0, 50, 25, image=screen("A")),  # the spend
+        # The clipboard poller appended its change before the listener appended the click
+        # that made it (that one was still choosing its frame):
+        recorder.Event("clipboard", 2.05, text=address),
+        recorder.Event("click", 2.0, 70, 115, image=screen("B")),  # Copy address
+        recorder.Event("phase", 9.0, text="launch-end"),
+    ]
+    launch, _, _, _ = _session(tmp_path, events).clicks()
+    assert [c.copied for c in launch] == [None, address]
