@@ -25,6 +25,7 @@ MEASURES = (  # name, threshold, higher is better
     ("cell_structure", matching.MIN_CELL_STRUCTURE, True),
     ("colour", matching.MAX_COLOUR, False),
     ("cell_colour", matching.MAX_CELL_COLOUR, False),
+    ("mirror_gap", matching.MAX_MIRROR_GAP, False),
 )
 
 
@@ -87,6 +88,8 @@ def main() -> None:
             "refused_only_by_it": len(alone),
             "closest_refused": closest,
         }
+    mirrors = [r[5].mirror_gap for r in refused if r[2] == "mirror"]
+    out["scores"]["mirror_gap_smallest"] = min(mirrors) if mirrors else None
     for what in sorted({r[2] for r in refused}):
         best = max((r for r in refused if r[2] == what), key=lambda r: r[4].score)
         out["scores"][f"{what}_best"] = best[4].score
@@ -116,6 +119,11 @@ def main() -> None:
         print(
             f"  best {what:8s} {out['scores'][f'{what}_best']:.3f}"
             f"  ({out['scores'][f'{what}_best_reason']})"
+        )
+    if mirrors:
+        print(
+            f"mirror_gap: the photo itself at most {out['measures']['mirror_gap']['same_worst']:.3f},"
+            f" its mirrors at least {min(mirrors):.3f} (refused above {matching.MAX_MIRROR_GAP})"
         )
     print(f"same picture refused: {len(out['same_refused'])}/{n_same}")
     for line in out["same_refused"][:10]:

@@ -16,6 +16,9 @@ from moonshot.errors import ConfigError
 
 PACKAGED = Path(__file__).parent / "flows" / "default.toml"
 HOME_FLOW = "flow.toml"
+# compare_photo's score at its thresholds (matching.py): a photo step accepting less lets
+# look-alikes through, so photo_confidence and a photo step's confidence are at least this.
+PHOTO_OK = 0.8
 
 ACTIONS = (
     "activate",
@@ -145,7 +148,7 @@ class Flow:
     pause: float = 0.05
     type_interval: float = 0.0
     settle: float = 0.2
-    photo_confidence: float = 0.8
+    photo_confidence: float = PHOTO_OK
     min_confidence: float = 0.8
     verify: str = "clipboard"
     reset: tuple[Step, ...] = ()
@@ -260,7 +263,7 @@ def parse(data: dict[str, Any], path: Path, raw: bytes = b"") -> Flow:
     opts: dict[str, float] = {}
     for key, lo, hi in (
         ("confidence", 0.5, 1.0),
-        ("photo_confidence", 0.3, 1.0),
+        ("photo_confidence", PHOTO_OK, 1.0),
         ("min_confidence", 0.3, 1.0),
         ("timeout", 0.1, 600),
         ("pause", 0.0, 2.0),
@@ -391,7 +394,9 @@ def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step
         raise FlowError(f"{label}: failure must be a list of .png file names")
     fails = tuple(_image(label, base, f, "failure") for f in failure)
     timeout = _ranged(label, s, "timeout", 0.0, 600.0)
-    confidence = _ranged(label, s, "confidence", 0.5, 1.0)
+    # A photo step's score is compare_photo's: below PHOTO_OK it accepts look-alikes.
+    photo_step = action in ("check_photo", "read_photo")
+    confidence = _ranged(label, s, "confidence", PHOTO_OK if photo_step else 0.5, 1.0)
     min_conf = _ranged(label, s, "min_confidence", 0.3, 1.0)
     for key in ("irreversible", "check", "clear", "optional"):
         if key in s and not isinstance(s[key], bool):

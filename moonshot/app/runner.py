@@ -459,9 +459,12 @@ class Runner:
             photo = img.convert("RGB")
         deadline = self.clock() + self._timeout(step, READ_WAIT)
         while True:
-            score = imagematch.photo_score(photo, self._crop(self.driver.screenshot(), step.region))
-            if score >= conf:
-                ctx.results[f"{step.name}.score"] = f"{score:.3f}"
+            shown = self._crop(self.driver.screenshot(), step.region)
+            verdict = imagematch.compare_photo(photo, shown)
+            # compare_photo decides; a step's confidence can only be stricter (flow.py
+            # refuses one below PHOTO_OK).
+            if verdict.ok and verdict.score >= conf:
+                ctx.results[f"{step.name}.score"] = f"{verdict.score:.3f}"
                 return
             if self.clock() >= deadline:
                 what = (
@@ -472,8 +475,8 @@ class Runner:
                 raise self._fail(
                     step,
                     ctx,
-                    f"{what} {ctx.photo.name} (similarity {score:.2f} < {conf:.2f});"
-                    " another photo is newest or was chosen",
+                    f"{what} {ctx.photo.name} (similarity {verdict.score:.2f}, needs"
+                    f" {conf:.2f}: {verdict.reason}); another photo is newest or was chosen",
                     mismatch=True,
                 )
             self.sleep(0.1)

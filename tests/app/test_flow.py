@@ -272,6 +272,16 @@ CASES = [
         "step 2 'form': image must be a .png",
     ),
     ("no calibration", lambda d: d.pop("calibration"), "calibration.window must be"),
+    (
+        "photo_confidence that lets look-alikes through",
+        lambda d: d["flow"].update(photo_confidence=0.5),
+        "flow.photo_confidence = 0.5: expected a number from 0.8 to 1.0",
+    ),
+    (
+        "a photo step less strict than compare_photo",
+        lambda d: next(s for s in d["step"] if s["action"] == "check_photo").update(confidence=0.7),
+        "confidence = 0.7: expected a number from 0.8 to 1.0",
+    ),
     ("non_ascii typo", lambda d: d["flow"].update(non_ascii="type"), "flow.non_ascii = 'type'"),
     (
         "failure elsewhere",

@@ -8,7 +8,7 @@ import io
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
@@ -58,6 +58,28 @@ def test_a_picture_and_its_mirror_are_told_apart():
     verdict = matching.compare_photo(photo, drawn(pictures.mirrored(photo)))
     assert not verdict.ok
     assert "mirrored" in verdict.reason or "structure" in verdict.reason
+
+
+def test_a_texture_alike_its_mirror_is_refused():
+    """Found by the property test: this texture's mirror is alike overall (structure 0.91,
+    every region within the thresholds) and was accepted at 0.815; it matches the photo
+    mirrored far better (0.998) than as it is."""
+    photo = pictures.picture("texture", 706)
+    rnd = random.Random(0)
+    decoys = dict(pictures.lookalikes(photo, "texture", 706, rnd))
+    verdict = matching.compare_photo(photo, pictures.as_drawn(decoys["mirror"], rnd))
+    assert not verdict.ok
+    assert "mirror" in verdict.reason
+
+
+def test_a_symmetric_photo_is_accepted_as_its_own_mirror():
+    """A symmetric picture and its mirror are the same picture: nothing to refuse."""
+    photo = Image.new("RGB", (320, 240), (30, 90, 160))
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(photo).ellipse((100, 60, 220, 180), fill=(240, 200, 40))
+    verdict = matching.compare_photo(photo, drawn(pictures.mirrored(photo)))
+    assert verdict.ok, verdict.reason
 
 
 def test_two_textures_are_told_apart():
@@ -122,6 +144,7 @@ def test_property_the_coin_photo_as_drawn_is_accepted(kind, seed, draw):
 
 @FAST
 @given(kind=kinds, seed=seeds, draw=seeds)
+@example(kind="texture", seed=706, draw=0)  # a mirror alike overall, once accepted at 0.815
 def test_property_every_lookalike_is_refused(kind, seed, draw):
     photo = pictures.picture(kind, seed)
     rnd = random.Random(draw)
