@@ -114,6 +114,17 @@ def explain(exc: sqlite3.Error, path: Path) -> MoonshotError:
 
 
 LOW_SPACE = 1 << 20  # below this, a write error is called a full disk
+# A reason (last_error, a transition's detail.reason) is a line for a person: a server's
+# whole error page in an exception is cut here, so status, alerts and the dashboard (whose
+# bound on a value is 10,000 bytes) always show it.
+MAX_REASON = 1000
+
+
+def bounded(text):
+    """`text` cut to MAX_REASON characters, marked with an ellipsis; anything else as is."""
+    if isinstance(text, str) and len(text) > MAX_REASON:
+        return text[: MAX_REASON - 1] + "\u2026"
+    return text
 
 
 def _free_bytes(path: Path) -> int:
@@ -514,6 +525,10 @@ class Store:
             raise ValueError(f"not changeable by a transition: {sorted(bad)}")
         now = time.time() if now is None else now
         stamp = iso(now)
+        if "last_error" in changes:
+            changes = {**changes, "last_error": bounded(changes["last_error"])}
+        if "reason" in detail:
+            detail = {**detail, "reason": bounded(detail["reason"])}
         sets = ["state = ?", "updated_at = ?", *[f"{k} = ?" for k in changes]]
         with self.write() as conn:
             cur = conn.execute(
@@ -718,6 +733,8 @@ class Store:
         bad = set(fields) - CHANGEABLE
         if bad:
             raise ValueError(f"not changeable: {sorted(bad)}")
+        if "last_error" in fields:
+            fields["last_error"] = bounded(fields["last_error"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.write() as conn:
             conn.execute(
@@ -768,7 +785,7 @@ class Store:
         with self.write() as conn:
             conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try = ? WHERE id = ?",
-                (error, next_try, entry_id),
+                (bounded(error), next_try, entry_id),
             )
 
     def outbox_pending_coins(self) -> set[int]:
@@ -843,7 +860,7 @@ class Store:
                 conn.execute(
                     "UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_try = ?,"
                     " delivered = ? WHERE id = ?",
-                    (error, next_try, json.dumps(sorted(delivered)), alert_id),
+                    (bounded(error), next_try, json.dumps(sorted(delivered)), alert_id),
                 )
 
     def alerts_expire(self, before: float) -> int:

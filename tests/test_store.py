@@ -3,6 +3,7 @@ append-only audit, stale-state protection, migrations, concurrent writers."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 
@@ -65,6 +66,33 @@ def test_transition_and_audit_row_commit_together(tmp_path):
         "SELECT from_state, to_state, trigger FROM transitions ORDER BY id"
     ).fetchall()
     assert rows == [(None, "fetched", "add"), ("fetched", "spooled", "spool")]
+
+
+def test_a_long_reason_is_cut_where_every_reader_can_show_it(tmp_path):
+    """A server's whole error page in an exception: last_error and the audit's reason are
+    cut to MAX_REASON (the dashboard refuses a value over 10,000 bytes, status would print
+    pages), marked with an ellipsis; a short reason is kept whole."""
+    from moonshot import store as store_mod
+
+    store = Store(tmp_path / "m.db")
+    c = coin(store)
+    page = "<html>" + "x" * 50_000
+    store.fire(c, "spool", detail={"file": "f.jpg"}, image_filename="f.jpg")
+    c = store.get(c.id)
+    store.fire(c, "fail", detail={"reason": page}, last_error=page)
+    row = store.get(c.id)
+    assert len(row.last_error) == store_mod.MAX_REASON and row.last_error.endswith("\u2026")
+    assert row.last_error.startswith("<html>xxx")
+    (detail,) = (
+        sqlite3.connect(tmp_path / "m.db")
+        .execute("SELECT detail FROM transitions WHERE trigger = 'fail'")
+        .fetchone()
+    )
+    assert len(json.loads(detail)["reason"]) == store_mod.MAX_REASON
+    store.set_fields(c.id, last_error=page)
+    assert len(store.get(c.id).last_error) == store_mod.MAX_REASON
+    store.set_fields(c.id, last_error="short")
+    assert store.get(c.id).last_error == "short"
 
 
 def test_audit_is_append_only(tmp_path):
