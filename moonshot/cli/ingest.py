@@ -10,6 +10,8 @@ import sys
 import time
 
 import click
+import cloup
+from cloup.constraints import mutually_exclusive
 
 from moonshot.errors import MoonshotError
 
@@ -117,9 +119,10 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
         raise click.ClickException(str(exc)) from None
 
 
-@click.command(short_help="What the tweet policy decided, with reasons.")
-@click.option("--refused", "which", flag_value="refused", help="Only refusals.")
-@click.option("--accepted", "which", flag_value="accepted", help="Only acceptances.")
+@cloup.command(short_help="What the tweet policy decided, with reasons.")
+@cloup.option("--refused", is_flag=True, help="Only refusals.")
+@cloup.option("--accepted", is_flag=True, help="Only acceptances.")
+@cloup.constraint(mutually_exclusive, ["refused", "accepted"])
 @click.option(
     "--limit",
     default=50,
@@ -129,9 +132,11 @@ def ingest(ctx, files, x_api: bool, follow: bool, reconsider: bool, print_sql: b
 )
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
-def decisions(ctx: click.Context, which: str | None, limit: int, as_json: bool) -> None:
+def decisions(ctx: click.Context, refused: bool, accepted: bool, limit: int, as_json: bool) -> None:
     """What the tweet policy decided, newest first, each with its reason."""
     from moonshot.cli.common import load_config, open_store, output
+
+    which = "refused" if refused else "accepted" if accepted else None
 
     cfg = load_config(ctx)
     store = open_store(cfg)

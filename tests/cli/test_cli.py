@@ -162,6 +162,7 @@ def test_status_says_not_running_and_exits_nonzero(home):
         (["retry", "0"], "COIN_ID"),
         (["add", "--ticker", "A", "--name", "n", "--image", "http://[::1"], "cannot be parsed"),
         (["decisions", "--limit", "-5"], "--limit"),
+        (["decisions", "--refused", "--accepted"], "mutually exclusive"),
     ],
 )
 def test_bad_arguments_are_clear_errors_not_tracebacks(home, args, message):
