@@ -23,7 +23,7 @@ from urllib.parse import quote
 from moonshot import machine as m
 from moonshot.config import Config
 from moonshot.errors import HomeError, HomeTrouble, MoonshotError
-from moonshot.fsutil import write_atomic
+from moonshot.fsutil import read_jsonl, write_atomic
 from moonshot.naming import parse_name
 from moonshot.ports import IncomingCoin
 from moonshot.store import HOME_TROUBLESHOOTING, Store, check_version, explain
@@ -60,6 +60,40 @@ def write_marker(folder: Path, marker: Marker, durable: bool) -> None:
         raise HomeTrouble(f"cannot write {folder / MARKER}: {exc.strerror}") from None
 
 
+def outside_marker(home_id: str) -> Path:
+    """The home's count kept outside the home, in the user's state folder
+    (~/Library/Application Support/moonshot/homes on macOS, $XDG_STATE_HOME/moonshot/homes
+    or ~/.local/state/moonshot/homes elsewhere): restoring the home folder, or its
+    moonshot.db with its spool/, from a backup brings back a spool marker that matches the
+    old database; this file is not in that backup, so the older database is still noticed."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("moonshot", appauthor=False)) / "homes" / home_id
+
+
+def read_outside(home_id: str | None) -> Marker | None:
+    return read_marker(outside_marker(home_id)) if home_id else None
+
+
+def write_outside(marker: Marker, durable: bool) -> None:
+    """Raise the outside count to `marker`'s (never lower it: another copy of this home,
+    or the other stage's agent, may have counted further)."""
+    assert marker.home_id
+    folder = outside_marker(marker.home_id)
+    now = read_marker(folder)
+    if (
+        now is not None
+        and now.home_id == marker.home_id
+        and now.evidence_seq >= marker.evidence_seq
+    ):
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HomeTrouble(f"cannot write {folder / MARKER}: {exc.strerror}") from None
+    write_marker(folder, marker, durable)
+
+
 def marker_folders(cfg: Config) -> list[Path]:
     """Where the home writes its marker: spool/ always, the folder library when used."""
     return [cfg.spool_dir, *([cfg.library_path] if cfg.photos_kind == "folder" else [])]
@@ -82,16 +116,9 @@ def coin_files(cfg: Config) -> list[Path]:
 def ledger_lines(cfg: Config) -> list[dict[str, Any]]:
     """The ledger launcher's launches (launches.jsonl), each line that parses."""
     try:
-        text = cfg.ledger_path.read_text(encoding="utf-8", errors="replace")
+        return read_jsonl(cfg.ledger_path)
     except OSError:
         return []
-    out = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if isinstance(entry, dict):
-                out.append(entry)
-    return out
 
 
 def _library_assets(cfg: Config) -> int:
@@ -301,12 +328,19 @@ def _check_markers(
             f" home's spool/ back, or run `moonshot recover` ({HOME_TROUBLESHOOTING})"
         )
     if spool and spool.evidence_seq > seq:
-        raise HomeError(
-            f"{cfg.db_path} is older than this home: spool/{MARKER} counts"
-            f" {spool.evidence_seq} spool files and launches, the database {seq} (restored"
-            " from an older backup?). Coins may have moved on since, even launched: run"
-            f" `moonshot recover`, which has a person settle each one ({HOME_TROUBLESHOOTING})"
-        )
+        raise _older(cfg, f"spool/{MARKER}", spool.evidence_seq, seq)
+    outside = read_outside(home_id)
+    if outside and outside.home_id == home_id and outside.evidence_seq > seq:
+        raise _older(cfg, str(outside_marker(home_id) / MARKER), outside.evidence_seq, seq)
+
+
+def _older(cfg: Config, where: str, counted: int, seq: int) -> HomeError:
+    return HomeError(
+        f"{cfg.db_path} is older than this home: {where} counts {counted} spool files,"
+        f" launches and withdrawals, the database {seq} (restored from an older backup, with"
+        " or without its spool/?). Coins may have moved on since, even launched: run"
+        f" `moonshot recover`, which has a person settle each one ({HOME_TROUBLESHOOTING})"
+    )
 
 
 def attach(cfg: Config, store: Store) -> str:
@@ -323,10 +357,11 @@ def attach(cfg: Config, store: Store) -> str:
 
     def keep(new_seq: int, durable: bool) -> None:
         now = read_marker(cfg.spool_dir)
-        if now is not None and now.home_id == home_id and now.evidence_seq >= new_seq:
-            return  # the other stage's agent wrote a later count meanwhile (--split)
         try:
-            write_marker(cfg.spool_dir, Marker(home_id, new_seq), durable)
+            # (A later count already there: the other stage's agent wrote it, --split.)
+            if now is None or now.home_id != home_id or now.evidence_seq < new_seq:
+                write_marker(cfg.spool_dir, Marker(home_id, new_seq), durable)
+            write_outside(Marker(home_id, new_seq), durable)
         except HomeTrouble:
             if durable:
                 raise  # no launch without it
@@ -345,6 +380,8 @@ def attach(cfg: Config, store: Store) -> str:
                     folder.mkdir(parents=True, exist_ok=True)
                 if folder.is_dir():
                     write_marker(folder, want, durable=True)
+    with contextlib.suppress(OSError, MoonshotError):  # best effort, as above
+        write_outside(Marker(home_id, seq), durable=True)
     store.on_evidence = keep
     return home_id
 
@@ -376,13 +413,16 @@ def _recover(cfg: Config) -> dict[str, Any]:
         db_id, seq = store.identity()
         if marker_id and (db_id or not fresh) and db_id != marker_id:
             raise _not_ours(cfg, db_id, cfg.spool_dir, marker_id)
-        marker_seq = spool.evidence_seq if spool else 0
+        outside = read_outside(marker_id or db_id)
+        marker_seq = max(spool.evidence_seq if spool else 0, outside.evidence_seq if outside else 0)
         if not fresh and marker_seq <= seq and (spool is not None or seq == 0):
             attach(cfg, store)
             return {"home_id": db_id, "reviewed": [], "rebuilt": [], "nothing": True}
         home_id = store.claim_home_id(marker_id or db_id or uuid.uuid4().hex)
-        reviewed = [] if fresh else _review_unsettled(store)
-        rebuilt = _rebuild_unknown(cfg, store)
+        found = _evidence_files(cfg)
+        owners = {} if fresh else _join_known(cfg, store, found)
+        reviewed = [] if fresh else _review_unsettled(store, _ledger_notes(cfg, store, owners))
+        rebuilt = _rebuild_unknown(cfg, store, found, owners)
         store.set_identity(home_id, max(seq, marker_seq))
         attach(cfg, store)
         return {"home_id": home_id, "reviewed": reviewed, "rebuilt": rebuilt, "nothing": False}
@@ -390,13 +430,70 @@ def _recover(cfg: Config) -> dict[str, Any]:
         store.close()
 
 
-def _review_unsettled(store: Store) -> list[dict[str, Any]]:
+def _evidence_files(cfg: Config) -> dict[str, str]:
+    """Every coin file name the home shows (spool/, spool/done/, the ledger), with where."""
+    found: dict[str, str] = {}
+    for path in coin_files(cfg):
+        where = "spool/done/ (launched, or moved on)" if path.parent != cfg.spool_dir else "spool/"
+        found.setdefault(path.name, where)
+    for entry in ledger_lines(cfg):
+        name = entry.get("image_filename")
+        if isinstance(name, str) and parse_name(name) is not None:
+            found.setdefault(name, f"{cfg.ledger_path.name} only")
+    return found
+
+
+def _join_known(cfg: Config, store: Store, found: dict[str, str]) -> dict[str, int]:
+    """File name -> the coin of this database it belongs to: its owner row, else the
+    coin its ledger line names (id and ticker), else the one coin of its user and ticker
+    that has no file yet (the copy was made before its download). A file found in spool/
+    is given to that coin; one in spool/done/ or only in the ledger is noted on it."""
+    owners = {name: c.id for name in found if (c := store.find_by_filename(name)) is not None}
+    by_line = {e.get("image_filename"): e for e in ledger_lines(cfg)}
+    for name, where in found.items():
+        if name in owners:
+            continue
+        parsed = parse_name(name)
+        assert parsed is not None
+        line = by_line.get(name) or {}
+        coin = store.get(line["coin_id"]) if isinstance(line.get("coin_id"), int) else None
+        if coin is None or coin.ticker != parsed.ticker:
+            alike = store.without_file(parsed.twitter_user, parsed.ticker)
+            coin = alike[0] if len(alike) == 1 else None
+        if coin is None:
+            continue
+        owners[name] = coin.id
+        if where == "spool/" and coin.image_filename is None:
+            with contextlib.suppress(MoonshotError):
+                store.give_file(coin.id, name)
+    return owners
+
+
+def _ledger_notes(cfg: Config, store: Store, owners: dict[str, int]) -> dict[int, str]:
+    """coin id -> what the ledger says of it: a launch this database did not record."""
+    notes: dict[int, str] = {}
+    for entry in ledger_lines(cfg):
+        name = entry.get("image_filename")
+        coin_id = owners.get(name) if isinstance(name, str) else None
+        if coin_id is None:
+            continue
+        notes[coin_id] = f"; {cfg.ledger_path.name} records its launch{_when(entry.get('at'))}"
+    return notes
+
+
+def _when(at: Any) -> str:
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        return ""
+    return f" at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(at))} UTC"
+
+
+def _review_unsettled(store: Store, notes: dict[int, str]) -> list[dict[str, Any]]:
     out = []
     for coin in store.coins_in([*m.RETRYABLE, m.LAUNCHING, m.FAILED], order="id"):
         reason = (
             "moonshot recover: moonshot.db was restored from an older copy (or came without its"
-            " spool/), and this coin may have moved on since, even launched; check the app,"
-            " then moonshot resolve"
+            " spool/), and this coin may have moved on since, even launched"
+            f"{notes.get(coin.id, '')}; check the app, then moonshot resolve"
             f" {coin.id} --launched | --not-launched | --withdraw"
         )
         trigger = "review" if coin.state == m.LAUNCHING else "recover"
@@ -405,29 +502,21 @@ def _review_unsettled(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def _rebuild_unknown(cfg: Config, store: Store) -> list[dict[str, Any]]:
-    known = store.owned_files()
+def _rebuild_unknown(
+    cfg: Config, store: Store, found: dict[str, str], owners: dict[str, int]
+) -> list[dict[str, Any]]:
+    """A coin of source `recovered` in needs_review for each file or ledger launch that
+    belongs to no coin of this database."""
     launches = {e.get("image_filename"): e for e in ledger_lines(cfg)}
-    found: dict[str, str] = {}
-    for path in coin_files(cfg):
-        where = "spool/done/ (launched, or moved on)" if path.parent != cfg.spool_dir else "spool/"
-        found.setdefault(path.name, where)
-    for name in launches:
-        if isinstance(name, str) and parse_name(name) is not None:
-            found.setdefault(name, f"{cfg.ledger_path.name} only")
     out = []
     for name, where in sorted(found.items()):
-        if name in known:
+        if name in owners:
             continue
         parsed = parse_name(name)
         assert parsed is not None
         launch = launches.get(name) or {}
-        when = launch.get("at")
-        said = (
-            f"; {cfg.ledger_path.name} records its launch at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(when))} UTC"
-            if isinstance(when, int | float)
-            else ""
-        )
+        when = _when(launch.get("at"))
+        said = f"; {cfg.ledger_path.name} records its launch{when}" if launch else ""
         name_text = launch.get("name") if isinstance(launch.get("name"), str) else parsed.ticker
         incoming = IncomingCoin(
             RECOVERED,

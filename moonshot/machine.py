@@ -36,9 +36,20 @@ ACTIVE_PHOTO = (IMPORTED, CONFIRMED, LAUNCHING)  # import gate: at most one coin
 # `moonshot withdraw`: a person's decision, before the launch has started (design.md).
 WITHDRAWABLE = (*RETRYABLE, FAILED)
 # Commits after which the coin leaves evidence outside moonshot.db (a file in spool/, a
-# launch): the home's marker counts them, so a database older than the evidence is
-# noticed (invariant 7, moonshot/home.py).
-LEAVES_EVIDENCE = frozenset({"spool", "drop", "start_launch"})
+# launch), and a person's decisions that an older copy of the database must not undo
+# (a withdrawal, which the service would otherwise launch; a settled review): the home's
+# markers count them, so a database older than them is noticed (invariant 7, home.py).
+LEAVES_EVIDENCE = frozenset(
+    {
+        "spool",
+        "drop",
+        "start_launch",
+        "withdraw",
+        "resolve_withdrawn",
+        "resolve_launched",
+        "resolve_not_launched",
+    }
+)
 
 # (trigger, source(s), dest, conditions). dest "=" is reflexive: recorded, state kept.
 TRANSITIONS: list[dict[str, Any]] = [

@@ -275,12 +275,31 @@ class Pipeline:
             for key, tag, outcome, ended in self.downloads.results(timeout=0.05):
                 self.finish_spool(key, tag, outcome, ended)
 
+    def has_file(self, coin: Coin) -> bool:
+        return bool(coin.image_filename) and self.spool_path(coin).exists()
+
     def _missing_file(self, coin: Coin, now: float) -> None:
-        """The coin's file left spool/ (removed or renamed by hand): spool it afresh."""
-        reason = (
-            f"spooled file {coin.image_filename} is missing; `moonshot retry {coin.id}`"
-            " downloads it again"
-        )
+        """The coin's file left spool/ (removed or renamed by hand), or it never had one
+        in this database (an older copy, settled by a person): spool it afresh, unless
+        its file is in spool/done/, where only a coin that moved on puts it."""
+        if not coin.image_filename:
+            reason = (
+                "no spooled file: this database never saw the coin's download (restored"
+                f" from an older copy?); `moonshot retry {coin.id}` downloads it again"
+            )
+        elif (self.cfg.done_dir / coin.image_filename).exists():
+            reason = (
+                f"spooled file {coin.image_filename} is in spool/done/, where a coin that was"
+                " launched or withdrawn leaves it: this coin may have moved on (an older copy"
+                " of moonshot.db?). Check the app: launched, or must not launch:"
+                f" `moonshot withdraw {coin.id}`; not launched: `moonshot retry {coin.id}`"
+                " downloads it again"
+            )
+        else:
+            reason = (
+                f"spooled file {coin.image_filename} is missing; `moonshot retry {coin.id}`"
+                " downloads it again"
+            )
         self.fail(coin, reason, now, m.FETCHED)
 
     # -- spooled -> imported ---------------------------------------------------------------
@@ -303,10 +322,10 @@ class Pipeline:
     def import_(self, coin: Coin, now: float) -> None:
         started = coin.import_started or now
         coin = self._attempt(coin, now, import_started=started)
-        path = self.spool_path(coin)
-        if not path.exists():
+        if not self.has_file(coin):
             self._missing_file(coin, now)
             return
+        path = self.spool_path(coin)
         if coin.image_sha256 and file_sha256(path) != coin.image_sha256:
             # Only decoded and re-encoded images are imported (invariant 5).
             reason = (
@@ -433,7 +452,7 @@ class Pipeline:
             return
         if not self._source_holds(coin, now):
             return
-        if not self.spool_path(coin).exists():  # renamed or removed by hand (issue 15)
+        if not self.has_file(coin):  # renamed or removed by hand (issue 15)
             self._missing_file(coin, now)
             return
         coin = self._attempt(coin, now)
@@ -581,11 +600,25 @@ class Pipeline:
         """A coin's own file, seen again: say a word when it is not what the coin spooled
         (the same name dropped twice with other content, issue 15); it is not taken."""
         if not owner.image_sha256 or file_sha256(path) == owner.image_sha256:
+            self.store.clear_refused_drop(path.name)  # the coin spooled it since (a retry)
             return "ignored"
-        why = (
-            f"changed after coin {owner.id} ({owner.state}) took this name; left alone: the"
-            " coin keeps the image it spooled (drop another name for another coin)"
-        )
+        if owner.image_filename == path.name and owner.state in (m.FETCHED, m.SPOOLED, m.FAILED):
+            # Its only copy: the import compares it with what the coin spooled.
+            then = (
+                "takes THIS content for it"
+                if owner.image_url == f"spool/{path.name}"  # a manual coin: the file is its source
+                else "downloads its own image again"
+            )
+            why = (
+                f"changed after coin {owner.id} ({owner.state}) spooled it, before its import:"
+                f" the coin is not imported with it and fails; `moonshot retry {owner.id}`"
+                f" {then} (drop another name for another coin)"
+            )
+        else:
+            why = (
+                f"changed after coin {owner.id} ({owner.state}) took this name; left alone:"
+                " the coin keeps the image it spooled (drop another name for another coin)"
+            )
         self.log.warning("spool/%s %s", path.name, why, extra={"coin": owner.id})
         self.store.refuse_drop(path.name, why)
         return "changed"

@@ -91,6 +91,11 @@ class Service:
         self._db_lost = False  # moonshot.db was deleted or replaced under this process
 
     # -- lifecycle -----------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the home's stage locks now (start takes them otherwise)."""
+        if not self._locks:
+            self._lock_stages()
+
     def _lock_stages(self) -> None:
         """One process per stage and home: a second `run` (or `run --once` beside the
         launchd agent) would send the coin the first one is launching to needs_review

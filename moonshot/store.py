@@ -379,7 +379,7 @@ class Store:
         """None while `path` is still the file this store opened; else what happened."""
         now = file_id(self.path)
         if now is None:
-            return f"{self.path} was deleted"
+            return f"{self.path} was deleted or moved away"
         if now != self.file_id:
             return f"{self.path} was replaced by another file"
         return None
@@ -618,9 +618,6 @@ class Store:
     def set_identity(self, home_id: str, evidence_seq: int) -> None:
         self.meta_set_many({"home_id": home_id, "evidence_seq": str(evidence_seq)})
 
-    def owned_files(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT name FROM spool_files")}
-
     def twin(self, coin: Coin, states: tuple[str, ...]) -> Coin | None:
         """Another coin of the same twitter user and ticker in one of `states`."""
         marks = ", ".join("?" * len(states))
@@ -672,6 +669,29 @@ class Store:
             "SELECT * FROM coins WHERE source = ? AND source_ref = ?", (source, source_ref)
         )
         return Coin.from_row(row) if row else None
+
+    def without_file(self, twitter_user: str, ticker: str) -> list[Coin]:
+        """Coins of this user and ticker that have no spool file (`moonshot recover`
+        looks for the coin a file it found belongs to)."""
+        rows = self.db.execute(
+            "SELECT id FROM coins WHERE ticker = ? AND twitter_user = ? COLLATE NOCASE"
+            " AND image_filename IS NULL ORDER BY id",
+            (ticker, twitter_user),
+        ).fetchall()
+        return [c for (cid,) in rows if (c := self.get(cid)) is not None]
+
+    def give_file(self, coin_id: int, name: str) -> None:
+        """A file found in spool/ becomes the coin's own, with its owner row, in one
+        commit (`moonshot recover`: a database older than the coin's download)."""
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE coins SET image_filename = ?, updated_at = ? WHERE id = ?"
+                " AND image_filename IS NULL",
+                (name, iso(), coin_id),
+            )
+            if cur.rowcount != 1:
+                raise StaleState(f"coin {coin_id} has a spool file already")
+            self._own_file(conn, coin_id, name, iso())
 
     def find_by_filename(self, filename: str) -> Coin | None:
         """The coin that owns, or once owned, this spool file name (its image_filename

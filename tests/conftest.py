@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,10 @@ from moonshot.photos.library_folder import FolderLibrary
 from moonshot.supabase.source_local import LocalSource
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every home keeps a count outside itself in the user's state folder (home.outside_marker):
+# the tests' homes keep theirs in a folder of this run, inherited by the CLI subprocesses.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="moonshot-test-state-")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from moonshot.errors import TransientError
-from moonshot.fsutil import append_durable
+from moonshot.errors import MoonshotError, TransientError
+from moonshot.fsutil import append_durable, read_jsonl
 from moonshot.ports import Coin, LaunchResult
 
 
@@ -19,8 +19,25 @@ class LedgerLauncher:
         self.path = Path(path)
 
     def prepare(self, coin: Coin, image: Path) -> None:
+        """Before `launching`: the image is there, and the ledger has not launched this
+        coin already (the app's own memory: a database older than the ledger, restored
+        with its markers, must still not launch a coin twice)."""
         if not image.exists():
             raise TransientError(f"spooled image {image.name} is missing")
+        for entry in self.entries():
+            if entry.get("coin_id") == coin.id and entry.get("ticker") == coin.ticker:
+                when = entry.get("at")
+                at = (
+                    time.strftime(" at %Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+                    if isinstance(when, int | float)
+                    else ""
+                )
+                raise MoonshotError(  # fails the coin: visible, nothing spent
+                    f"{self.path.name} already records the launch of coin {coin.id}"
+                    f" ({coin.ticker}){at}: not launched again. moonshot.db is older than the"
+                    " ledger (restored from a backup?): stop the service and run"
+                    " `moonshot recover`, which puts such coins in front of a person"
+                )
 
     def launch(self, coin: Coin) -> LaunchResult:
         entry = {
@@ -36,10 +53,5 @@ class LedgerLauncher:
         return LaunchResult(token_address=None, detail={"ledger": str(self.path.name)})
 
     def entries(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [
-            json.loads(line)
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        """Each line that parses (a torn last line after a power cut is skipped)."""
+        return read_jsonl(self.path)

@@ -80,6 +80,7 @@ def run(ctx: click.Context, once: bool, log_format: str | None, stages: str) -> 
     logs.setup(cfg, log_format)
     try:
         service = Service(cfg, stages=stages)
+        service.lock()  # another run on this home: the home is unusable now, one line
     except MoonshotError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(RET_CONFIG)

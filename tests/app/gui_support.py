@@ -218,6 +218,18 @@ def run_once(
         )
 
 
+def assert_each_coin_created_once(creates: list[dict], coins: list, wanted) -> None:
+    """Every coin created exactly once, with its own name, ticker and photo asset, in
+    whatever order the pipeline took them (download workers may spool a later coin
+    first): each Create event is matched to its coin by ticker."""
+    by_ticker = {e["ticker"]: e for e in creates}
+    assert len(creates) == len(by_ticker) == len(coins), creates
+    for coin, (name, ticker) in zip(coins, wanted, strict=True):
+        made = by_ticker[ticker]
+        assert (made["name"], coin.ticker) == (name, ticker)
+        assert made["photo"]["asset_id"] == coin.photos_asset_id
+
+
 def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[photos]", 'kind = "folder"', "[launch]", 'mode = "app"', f'flow = "{flow_file}"']

@@ -58,12 +58,12 @@ def test_run_once_launches_three_coins_each_with_its_own_image_name_and_ticker(a
     coins = [store.get(i) for i in ids]
     assert [c.state for c in coins] == ["launched"] * 3, [c.last_error for c in coins]
     creates = app.events("create")
-    assert [(e["name"], e["ticker"]) for e in creates] == wanted
     # The photo chosen in the picker is each coin's own asset, the newest at the time.
-    assert [e["photo"]["asset_id"] for e in creates] == [c.photos_asset_id for c in coins]
+    gui_support.assert_each_coin_created_once(creates, coins, wanted)
     assert len({c.photos_asset_id for c in coins}) == 3
     copied = [e["address"] for e in app.events("copy")]
-    assert [c.token_address for c in coins] == copied and len(set(copied)) == 3
+    by_ticker = dict(zip([e["ticker"] for e in creates], copied, strict=True))
+    assert {c.ticker: c.token_address for c in coins} == by_ticker and len(set(copied)) == 3
     per_coin = elapsed / 3
     print(
         f"\nmoonshot run --once, app mode, stand-in on Xvfb: 3 coins in {elapsed:.2f} s,"

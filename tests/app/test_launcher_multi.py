@@ -108,11 +108,14 @@ def test_three_coins_launch_through_five_screens_each_read_back(multi, tmp_path)
     coins = [store.get(i) for i in ids]
     assert [c.state for c in coins] == ["launched"] * 3, [c.last_error for c in coins]
     creates = confirms_are_the_coins(app, store)
-    assert [(e["name"], e["ticker"]) for e in creates] == [(n, t) for n, t, _ in wanted]
+    gui_support.assert_each_coin_created_once(creates, coins, [(n, t) for n, t, _ in wanted])
     # The long name was cut on the review screen and still confirmed by its start.
     detail = history(store, ids[1])[-1]["detail"]
     assert "shown truncated" in detail["read-name"], detail
-    assert [e["address"] for e in app.events("copy")] == [c.token_address for c in coins]
+    copied = dict(
+        zip([e["ticker"] for e in creates], [e["address"] for e in app.events("copy")], strict=True)
+    )
+    assert {c.ticker: c.token_address for c in coins} == copied  # each its own address
     print(
         f"\nmulti-screen stand-in on Xvfb, real OCR: 3 coins in {elapsed:.2f} s,"
         f" {elapsed / 3:.2f} s per coin"

@@ -178,8 +178,7 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
         coins = [store.get(i) for i in ids]
         assert [c.state for c in coins] == ["launched"] * 3, [c.last_error for c in coins]
         made = [e for e in app.events("create") if e["ticker"] != "TEST1"]
-        assert [(e["name"], e["ticker"]) for e in made] == wanted
-        assert [e["photo"]["asset_id"] for e in made] == [c.photos_asset_id for c in coins]
+        gui_support.assert_each_coin_created_once(made, coins, wanted)
         assert all(c.token_address for c in coins)
     finally:
         app.stop()

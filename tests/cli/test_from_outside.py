@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -139,7 +140,7 @@ def test_a_database_deleted_under_the_running_service_is_noticed(home, tmp_path,
     assert "missing" in line, line
     assert proc.wait(timeout=30) != 0  # the service stops by itself
     err = proc.err()
-    assert "moonshot.db was deleted while moonshot run used it" in err
+    assert "moonshot.db was deleted or moved away while moonshot run used it" in err
     assert "Traceback" not in err
     (saved,) = home.glob("moonshot.db.saved-*")
     line = one_line_error(run_cli(home, "status"))
@@ -471,3 +472,185 @@ def test_a_database_copied_to_another_folder_without_its_spool_is_refused(home, 
     run_cli(home, "run", "--once", env=FAST, check=True)  # the home itself goes on
     assert launch_counts(home) == {("bob", "DN"): 1}
     assert launches(copy) == []
+
+
+# -- the second outside attack (README and CLI only): backups, withdrawals, recover -------------
+def backup_db(home, to):
+    src, dst = sqlite3.connect(home / "moonshot.db"), sqlite3.connect(to)
+    src.backup(dst)  # the README's `sqlite3 moonshot.db ".backup ..."`
+    src.close()
+    dst.close()
+
+
+def restore(home, saved_db, saved_spool=None) -> None:
+    for p in home.glob("moonshot.db*"):
+        p.unlink()
+    shutil.copy(saved_db, home / "moonshot.db")
+    if saved_spool is not None:
+        shutil.rmtree(home / "spool")
+        shutil.copytree(saved_spool, home / "spool", symlinks=True)
+
+
+def outside_markers() -> list:
+    root = os.environ["XDG_STATE_HOME"]
+    return [p for p in Path(root, "moonshot", "homes").glob("*/.moonshot-home")]
+
+
+@pytest.mark.parametrize("what", ["db and spool", "the whole home but the app's record"])
+def test_a_backup_restored_with_its_spool_is_still_older_than_the_home(home, tmp_path, what):
+    """Found from outside: spool/.moonshot-home came back with the backup, matched the old
+    database, and the coin launched after the backup launched a second time (exit 0). The
+    home keeps its count outside itself too, which no restore of the home rolls back."""
+    off = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=off, check=True)  # confirmed
+    saved = tmp_path / "saved"
+    if what == "db and spool":
+        saved.mkdir()
+        backup_db(home, saved / "moonshot.db")
+        shutil.copytree(home / "spool", saved / "spool", symlinks=True)
+    else:
+        shutil.copytree(home, saved, symlinks=True)
+    run_cli(home, "run", "--once", env=FAST, check=True)  # launched after the backup
+    assert launch_counts(home) == {("bob", "DN"): 1}
+    if what == "db and spool":
+        restore(home, saved / "moonshot.db", saved / "spool")
+    else:
+        ledger = (home / "launches.jsonl").read_bytes()  # the app: no backup rolls it back
+        shutil.rmtree(home)
+        shutil.copytree(saved, home, symlinks=True)
+        (home / "launches.jsonl").write_bytes(ledger)
+    line = one_line_error(run_cli(home, "run", "--once", env=FAST))
+    assert "older than this home" in line and "moonshot recover" in line
+    assert str(Path(os.environ["XDG_STATE_HOME"])) in line  # it names the count it read
+    run_cli(home, "recover", check=True)
+    (coin,) = status_json(home)["attention"]
+    assert coin["state"] == m.NEEDS_REVIEW
+    assert "launches.jsonl records its launch" in coin["reason"]
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+def test_the_ledger_never_launches_a_coin_it_has_launched(home, tmp_path):
+    """With every count rolled back too (the user's state folder restored or wiped along
+    with the home), the launcher's own record still stops the second launch: the coin
+    fails before `launching`, nothing spent, and status says to recover."""
+    off = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    add(home, tmp_path)
+    run_cli(home, "run", "--once", env=off, check=True)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    backup_db(home, saved / "moonshot.db")
+    shutil.copytree(home / "spool", saved / "spool", symlinks=True)
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    restore(home, saved / "moonshot.db", saved / "spool")
+    for marker in outside_markers():
+        shutil.rmtree(marker.parent)  # the whole disk restored from the same backup
+    run_cli(home, "run", "--once", env=FAST)
+    (coin,) = status_json(home)["attention"]
+    assert coin["state"] == m.FAILED, coin
+    assert "already records the launch of coin 1" in coin["reason"]
+    assert "moonshot recover" in coin["reason"]
+    follow_status(home, env=FAST)  # retry, as README says for a failed coin: fails again
+    assert launch_counts(home) == {("bob", "DN"): 1}
+
+
+def test_a_backup_from_before_a_withdrawal_is_older_than_the_home(home, tmp_path):
+    """Found from outside: a withdrawal counted as nothing, so the README's own backup,
+    taken just before it and put back, was accepted and the withdrawn coins launched (one
+    at once, one after status's `retry`)."""
+    off = {"MOONSHOT_LAUNCH_MODE": "off", **FAST}
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    run_cli(home, "run", "--once", env=off, check=True)  # coin 1 confirmed
+    add(home, tmp_path, "BBB", "alice", (10, 10, 200))  # coin 2 fetched
+    backup_db(home, tmp_path / "before.db")
+    run_cli(home, "withdraw", "1", "--reason", "bad", check=True)
+    run_cli(home, "withdraw", "2", "--reason", "bad", check=True)
+    restore(home, tmp_path / "before.db")
+    line = one_line_error(run_cli(home, "run", "--once", env=FAST))
+    assert "older than this home" in line
+    run_cli(home, "recover", check=True)
+    states = {c["id"]: c["state"] for c in status_json(home)["attention"]}
+    assert states == {1: m.NEEDS_REVIEW, 2: m.NEEDS_REVIEW}
+    follow_status(home, env=FAST)
+    assert launches(home) == []
+
+
+def test_recover_joins_a_file_and_a_launch_to_the_coin_the_old_copy_knew(home, tmp_path):
+    """Found from outside: a copy made before the coins' downloads knew them without their
+    files; recover made a second, `recovered` coin of each file and ledger line ("moonshot.db
+    did not know it") beside the known coin, and resolving the pair by the app (one token:
+    the rebuilt one launched, the known one not) looped the known one on an assert."""
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    add(home, tmp_path, "BBB", "alice", (10, 10, 200))
+    backup_db(home, tmp_path / "before.db")
+    run_cli(home, "run", "--once", env=FAST, check=True)  # both launched
+    restore(home, tmp_path / "before.db")
+    run_cli(home, "recover", check=True)
+    status = status_json(home)
+    assert status["total"] == 2  # no rebuilt twins
+    for coin in status["attention"]:
+        assert coin["state"] == m.NEEDS_REVIEW
+        assert "launches.jsonl records its launch" in coin["reason"], coin
+    # A person who finds no token for coin 2 in the app: it launches once more, no assert.
+    run_cli(home, "resolve", "1", "--launched", check=True)
+    run_cli(home, "resolve", "2", "--not-launched", check=True)
+    follow_status(home, env=FAST)
+    history = run_cli(home, "history", "2").stdout
+    assert "AssertionError" not in history
+    assert launch_counts(home)[("alice", "AAA")] == 1
+
+
+def test_a_coin_without_a_spool_file_fails_with_its_reason_not_an_assert(home, tmp_path):
+    """A copy made before the download, settled `--not-launched` by a person: the coin has
+    no file; it fails once with what to do, and a retry downloads it again."""
+    add(home, tmp_path, "CCC", "carol", (10, 150, 10))
+    backup_db(home, tmp_path / "before.db")
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    (home / "spool" / "done").mkdir(exist_ok=True)
+    for p in (home / "spool").glob("carol_CCC_*.jpg"):
+        p.unlink()  # its file is gone too: nothing to join
+    restore(home, tmp_path / "before.db")
+    run_cli(home, "recover", check=True)
+    run_cli(home, "resolve", "1", "--not-launched", check=True)
+    run_cli(home, "run", "--once", env=FAST)
+    (coin,) = status_json(home)["attention"]
+    assert coin["state"] == m.FAILED and "no spooled file" in coin["reason"], coin
+    follow_status(home, env=FAST)
+    assert launch_counts(home) == {("carol", "CCC"): 1}
+
+
+def test_a_second_run_on_the_same_home_is_a_home_error_not_an_unexpected_one(
+    home, tmp_path, service_process
+):
+    add(home, tmp_path)
+    service_process(home, FAST)
+    wait_for(lambda: status_json(home)["service"]["state"] == "running", what="the service")
+    proc = run_cli(home, "run", "--once", env=FAST)
+    assert proc.returncode == 2, proc.stderr  # RET_CONFIG: the home is unusable now
+    assert "another moonshot run" in one_line_error(proc)
+
+
+def test_a_spooled_coins_file_changed_before_its_import_is_said_truly(home, tmp_path):
+    """Found from outside: status said the changed file was "not taken" and "the coin keeps
+    the image it spooled" for a coin still in `spooled`, whose only copy it was; the coin
+    then failed, and after `retry` launched the new content while status still said so."""
+    env = {"MOONSHOT_LAUNCH_REQUIRE_APPROVAL": "true", **FAST}
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    run_cli(home, "run", "--once", env=env)  # coin 1 holds the import gate, awaits approval
+    drop = home / "spool" / "bob_MAN_1700000000.jpg"
+    make_image(drop, color=(0, 200, 0), fmt="JPEG")
+    run_cli(home, "run", "--once", env=env)
+    assert json.loads(run_cli(home, "history", "2", "--json").stdout)["coin"]["state"] == m.SPOOLED
+    make_image(drop, color=(0, 0, 200), fmt="JPEG")  # overwritten in place
+    run_cli(home, "run", "--once", env=env)
+    said = status_json(home)["refused_drops"][drop.name]
+    assert "before its import" in said and "keeps the image" not in said, said
+    assert "`moonshot retry 2` takes THIS content" in said
+    run_cli(home, "approve", "1", check=True)
+    run_cli(home, "run", "--once", env=env)
+    coin = json.loads(run_cli(home, "history", "2", "--json").stdout)["coin"]
+    assert coin["state"] == m.FAILED and "was changed after" in coin["last_error"]
+    run_cli(home, "retry", "2", check=True)
+    run_cli(home, "run", "--once", env=env)
+    assert drop.name not in status_json(home)["refused_drops"]  # it is the coin's now
