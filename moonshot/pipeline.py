@@ -458,6 +458,16 @@ class Pipeline:
         coin = self._attempt(coin, now)
         try:
             launcher.prepare(coin, self.spool_path(coin))
+        except NeedsReview as exc:
+            # The app shows an outcome before the irreversible step: something before it
+            # may have spent. Recorded as a launch that needs a person, never retried
+            # (invariant 1): `launching`, then `needs_review` with the reason.
+            coin = self._fire(
+                coin, "start_launch", now, {"launcher": launcher.kind, "before_the_mark": True}
+            )
+            reason = str(exc)
+            self.record_outcome(coin, "review", now, {"reason": reason}, last_error=reason)
+            return
         except (OSError, MoonshotError) as exc:  # reversible: nothing was spent
             self.settle(coin, exc, self.clock())
             return

@@ -717,6 +717,36 @@ def test_a_coin_the_app_keeps_showing_wrong_fails_after_prepare_attempts(
         assert coin.state == m.CONFIRMED and coin.attempts >= 4  # still within the window
 
 
+def test_a_prepare_that_may_have_spent_sends_the_coin_to_review_never_again(
+    service_factory, tmp_path
+):
+    """The app showed an outcome before the irreversible step (a step before it spent):
+    the coin is recorded `launching` then `needs_review`, prepared once, never launched."""
+    from moonshot.errors import NeedsReview
+
+    prepared = []
+
+    class SpentEarly:
+        kind = "app"
+
+        def prepare(self, coin, image):
+            prepared.append(coin.id)
+            raise NeedsReview(f"coin {coin.id}: the app shows success.png before the mark")
+
+        def launch(self, coin):  # pragma: no cover - never reached
+            raise AssertionError("launched after a prepare that may have spent")
+
+    svc = service_factory({"MOONSHOT_LAUNCH_RETRY_BACKOFF": "0.01"}, launcher=SpentEarly())
+    coin_id = add(svc, "EARLY", make_image(tmp_path / "e.png"))
+    for _ in range(200):
+        svc.tick(time.time())
+    coin = svc.store.get(coin_id)
+    assert coin.state == m.NEEDS_REVIEW and "before the mark" in coin.last_error
+    assert prepared == [coin_id]
+    trail = [t["to_state"] for t in svc.store.history(coin_id)]
+    assert trail[-2:] == [m.LAUNCHING, m.NEEDS_REVIEW]
+
+
 def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path):
     """A launcher that refuses before the spend (a read-back, a reset that cannot reach
     the start screen) leaves the coin in confirmed: status says why, and when it retries."""

@@ -53,6 +53,7 @@ STEP_KEYS = {
     "optional",
     "verify",
     "lines",
+    "dollar",
     "min_confidence",
     "note",
 }
@@ -124,6 +125,9 @@ class Step:
     verify: str | None = None  # type: clipboard | ocr (None: the flow's default)
     lines: int = 1  # read_text: how many lines the text may wrap to
     min_confidence: float | None = None  # read_text, type with verify = "ocr"
+    # read_text of the ticker: True, the app always shows "$" before it; False, never;
+    # None, either (a "$" read as "$" is dropped).
+    dollar: bool | None = None
     target: Path | None = None  # interrupt: the image to click (default: its image)
     times: int = 1  # interrupt: at most this many times per run
 
@@ -398,7 +402,7 @@ def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step
     photo_step = action in ("check_photo", "read_photo")
     confidence = _ranged(label, s, "confidence", PHOTO_OK if photo_step else 0.5, 1.0)
     min_conf = _ranged(label, s, "min_confidence", 0.3, 1.0)
-    for key in ("irreversible", "check", "clear", "optional"):
+    for key in ("irreversible", "check", "clear", "optional", "dollar"):
         if key in s and not isinstance(s[key], bool):
             raise FlowError(f"{label}: {key} must be true or false")
     lines = s.get("lines", 1)
@@ -443,6 +447,11 @@ def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step
         )
     if "lines" in s:
         need(action == "read_text", "cannot have lines (only read_text can)")
+    if "dollar" in s:
+        need(
+            action == "read_text" and fld == "ticker",
+            "cannot have dollar (only read_text of the ticker can)",
+        )
     if min_conf is not None:
         need(
             action in ("read_text", "type"), "cannot have min_confidence (only read_text and type)"
@@ -482,6 +491,7 @@ def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step
         verify=verify,
         lines=lines,
         min_confidence=min_conf,
+        dollar=s.get("dollar"),
     )
 
 

@@ -1,5 +1,6 @@
-"""The app launcher: `prepare` runs the flow up to the irreversible step (TransientError
-on failure); `launch` clicks it once and reads the outcome (NeedsReview when unclear).
+"""The app launcher: `prepare` runs the flow up to the irreversible step (a retryable
+error on failure; NeedsReview when the app already shows an outcome screen); `launch`
+clicks it once and reads the outcome (NeedsReview when unclear).
 Refuses to start until `moonshot flow check` passed for this flow on this screen."""
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ class GuiLauncher:
 
     def prepare(self, coin: Coin, image: Path) -> None:
         """Every step before the irreversible one (what they read back: `prepared_results`).
-        A failure is a TransientError after the reset ran: nothing was spent."""
+        A failure is a Mismatch (counted toward launch.prepare_attempts) after the reset
+        ran: nothing was spent; NeedsReview when an outcome screen shows (see below)."""
         self._prepared = None
         if not Path(image).exists():
             raise TransientError(f"coin {coin.id}: spooled image {Path(image).name} is missing")
@@ -174,14 +176,57 @@ class GuiLauncher:
             )
         ctx = self.context(coin, image)
         runner = self.runner()
+        # An outcome screen already showing is an earlier launch's (a flow that does not
+        # close its success screen), not evidence against this coin.
+        earlier = self.outcome_showing(runner)
         try:
             runner.run(self.flow.before, ctx)
         except StepFailed as exc:
-            # Nothing was spent: back to the start screen for the next attempt.
+            # A screen seen only after a launch, showing now and not before this attempt,
+            # is proof that a step before the marked one spent (an app that stopped asking
+            # for confirmation): never retried, never reset past it; a person decides.
+            spent = None if earlier else self.outcome_showing(runner)
+            if spent:
+                runner.save_screen(self.flow.before[0], coin.id)
+                raise NeedsReview(
+                    f"coin {coin.id}: {exc}; yet the app shows {spent}, a screen of the"
+                    " outcome, before the irreversible step: a step before it may have spent"
+                    " (does the app still ask for the confirmation the flow clicks?); not"
+                    f" retried: check the app, then `moonshot resolve {coin.id}`"
+                ) from None
+            # Nothing was spent: back to the start screen for the next attempt. Every
+            # refusal counts toward launch.prepare_attempts (the coin holds the gate).
             back = self.reset(coin.id, runner)
-            error = Mismatch if exc.mismatch else TransientError
-            raise error(f"coin {coin.id}: {exc}{'; ' + back if back else ''}") from None
+            raise Mismatch(f"coin {coin.id}: {exc}{'; ' + back if back else ''}") from None
         self._prepared = (coin.id, ctx, runner)
+
+    def outcome_showing(self, runner: Runner) -> str | None:
+        """The image of an outcome screen (success, a captured failure, the address's
+        copy button) that shows in the app window now, if one does."""
+        kept = runner.window  # the runner finds the window itself at its steps
+        try:
+            shot = runner.driver.screenshot()
+            runner.window = runner.driver.window(self.flow.app)
+        except Exception:  # noqa: BLE001 - no screen to look at proves nothing
+            runner.window = kept
+            return None
+        try:
+            return self._outcome_in(runner, shot) if runner.window else None
+        finally:
+            runner.window = kept
+
+    def _outcome_in(self, runner: Runner, shot) -> str | None:
+        for step in self.flow.after:
+            if step.irreversible:
+                continue
+            images = [step.image, *step.failure] if step.action == "outcome" else [step.image]
+            for image in images:
+                if image is None or not image.is_file():
+                    continue
+                found = runner.find(step, image, shot)
+                if found is not None and found.score >= (step.confidence or self.flow.confidence):
+                    return f"{image.name} (step {step.name!r}, {found.score:.2f})"
+        return None
 
     @property
     def prepared_results(self) -> dict[str, str]:

@@ -5,6 +5,10 @@ screen itself (`ocr` does) and never accepts what it cannot confirm.
 | the app shows (typed `MOON`, `Moon Coin`)   | verdict                                             |
 |---------------------------------------------|-----------------------------------------------------|
 | `$MOON`, `MOON`, `$moon`                    | accepted: a leading `$`, another case (whole text)  |
+|                                             | for the ticker only                                 |
+| `MOON COIN`, `moon coin` for the name       | refused: the name's case is the name's (a letter    |
+|                                             | whose small form looks like its capital, c o s u v  |
+|                                             | w x z, is a class: CONFUSABLE)                      |
 | `$M00N`, `Moon C0in`                        | accepted: OCR confusables compared as one class,    |
 |                                             | see CONFUSABLE; the length stays exact              |
 | `Moon` / `Coin` on two lines                | accepted: lines joined with a space, or with none   |
@@ -100,8 +104,10 @@ def _first_difference(expected: str, shown: str, *, classes: bool = True) -> str
     return None
 
 
-def _renderings(expected: str) -> list[str]:
-    """The whole text as typed, in capitals, in small letters."""
+def _renderings(expected: str, cases: bool) -> list[str]:
+    """The whole text as typed, and with `cases` in capitals and in small letters."""
+    if not cases:
+        return [expected]
     return list(dict.fromkeys([expected, expected.upper(), expected.lower()]))
 
 
@@ -109,11 +115,12 @@ def _nospace(text: str) -> str:
     return "".join(text.split())
 
 
-def _same(expected: str, shown: str, *, with_spaces: bool = True) -> str | None:
-    """None when `shown` reads as a rendering of `expected`: with its spaces (runs
-    collapsed) when `with_spaces`, or with every space removed; else why it does not."""
+def _same(expected: str, shown: str, *, with_spaces: bool = True, cases: bool = True) -> str | None:
+    """None when `shown` reads as a rendering of `expected` (in another case only with
+    `cases`: the ticker): with its spaces (runs collapsed) when `with_spaces`, or with
+    every space removed; else why it does not."""
     pairs = []
-    for r in _renderings(expected):
+    for r in _renderings(expected, cases):
         if with_spaces:
             pairs.append((" ".join(r.split()), " ".join(shown.split())))
         pairs.append((_nospace(r), _nospace(shown)))
@@ -180,7 +187,10 @@ def compare_ticker(
             and shown[:1] in ("S", "s", "5")
             and _same(expected, shown[1:], with_spaces=False) is None
         ):
-            why += " (a small '$' reads as 'S': if the app shows '$' before the ticker, say so)"
+            why += (
+                " (a small '$' reads as 'S': if the app always shows '$' before the"
+                " ticker, set dollar = true on this read_text step)"
+            )
         return Verdict(False, f"ticker: {said}: {why}")
     return Verdict(True, f"ticker {_show(expected)} shown as {_show(reading.text)}")
 
@@ -204,7 +214,7 @@ def compare_name(expected: str, readings: list[Reading], *, min_confidence: floa
     candidates = [joined, "".join(lines)] if len(lines) > 1 else [joined]
     why = None
     for shown in candidates:
-        diff = _same(expected, shown, with_spaces=True)
+        diff = _same(expected, shown, with_spaces=True, cases=False)
         if diff is None:
             return Verdict(True, f"name {_show(expected)} shown as {_show(joined)}")
         why = why or diff
@@ -221,7 +231,7 @@ def compare_name(expected: str, readings: list[Reading], *, min_confidence: floa
         )
     if len(prefix) >= len(whole):
         return Verdict(False, f"name: {said}: truncated, yet longer than the name")
-    why = _same(whole[: len(prefix)], prefix, with_spaces=False)
+    why = _same(whole[: len(prefix)], prefix, with_spaces=False, cases=False)
     if why:
         return Verdict(False, f"name: {said}: the shown start differs, {why}")
     return Verdict(

@@ -419,7 +419,10 @@ class Runner:
         min_confidence = step.min_confidence or self.flow.min_confidence
         if step.field == "ticker":
             return readback.compare_ticker(
-                expected, self.reader.read_line(crop), min_confidence=min_confidence
+                expected,
+                self.reader.read_line(crop),
+                min_confidence=min_confidence,
+                dollar=step.dollar,
             )
         readings = (
             [self.reader.read_line(crop)] if step.lines == 1 else self.reader.read_block(crop)

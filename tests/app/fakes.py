@@ -245,6 +245,7 @@ class FakeScreen:
     popup: bool = False
     popup_on: str | None = None  # the popup opens when this scene shows next
     selected: bool = False
+    tile_spends: bool = False  # an app that stopped asking: choosing the photo creates
 
     def screen_size(self) -> tuple[int, int]:
         return self.screen
@@ -308,6 +309,9 @@ class FakeScreen:
         hit = self._hit(x, y)
         if self.scene == "form" and hit in ("name", "ticker"):
             self.focus = hit
+        elif self.scene == "form" and hit == "tile" and self.tile_spends:
+            self.creates.append({**self.fields, "photo": self.chosen})
+            self._show("success")
         elif self.scene == "form" and hit == "tile":
             self._show("picker")
         elif self.scene == "picker" and hit == "header":

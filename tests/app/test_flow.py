@@ -452,3 +452,17 @@ def test_every_action_and_key_of_the_format_is_in_the_readme():
     missing = sorted(w for w in words if not said(w))
     assert not missing, f"README 'The flow file' does not explain: {missing}"
     assert "[[interrupt]]" in section and "[[reset]]" in section
+
+
+def test_dollar_is_a_ticker_read_back_setting_only():
+    data = standin_data()
+    ticker = next(
+        s for s in data["step"] if s.get("field") == "ticker" and s["action"] == "read_text"
+    )
+    ticker["dollar"] = True
+    fl = flowmod.parse(data, STANDIN)
+    assert next(s for s in fl.steps if s.name == ticker["name"]).dollar is True
+    name = next(s for s in data["step"] if s.get("field") == "name" and s["action"] == "read_text")
+    name["dollar"] = True
+    with pytest.raises(flowmod.FlowError, match="cannot have dollar"):
+        flowmod.parse(data, STANDIN)

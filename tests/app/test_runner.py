@@ -437,6 +437,32 @@ def test_the_reset_runs_after_a_refusal_and_leaves_the_picker(rig):
     assert launcher.reset() is None  # and again, from the form: nothing to do
 
 
+def test_an_app_that_spends_before_the_marked_step_is_reviewed_never_retried(rig):
+    """Found from outside: an app that stopped showing its confirmation dialog spent at an
+    ordinary step before the irreversible one; the next step failed, the refusal was taken
+    for "nothing spent", the reset ran and every retry bought the coin again. The success
+    screen showing before the irreversible click is proof enough: NeedsReview, no reset."""
+    launcher, fake, image, calls = rig()
+    fake.tile_spends = True  # opening the picker creates the token at once
+    coin = make_coin(1, "Early", "EARLY", asset="a1")
+    with pytest.raises(NeedsReview, match="shows success.png.*may have spent") as info:
+        launcher.prepare(coin, image)
+    assert "moonshot resolve 1" in str(info.value)
+    assert len(fake.creates) == 1 and fake.scene == "success"  # no reset clicked past it
+    assert calls == []  # the irreversible step itself never ran
+
+
+def test_a_refusal_with_no_outcome_on_screen_is_counted_toward_prepare_attempts(rig):
+    """A step whose image is not found (nothing spent) counts like a read-back refusal:
+    the coin holds the import gate, so it fails after launch.prepare_attempts."""
+    from moonshot.errors import Mismatch
+
+    launcher, fake, image, _ = rig()
+    fake.scene = "error"  # a screen the flow's first steps never find
+    with pytest.raises(Mismatch):
+        launcher.prepare(make_coin(1, "X", "X"), image)
+
+
 def test_outcome_without_failure_images_recognises_success_and_reviews_the_rest(rig):
     launcher, fake, image, _ = rig()
     (launcher.flow.path.parent / "error.png").unlink()  # the error screen never seen yet
