@@ -30,6 +30,9 @@ from moonshot.store import HOME_TROUBLESHOOTING, Store, check_version, explain
 
 MARKER = ".moonshot-home"
 SAVED = "moonshot.db.saved-"  # a copy the service made of a database deleted under it
+# Written by the service when moonshot.db was replaced under it: the replacing file (by
+# device and inode) is refused until a person puts a database back or recovers.
+REPLACED = ".moonshot-replaced"
 RECOVERED = "recovered"  # the source of coins rebuilt from evidence by `moonshot recover`
 STAGES = ("sync", "launch")
 
@@ -257,9 +260,49 @@ def _lost(cfg: Config, how: str, found: list[str]) -> HomeError:
     )
 
 
+def note_replaced(cfg: Config, saved: str | None) -> None:
+    """The service saw moonshot.db replaced under it (its state saved as `saved`)."""
+    from moonshot.store import file_id
+
+    now = file_id(cfg.db_path)
+    data = {"file_id": list(now) if now else None, "saved": saved, "at": time.time()}
+    with contextlib.suppress(OSError):
+        write_atomic(cfg.home / REPLACED, json.dumps(data).encode(), True)
+
+
+def _check_replaced(cfg: Config, tidy: bool) -> None:
+    """Refuse the file that replaced moonshot.db under the running service (a mix of a
+    backup and the service's last writes, `mv` or `cp` over it): only another file put
+    there by a person (the saved copy, a backup) or `moonshot recover` ends it."""
+    from moonshot.store import file_id
+
+    try:
+        data = json.loads((cfg.home / REPLACED).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        data = {}
+    recorded = data.get("file_id") if isinstance(data, dict) else None
+    now = file_id(cfg.db_path)
+    if now is None:
+        return  # missing: refused by the home's evidence
+    if not isinstance(recorded, list) or tuple(recorded) != now:
+        if tidy:  # another file put there by a person: the usual checks judge it
+            (cfg.home / REPLACED).unlink(missing_ok=True)
+        return
+    saved = data.get("saved") if isinstance(data, dict) else None
+    back = f"mv {saved} moonshot.db" if saved else "put the home's own database back"
+    raise HomeError(
+        f"{cfg.db_path} is the file that replaced the home's database under the running"
+        f" service: it may mix a backup with the service's last writes. With the service"
+        f" stopped, {back}, or run `moonshot recover` ({HOME_TROUBLESHOOTING})"
+    )
+
+
 def _before_open(cfg: Config, create: bool) -> int | None:
     """The database's schema version, after the checks open_store makes before opening
-    it; reads only."""
+    it; reads only (but for the replaced note of a file no longer there, with `create`)."""
+    _check_replaced(cfg, tidy=create)
     version = _peek_version(cfg.db_path)
     if not version:
         found = evidence(cfg)
@@ -382,8 +425,56 @@ def attach(cfg: Config, store: Store) -> str:
                     write_marker(folder, want, durable=True)
     with contextlib.suppress(OSError, MoonshotError):  # best effort, as above
         write_outside(Marker(home_id, seq), durable=True)
+    _claim_place(cfg, home_id)
     store.on_evidence = keep
+    store.before_launch = lambda db_id, db_seq: check_current(cfg, home_id, lambda: (db_id, db_seq))
     return home_id
+
+
+def _claim_place(cfg: Config, home_id: str) -> None:
+    """One folder per home id: the state folder remembers where the home lives. A copy of
+    a home (`cp -a home home2`) has the same id and the same coins; run beside the
+    original, both would launch them. A home whose recorded place still holds a home of
+    this id is a copy, refused; a home that moved (nothing left at its old place) takes
+    its new place."""
+    here = str(cfg.home.resolve())
+    place = outside_marker(home_id) / "place"
+    try:
+        there = place.read_text(encoding="utf-8").strip()
+    except OSError:
+        there = ""
+    if there and there != here:
+        other = read_marker(Path(there) / "spool")
+        if other is not None and other.home_id == home_id:
+            raise HomeError(
+                f"{cfg.home} is a copy of the home at {there} (the same home id"
+                f" {home_id[:8]}, the same coins): run beside it, both would launch them."
+                " Keep one: move the other away; a copy cannot become a home of its own"
+                f" ({HOME_TROUBLESHOOTING})"
+            )
+    if there != here:
+        with contextlib.suppress(OSError, MoonshotError):
+            place.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(place, here.encode(), True)
+
+
+def check_current(cfg: Config, home_id: str | None, identity) -> None:
+    """The open database is still not behind the home's markers (HomeError otherwise):
+    before every launch and every second while running, because a database restored in
+    place (`sqlite3 moonshot.db ".restore backup.db"`, `cp backup.db moonshot.db`) keeps
+    its file and only its count tells. `identity()` gives the database's (home id, count);
+    it is asked after the markers are read, as in attach (a marker is written after its
+    commit, so one read first is never ahead of the database read after it)."""
+    spool = read_marker(cfg.spool_dir)
+    outside = read_outside(home_id)
+    db_id, db_seq = identity()
+    for where, marker in (
+        (f"spool/{MARKER}", spool),
+        (str(outside_marker(home_id or "-") / MARKER), outside),
+    ):
+        if marker and marker.home_id == db_id and marker.evidence_seq > db_seq:
+            older = _older(cfg, where, marker.evidence_seq, db_seq)
+            raise HomeError(f"while moonshot run used it, {older}")
 
 
 # -- the deliberate way back ------------------------------------------------------------------
@@ -415,7 +506,8 @@ def _recover(cfg: Config) -> dict[str, Any]:
             raise _not_ours(cfg, db_id, cfg.spool_dir, marker_id)
         outside = read_outside(marker_id or db_id)
         marker_seq = max(spool.evidence_seq if spool else 0, outside.evidence_seq if outside else 0)
-        if not fresh and marker_seq <= seq and (spool is not None or seq == 0):
+        replaced = (cfg.home / REPLACED).exists()
+        if not fresh and marker_seq <= seq and (spool is not None or seq == 0) and not replaced:
             attach(cfg, store)
             return {"home_id": db_id, "reviewed": [], "rebuilt": [], "nothing": True}
         home_id = store.claim_home_id(marker_id or db_id or uuid.uuid4().hex)
@@ -425,6 +517,7 @@ def _recover(cfg: Config) -> dict[str, Any]:
         rebuilt = _rebuild_unknown(cfg, store, found, owners)
         store.set_identity(home_id, max(seq, marker_seq))
         attach(cfg, store)
+        (cfg.home / REPLACED).unlink(missing_ok=True)  # settled: each coin is a person's now
         return {"home_id": home_id, "reviewed": reviewed, "rebuilt": rebuilt, "nothing": False}
     finally:
         store.close()
@@ -440,30 +533,55 @@ def _evidence_files(cfg: Config) -> dict[str, str]:
         name = entry.get("image_filename")
         if isinstance(name, str) and parse_name(name) is not None:
             found.setdefault(name, f"{cfg.ledger_path.name} only")
+    for name in _library_names(cfg):  # imported after the copy was made: still a coin
+        if parse_name(name) is not None:
+            found.setdefault(name, "the folder library only")
     return found
+
+
+def _library_names(cfg: Config) -> list[str]:
+    """The original file names of the folder library's photos (the macOS library holds
+    everyone's photos: it is asked about a coin's own name only, by the pipeline)."""
+    db = cfg.library_path / "library.db"
+    if cfg.photos_kind != "folder" or not db.is_file():
+        return []
+    try:
+        return [r[0] for r in _read_all(db, "SELECT original_filename FROM assets")]
+    except sqlite3.Error:
+        return []
 
 
 def _join_known(cfg: Config, store: Store, found: dict[str, str]) -> dict[str, int]:
     """File name -> the coin of this database it belongs to: its owner row, else the
-    coin its ledger line names (id and ticker), else the one coin of its user and ticker
-    that has no file yet (the copy was made before its download). A file found in spool/
-    is given to that coin; one in spool/done/ or only in the ledger is noted on it."""
+    coin its ledger line names (id and ticker), else, among the coins of its user and
+    ticker that have no file yet (the copy was made before their downloads), the one in
+    the same place in the order (coin ids against the files' times) when there are as
+    many such coins as such files. A file found in spool/ is given to its coin; one in
+    spool/done/ or only in the ledger is noted on it."""
     owners = {name: c.id for name in found if (c := store.find_by_filename(name)) is not None}
     by_line = {e.get("image_filename"): e for e in ledger_lines(cfg)}
-    for name, where in found.items():
+    loose: dict[tuple[str, str], list[str]] = {}
+    for name in sorted(found, key=lambda n: (parse_name(n).unix_ts, n)):  # type: ignore[union-attr]
         if name in owners:
             continue
         parsed = parse_name(name)
         assert parsed is not None
         line = by_line.get(name) or {}
         coin = store.get(line["coin_id"]) if isinstance(line.get("coin_id"), int) else None
-        if coin is None or coin.ticker != parsed.ticker:
-            alike = store.without_file(parsed.twitter_user, parsed.ticker)
-            coin = alike[0] if len(alike) == 1 else None
-        if coin is None:
-            continue
-        owners[name] = coin.id
-        if where == "spool/" and coin.image_filename is None:
+        if coin is not None and coin.ticker == parsed.ticker and coin.id not in owners.values():
+            owners[name] = coin.id
+        else:
+            loose.setdefault((parsed.twitter_user.casefold(), parsed.ticker), []).append(name)
+    for (user, ticker), names in loose.items():
+        taken = set(owners.values())
+        coins = [c for c in store.without_file(user, ticker) if c.id not in taken]
+        if len(coins) != len(names):
+            continue  # not to be told apart: each file is rebuilt for a person to settle
+        for name, coin in zip(names, coins, strict=True):
+            owners[name] = coin.id
+    for name, coin_id in owners.items():
+        coin = store.get(coin_id)
+        if found.get(name) == "spool/" and coin is not None and coin.image_filename is None:
             with contextlib.suppress(MoonshotError):
                 store.give_file(coin.id, name)
     return owners

@@ -440,6 +440,8 @@ class Service:
         refuses the home until a person puts a database back or recovers)."""
         gone = self.store.file_gone()
         if gone is None:
+            # Restored in place (same file, an older count): stop, and say so.
+            home.check_current(self.cfg, self.store.identity()[0], self.store.identity)
             return
         copy = self.cfg.home / f"{home.SAVED}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
         try:
@@ -447,6 +449,8 @@ class Service:
             kept = f"its last state is saved as {copy.name}: with the service stopped, mv {copy.name} moonshot.db"
         except Exception as exc:  # noqa: BLE001 - say so; the refusal below still holds
             kept = f"its last state could not be saved ({exc})"
+        saved = copy.name if copy.exists() else None
+        home.note_replaced(self.cfg, saved)  # the file there now is refused until settled
         self._db_lost = True
         raise HomeError(f"{gone} while moonshot run used it; {kept}")
 

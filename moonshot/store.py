@@ -370,6 +370,10 @@ class Store:
         # under a running service; and who is told of commits that leave evidence outside.
         self.file_id = file_id(self.path)
         self.on_evidence: Callable[[int, bool], None] | None = None
+        # Asked inside the transaction that commits `launching`, with the database's home
+        # id and evidence count: raises when the home's markers count further (the file
+        # was restored in place under this process, `sqlite3 .restore`): no launch then.
+        self.before_launch: Callable[[str | None, int], None] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -531,6 +535,13 @@ class Store:
             detail = {**detail, "reason": bounded(detail["reason"])}
         sets = ["state = ?", "updated_at = ?", *[f"{k} = ?" for k in changes]]
         with self.write() as conn:
+            if to_state == machine.LAUNCHING and self.before_launch is not None:
+                meta = dict(
+                    conn.execute(
+                        "SELECT key, value FROM meta WHERE key IN ('home_id', 'evidence_seq')"
+                    ).fetchall()
+                )
+                self.before_launch(meta.get("home_id"), int(meta.get("evidence_seq") or 0))
             cur = conn.execute(
                 f"UPDATE coins SET {', '.join(sets)} WHERE id = ? AND state = ?",
                 (to_state, stamp, *changes.values(), coin_id, from_state),

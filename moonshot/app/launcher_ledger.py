@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from moonshot.errors import MoonshotError, TransientError
+from moonshot.errors import NeedsReview, TransientError
 from moonshot.fsutil import append_durable, read_jsonl
 from moonshot.ports import Coin, LaunchResult
 
@@ -25,19 +25,41 @@ class LedgerLauncher:
         if not image.exists():
             raise TransientError(f"spooled image {image.name} is missing")
         for entry in self.entries():
-            if entry.get("coin_id") == coin.id and entry.get("ticker") == coin.ticker:
-                when = entry.get("at")
-                at = (
-                    time.strftime(" at %Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
-                    if isinstance(when, int | float)
-                    else ""
-                )
-                raise MoonshotError(  # fails the coin: visible, nothing spent
-                    f"{self.path.name} already records the launch of coin {coin.id}"
-                    f" ({coin.ticker}){at}: not launched again. moonshot.db is older than the"
-                    " ledger (restored from a backup?): stop the service and run"
-                    " `moonshot recover`, which puts such coins in front of a person"
-                )
+            if not self._same_coin(entry, coin):
+                continue
+            when = entry.get("at")
+            at = (
+                time.strftime(" at %Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+                if isinstance(when, int | float)
+                else ""
+            )
+            # A launch the database does not remember: for a person (needs_review), who
+            # can settle it `--launched`; never failed and retried into the same wall.
+            raise NeedsReview(
+                f"{self.path.name} already records the launch of coin {entry.get('coin_id')}"
+                f" ({entry.get('twitter_user')}/{entry.get('ticker')}, {entry.get('name')!r}){at}:"
+                " not launched again; moonshot.db is older than the ledger (restored from a"
+                f" backup?). If it is this coin: moonshot resolve {coin.id} --launched"
+            )
+
+    @staticmethod
+    def _same_coin(entry: dict, coin: Coin) -> bool:
+        """A ledger line is this coin's when it names its id and ticker, or its tweet, or
+        its user, ticker, name and image (a coin queued again under another id after a
+        restore)."""
+        if entry.get("coin_id") == coin.id and entry.get("ticker") == coin.ticker:
+            return True
+        if coin.tweet_id and entry.get("tweet_id") == coin.tweet_id:
+            return True
+        user = entry.get("twitter_user")
+        return (
+            bool(coin.image_sha256)
+            and entry.get("image_sha256") == coin.image_sha256
+            and isinstance(user, str)
+            and user.casefold() == (coin.twitter_user or "").casefold()
+            and entry.get("ticker") == coin.ticker
+            and entry.get("name") == coin.name
+        )
 
     def launch(self, coin: Coin) -> LaunchResult:
         entry = {
@@ -46,6 +68,8 @@ class LedgerLauncher:
             "name": coin.name,
             "twitter_user": coin.twitter_user,
             "image_filename": coin.image_filename,
+            "image_sha256": coin.image_sha256,
+            "tweet_id": coin.tweet_id,
             "photos_asset_id": coin.photos_asset_id,
             "at": time.time(),
         }

@@ -549,6 +549,23 @@ def _pt(v: float, ratio: float) -> float:
     return round(v / ratio, 1)
 
 
+def apart(a: list[float], b: list[float], gap: float = 1.0) -> bool:
+    """Two read boxes [x, y, w, h] on one screen that overlap: each is cut to end halfway
+    into the overlap, the upper one's bottom, the lower one's top (in place). True when
+    they overlapped. A box that holds the top of the next line reads it too."""
+    if a[0] >= b[0] + b[2] or b[0] >= a[0] + a[2]:
+        return False
+    up, down = (a, b) if a[1] + a[3] / 2 <= b[1] + b[3] / 2 else (b, a)
+    top, bottom = down[1], up[1] + up[3]
+    if bottom <= top:
+        return False
+    mid = (top + bottom) / 2
+    up[3] = max(1.0, mid - gap / 2 - up[1])
+    down[3] = max(1.0, down[1] + down[3] - (mid + gap / 2))
+    down[1] = mid + gap / 2
+    return True
+
+
 def _region(box, ratio: float) -> list[float]:
     return [
         _pt(box[0], ratio),
@@ -751,6 +768,12 @@ class Proposer:
                 f"{' and '.join(what[k] for k in missing)} not found on any screen between the"
                 " last typing and the spend; show the review screen before you stop (or add the"
                 ' read_text/read_photo steps by hand: README "Read-back steps")'
+            )
+        a, b = found["ticker"][1].keys["region"], found["name"][1].keys["region"]
+        if found["ticker"][0] == found["name"][0] and apart(a, b):
+            self.notes.append(
+                "the ticker's and the name's read boxes overlapped; each now ends halfway"
+                " into the overlap (other text in a box makes its read-back refuse)"
             )
         out: dict[int, list[Row]] = {}
         for key in ("ticker", "name", "picture"):

@@ -61,7 +61,7 @@ def test_ticker_differences_are_refused_with_the_reason(shown, why):
 
 def test_a_small_dollar_read_as_s_is_accepted_only_when_the_app_shows_one():
     assert not ticker_ok("MOON", "SMOON")  # could be a left-over S
-    assert "say so" in compare_ticker("MOON", r("SMOON"), min_confidence=MIN).reason
+    assert "set dollar = true" in compare_ticker("MOON", r("SMOON"), min_confidence=MIN).reason
     assert ticker_ok("MOON", "SMOON", dollar=True)
     assert ticker_ok("MOON", "$MOON", dollar=True)
     assert not ticker_ok("MOON", "MOON", dollar=True)  # the app shows '$': it must be there

@@ -175,3 +175,18 @@ def test_events_count_in_time_order_not_in_the_order_threads_appended_them(tmp_p
     ]
     launch, _, _, _ = _session(tmp_path, events).clicks()
     assert [c.copied for c in launch] == [None, address]
+
+
+def test_overlapping_read_boxes_are_cut_apart():
+    """Found from outside: the recorder's ticker box [6,265,448,57] held the top of the
+    name line [6,308,448,43] below it; the ticker read `.$SROCKT` and the coin failed."""
+    from moonshot.app.propose import apart
+
+    ticker, name = [6.0, 265.0, 448.0, 57.0], [6.0, 308.0, 448.0, 43.0]
+    assert apart(ticker, name)
+    assert ticker[1] + ticker[3] < name[1]  # no row of pixels in both
+    assert ticker[1] == 265.0 and name[1] + name[3] == 351.0  # the outer edges stay
+    side_by_side = [[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 10.0, 10.0]]
+    assert not apart(*side_by_side)
+    stacked = [[0.0, 0.0, 10.0, 10.0], [0.0, 12.0, 10.0, 10.0]]
+    assert not apart(*stacked) and stacked[0][3] == 10.0

@@ -548,11 +548,13 @@ def test_the_ledger_never_launches_a_coin_it_has_launched(home, tmp_path):
         shutil.rmtree(marker.parent)  # the whole disk restored from the same backup
     run_cli(home, "run", "--once", env=FAST)
     (coin,) = status_json(home)["attention"]
-    assert coin["state"] == m.FAILED, coin
+    assert coin["state"] == m.NEEDS_REVIEW, coin  # for a person, who can settle it
     assert "already records the launch of coin 1" in coin["reason"]
-    assert "moonshot recover" in coin["reason"]
-    follow_status(home, env=FAST)  # retry, as README says for a failed coin: fails again
+    assert "moonshot resolve 1 --launched" in coin["reason"]
+    follow_status(home, env=FAST)
     assert launch_counts(home) == {("bob", "DN"): 1}
+    run_cli(home, "resolve", "1", "--launched", check=True)  # no dead end (was: failed)
+    assert status_json(home)["counts"]["launched"] == 1
 
 
 def test_a_backup_from_before_a_withdrawal_is_older_than_the_home(home, tmp_path):
@@ -654,3 +656,157 @@ def test_a_spooled_coins_file_changed_before_its_import_is_said_truly(home, tmp_
     run_cli(home, "retry", "2", check=True)
     run_cli(home, "run", "--once", env=env)
     assert drop.name not in status_json(home)["refused_drops"]  # it is the coin's now
+
+
+# -- the third outside attack: restores under a running service, twins, the same tweet again ----
+def test_a_database_restored_in_place_under_the_running_service_stops_it(
+    home, tmp_path, service_process
+):
+    """Found from outside: `sqlite3 moonshot.db ".restore backup.db"` writes into the same
+    file; the service went on with the older state and launched a coin withdrawn after the
+    backup. Only the count tells: the service stops within a second, and no launch."""
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    add(home, tmp_path, "BBB", "bob", (10, 200, 10))  # coin 2, fetched
+    backup_db(home, tmp_path / "before.db")
+    run_cli(home, "withdraw", "2", "--reason", "scam", check=True)
+    # Launching held off until the restore, so the race is the service's check, not ours.
+    proc = service_process(home, {**FAST, "MOONSHOT_LAUNCH_MODE": "off"})
+    wait_for(lambda: status_json(home)["service"]["state"] == "running", what="the service")
+    src, dst = sqlite3.connect(tmp_path / "before.db"), sqlite3.connect(home / "moonshot.db")
+    src.backup(dst)  # what `.restore` does: the same file, the older pages
+    src.close()
+    dst.close()
+    assert proc.wait(timeout=30) != 0
+    assert "older than this home" in proc.err() and "Traceback" not in proc.err()
+    line = one_line_error(run_cli(home, "run", "--once", env=FAST))
+    assert "older than this home" in line
+    assert launch_counts(home) == {("alice", "AAA"): 1}
+
+
+def test_the_before_launch_check_refuses_an_older_count_in_the_transaction(home, tmp_path):
+    """The last guard, inside the transaction that commits `launching`."""
+    from moonshot import config as config_mod
+    from moonshot import home as home_mod
+    from moonshot.errors import HomeError
+
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    cfg = config_mod.load(home, env={})
+    store = home_mod.open_store(cfg)
+    try:
+        home_id, seq = store.identity()
+        home_mod.write_marker(cfg.spool_dir, home_mod.Marker(home_id, seq + 5), durable=True)
+        coin = store.get(1)
+        with pytest.raises(HomeError, match="older than this home"):
+            store.fire(coin, "start_launch")
+        assert store.get(1).state == m.CONFIRMED  # rolled back: nothing to launch
+    finally:
+        store.close()
+
+
+def test_the_file_that_replaced_the_database_under_the_service_is_refused(
+    home, tmp_path, service_process
+):
+    """Found from outside: after the service stopped for a replaced moonshot.db, the next
+    start took the replacing file (a mix of a backup and the service's last writes) and
+    launched a coin withdrawn after the backup."""
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    add(home, tmp_path, "BBB", "bob", (10, 200, 10))
+    backup_db(home, tmp_path / "before.db")
+    run_cli(home, "withdraw", "2", "--reason", "scam", check=True)
+    proc = service_process(home, {**FAST, "MOONSHOT_LAUNCH_MODE": "off"})
+    wait_for(lambda: status_json(home)["service"]["state"] == "running", what="the service")
+    shutil.copy(tmp_path / "before.db", home / "new.db")
+    os.replace(home / "new.db", home / "moonshot.db")
+    assert proc.wait(timeout=30) != 0
+    for command in (["run", "--once"], ["status"]):
+        line = one_line_error(run_cli(home, *command, env=FAST))
+        assert "replaced the home's database" in line and "moonshot.db.saved-" in line
+    (saved,) = home.glob("moonshot.db.saved-*")
+    for p in home.glob("moonshot.db*"):
+        if p != saved:
+            p.unlink()
+    saved.rename(home / "moonshot.db")  # as the line says
+    run_cli(home, "run", "--once", env=FAST)
+    assert launch_counts(home) == {("alice", "AAA"): 1}  # the withdrawal held
+    assert json.loads(run_cli(home, "history", "2", "--json").stdout)["coin"]["state"] == m.REJECTED
+
+
+def test_a_copy_of_a_home_beside_it_is_refused(home, tmp_path):
+    """Found from outside: `cp -a home home2` run beside the original: the same id, the
+    same coins, both launched the confirmed one."""
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    twin = tmp_path / "twin"
+    shutil.copytree(home, twin, symlinks=True)
+    line = one_line_error(run_cli(twin, "run", "--once", env=FAST))
+    assert f"is a copy of the home at {home.resolve()}" in line
+    run_cli(home, "run", "--once", env=FAST, check=True)  # the original goes on
+    assert launch_counts(home) == {("alice", "AAA"): 1} and launches(twin) == []
+    moved = tmp_path / "moved"
+    shutil.rmtree(twin)
+    home.rename(moved)  # a home that moved takes its new place
+    run_cli(moved, "status", check=False)
+    assert "copy" not in run_cli(moved, "run", "--once", env=FAST).stderr
+
+
+def test_the_same_tweet_queued_again_after_a_restore_is_not_launched_again(home, tmp_path):
+    """Found from outside: with the home and the state folder restored (both counts rolled
+    back), the same tweet queued again took another coin id, and the ledger's guard, which
+    matched the id only, let it launch a second time."""
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10), "--tweet-id", "111")
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    saved = tmp_path / "saved"
+    shutil.copytree(home, saved, symlinks=True)
+    state = Path(os.environ["XDG_STATE_HOME"]) / "moonshot" / "homes"
+    kept_state = tmp_path / "state"
+    shutil.copytree(state, kept_state)
+    add(home, tmp_path, "BBB", "bob", (10, 200, 10), "--tweet-id", "222")
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    ledger = (home / "launches.jsonl").read_bytes()
+    shutil.rmtree(home)
+    shutil.copytree(saved, home, symlinks=True)
+    shutil.rmtree(state)
+    shutil.copytree(kept_state, state)
+    (home / "launches.jsonl").write_bytes(ledger)
+    add(home, tmp_path, "XXX", "xavier", (10, 10, 200), "--tweet-id", "999")  # takes id 2
+    add(home, tmp_path, "BBB", "bob", (10, 200, 10), "--tweet-id", "222")  # id 3 now
+    run_cli(home, "run", "--once", env=FAST)
+    assert launch_counts(home)[("bob", "BBB")] == 1
+    review = [c for c in status_json(home)["attention"] if c["state"] == m.NEEDS_REVIEW]
+    assert [c["id"] for c in review] == [3] and "already records" in review[0]["reason"]
+
+
+def test_recover_pairs_two_coins_of_one_user_and_ticker_with_their_files(home, tmp_path):
+    """Found from outside: two coins of one user and ticker spooled after the copy came
+    back as four (each file rebuilt beside its coin)."""
+    add(home, tmp_path, "ZZZ", "zed", (50, 50, 50))
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10), "--tweet-id", "1")
+    add(home, tmp_path, "AAA", "alice", (10, 200, 10), "--tweet-id", "2")
+    backup_db(home, tmp_path / "before.db")
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    restore(home, tmp_path / "before.db")
+    run_cli(home, "recover", check=True)
+    status = status_json(home)
+    assert status["total"] == 3, status["attention"]  # no rebuilt twins
+
+
+def test_a_coin_imported_after_the_copy_is_not_lost_by_recover(home, tmp_path):
+    """Found from outside: db and spool/ restored; a coin imported after the copy had only
+    its photo in the folder library left, and recover reported nothing: lost."""
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    run_cli(home, "run", "--once", env=FAST, check=True)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    backup_db(home, saved / "moonshot.db")
+    shutil.copytree(home / "spool", saved / "spool", symlinks=True)
+    add(home, tmp_path, "CCC", "carol", (10, 10, 200))
+    run_cli(home, "run", "--once", env={"MOONSHOT_LAUNCH_MODE": "off", **FAST}, check=True)
+    restore(home, saved / "moonshot.db", saved / "spool")
+    run_cli(home, "recover", check=True)
+    (coin,) = status_json(home)["attention"]
+    assert coin["ticker"] == "CCC" and coin["state"] == m.NEEDS_REVIEW
+    assert "the folder library" in coin["reason"]
