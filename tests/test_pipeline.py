@@ -778,6 +778,30 @@ def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path)
     assert line.endswith("reset failed, the app is not back home")
 
 
+def test_status_says_why_a_coin_waits_after_a_transient_download_error(
+    service_factory, image_server
+):
+    """Found from outside: during an image host outage status said only "oldest waiting"
+    ("retrying" empty), though each coin held its error and its next try."""
+    from moonshot.ops.status import collect, render
+
+    url = image_server.add("/down.jpg", b"busy", status=503)  # down from now on
+    svc = service_factory({"MOONSHOT_SPOOL_BACKOFF_MAX": "600"})
+    coin_id = add(svc, "DOWN", url)
+    for _ in range(100):
+        svc.tick(time.time())
+        coin = svc.store.get(coin_id)
+        if coin.last_error:
+            break
+        time.sleep(0.02)
+    assert coin.state == m.FETCHED and coin.last_error
+    report = collect(svc.cfg, svc.store, probe=False)
+    (row,) = report["retrying"]
+    assert (row["id"], row["state"]) == (coin_id, m.FETCHED) and row["retry_in_s"] >= 0
+    line = next(ln for ln in render(report).splitlines() if ln.startswith("retrying:"))
+    assert f"coin {coin_id} DOWN" in line and coin.last_error in line
+
+
 def test_a_withdrawn_coin_handed_again_by_a_remote_source_is_not_launched(service_factory):
     """The Supabase source may hand the same row again (a reset claim), or a new row for
     the same tweet: neither launches a coin a person withdrew (issue 15)."""

@@ -55,6 +55,28 @@ AUTH_PAUSE = 300.0  # after a rejected key, stop asking for this long
 HOLD_MARGIN = 60.0  # clock skew and request time allowed for when trusting a renewal
 
 
+def well_formed(data: Any, what: str) -> list[dict[str, Any]]:
+    """The rows of a reply, each an object with an integer id (the table's bigint key);
+    anything else is the source's fault, not a coin's: a TransientError naming it, so
+    the service waits and `run --once` exits with the source's code, never a traceback
+    and never a coin made of a malformed row."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise TransientError(
+            f"Supabase {what}: a malformed reply ({type(data).__name__}, not a list of rows);"
+            " will retry"
+        )
+    for row in data:
+        ident = row.get("id") if isinstance(row, dict) else None
+        if isinstance(ident, bool) or not isinstance(ident, int):
+            raise TransientError(
+                f"Supabase {what}: a malformed reply (a row without an integer id:"
+                f" {str(ident)[:40]!r}); will retry"
+            )
+    return list(data)
+
+
 class SupabaseAuthError(TransientError):
     """Supabase refused the key (401/403/PGRST301): fetching stops until it is fixed."""
 
@@ -304,7 +326,7 @@ class SupabaseSource:
             if any(str(r["id"]) not in self._handed for r in rows):
                 return rows
             raise
-        rows = list(reply.data or [])
+        rows = well_formed(reply.data, "claim")
         with self._lock:
             for row in rows:
                 self._held_until[str(row["id"])] = sent + self.lease_seconds
@@ -325,9 +347,9 @@ class SupabaseSource:
                 .execute()
             )
 
-        return list(self._call("re-read claims", query).data or [])
+        return well_formed(self._call("re-read claims", query).data, "re-read claims")
 
-    def _incoming(self, row: dict[str, Any]) -> IncomingCoin:
+    def _incoming(self, row: dict[str, Any]) -> IncomingCoin:  # a well_formed row
         def text(key: str) -> str | None:
             value = row.get(key)
             return None if value is None else str(value)
