@@ -298,3 +298,37 @@ def test_once_exits_0_when_only_a_person_can_move_what_is_left(service_factory, 
     code, took = timed_once(svc)
     assert code == RET_OK and svc.exit_line is None
     assert took < 10  # did not wait out the patience
+
+
+def test_a_row_under_an_id_this_home_knows_as_another_coin_is_not_taken(service_factory, tmp_path):
+    """Found from outside: with the source's ids started again (a table re-created), new
+    rows matched old coins by id; the home claimed them and did nothing, silently, and
+    `run --once` exited 0. Now: not taken, the claim handed back, the error and an alert."""
+    from moonshot.supabase.source_local import LocalSource
+
+    class Reused(LocalSource):
+        kind = "supabase"
+
+        def __init__(self, rows):
+            self.rows, self.released = rows, []
+
+        def poll(self, now, limit):
+            rows, self.rows = self.rows, []
+            return rows
+
+        def release(self, refs):
+            self.released += refs
+            return refs
+
+    svc = service_factory()
+    img = str(tmp_path / "x.png")
+    old = IncomingCoin("supabase", "1", "PING", "Ping", img, "bob")
+    coin_id, _ = svc.store.add_coin(old, twitter_user="bob")
+    new = IncomingCoin("supabase", "1", "NEWDB", "New Db", img, "carol")
+    svc.ports.source = source = Reused([new])
+    svc._poll_source(time.time(), force=True)
+    assert svc.store.get(coin_id).ticker == "PING"  # the known coin is untouched
+    assert source.released == ["1"]
+    assert "is not coin 1 (PING" in svc.source_error and "ids start again" in svc.source_error
+    (alert,) = [a for a in svc.store.alerts() if a["event"] == "source_conflict"]
+    assert "NEWDB" in alert["reason"]

@@ -13,6 +13,7 @@ FAILED = "failed"
 SOURCE_AUTH = "source_auth"
 SOURCE_DOWN = "source_down"
 SOURCE_BACK = "source_back"
+SOURCE_CONFLICT = "source_conflict"
 LAUNCH_LIMIT = "launch_limit"
 SERVICE_DOWN = "service_down"
 RESTARTED = "restarted"
@@ -25,6 +26,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     SOURCE_AUTH: ("failure", "the source refused the key (401/403)"),
     SOURCE_DOWN: ("warning", "the source has been unreachable for alerts.source_down_after"),
     SOURCE_BACK: ("success", "the source answers again after a source_down or source_auth"),
+    SOURCE_CONFLICT: ("failure", "the source hands rows under ids this home knows as other coins"),
     LAUNCH_LIMIT: ("warning", "launch.max_per_hour or launch.max_per_day holds coins back"),
     SERVICE_DOWN: ("failure", "`moonshot watch` found the service dead or hung"),
     RESTARTED: ("warning", "the service started after a crash or a kill"),
@@ -54,6 +56,8 @@ def command(event: str, coin_id: int | None = None) -> str:
         SOURCE_AUTH: "fix SUPABASE_SERVICE_ROLE_KEY (Keychain or moonshot.env), then `moonshot doctor`",
         SOURCE_DOWN: "`moonshot status`; the service keeps trying by itself",
         SOURCE_BACK: "nothing: the service goes on by itself",
+        SOURCE_CONFLICT: "the source's ids start again: point the home at its own source,"
+        " or start a new home for this source (`moonshot status`)",
         LAUNCH_LIMIT: "coins wait in confirmed until the limit allows (`moonshot status`);"
         " raise launch.max_per_hour or launch.max_per_day to launch more",
         SERVICE_DOWN: "`moonshot launchd status` and logs/moonshot.log; `moonshot launchd restart`",

@@ -571,6 +571,14 @@ class Alerts:
         reason = str(exc) if kind == "auth" else f"no answer for {now - since:.0f} s: {exc}"
         self.store.record_alert(ev.row(event, key, reason=reason), now=now)
 
+    def source_conflict(self, reason: str, refs: list[str], now: float) -> None:
+        """Rows under reused ids: once per row (the key), at the first sight."""
+        key = f"{ev.SOURCE_CONFLICT}:{','.join(sorted(refs))}"
+        if key in self._raised:
+            return
+        self._raised.add(key)
+        self.store.record_alert(ev.row(ev.SOURCE_CONFLICT, key, reason=reason), now=now)
+
     def source_ok(self, now: float) -> None:
         if self._since["auth"] is None and self._since["down"] is None:
             return  # the common case: no write
