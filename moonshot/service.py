@@ -351,8 +351,11 @@ class Service:
             self._source_failures += 1
             self.source_error = str(exc)
             failed_at = self.clock()
-            wait = retry.SOURCE.delay(self._source_failures, self.pipeline.rng)
-            self._next_poll = failed_at + min(wait, self.cfg.source.poll_interval)
+            wait = min(
+                retry.SOURCE.delay(self._source_failures, self.pipeline.rng),
+                self.cfg.source.poll_interval,
+            )
+            self._next_poll = failed_at + wait
             self.log.warning("source poll failed: %s (next try in %.0f s)", exc, wait)
             self.alerts.source_failed(exc, now)
             return False
@@ -604,7 +607,7 @@ class Service:
         """The exit code and the one line `run --once` ends with when something is left."""
         parts = []
         if "source" in left:
-            parts.append(f"the source is unreachable, coins not fetched ({left['source']})")
+            parts.append(f"the source failed, coins not fetched ({left['source']})")
         if "reports" in left:
             parts.append(f"{left['reports']} report(s) not delivered to the source")
         if "downloading" in left:

@@ -224,7 +224,7 @@ def test_once_with_the_source_down_exits_ret_source_and_says_why(cfg_factory):
     code, took = timed_once(svc)
     assert code == RET_SOURCE
     assert "\n" not in svc.exit_line
-    assert "source is unreachable, coins not fetched" in svc.exit_line
+    assert "source failed, coins not fetched" in svc.exit_line
     assert "HTTP 503" in svc.exit_line and "service.once_patience" in svc.exit_line
     assert took < 15  # at most the patience, or sooner when the next poll would come after it
     assert len(src.polls) >= 2  # it kept trying, backing off

@@ -529,7 +529,7 @@ def test_run_once_with_the_source_down_exits_non_zero_and_says_why(standin, coin
     assert done.returncode == RET_SOURCE, done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("run --once: nothing") and "service.once_patience" in line
-    assert "the source is unreachable, coins not fetched" in line and "503" in line
+    assert "the source failed, coins not fetched" in line and "503" in line
     assert standin.key not in done.stderr + done.stdout
     assert 3 <= took < 60
     claims = [r for r in standin.recorded("/rest/v1/rpc/moonshot_claim")]
