@@ -764,10 +764,15 @@ def test_status_says_why_a_confirmed_coin_is_retrying(service_factory, tmp_path)
 
     svc = service_factory({"MOONSHOT_LAUNCH_RETRY_BACKOFF": "600"}, launcher=Refusing())
     coin_id = add(svc, "WAIT", make_image(tmp_path / "a.png"))
-    for _ in range(50):  # up to the first refusal (drain would wait out the backoff)
+    # Up to the first refusal (drain would wait out the backoff), by time: the download
+    # runs in a worker, so a count of ticks is too few on a loaded machine.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
         svc.tick(time.time())
-        if svc.store.get(coin_id).last_error:
+        coin = svc.store.get(coin_id)
+        if coin.state == m.CONFIRMED and coin.last_error:
             break
+        time.sleep(0.01)
     report = collect(svc.cfg, svc.store, probe=False)
     (row,) = report["retrying"]
     assert (row["id"], row["attempts"]) == (coin_id, 1)

@@ -77,36 +77,30 @@ def collect(
     ]
     gate = LaunchGate(cfg, store)
     held, retrying = [], []
+
+    def waits(c) -> dict:
+        return {
+            "id": c.id,
+            "ticker": c.ticker,
+            "state": c.state,
+            "attempts": c.attempts,
+            "retry_in_s": round(max(c.not_before - now, 0.0), 1),
+            "reason": c.last_error,
+        }
+
     for c in store.coins_in([m.CONFIRMED], order="id", limit=50):
         why = gate.blocker(c, now, cfg.launch.mode != "off")
         if why:
             held.append({"id": c.id, "ticker": c.ticker, "reason": _twin_note(store, c, why)})
         elif c.last_error:  # the launcher refused or failed before the spend: it retries
-            retrying.append(
-                {
-                    "id": c.id,
-                    "ticker": c.ticker,
-                    "attempts": c.attempts,
-                    "retry_in_s": round(max(c.not_before - now, 0.0), 1),
-                    "reason": c.last_error,
-                }
-            )
+            retrying.append(waits(c))
     # A transient error before the launch (a download, an import, Photos): the coin waits
     # for its retry, with the error (outside attack: status said nothing during an outage).
     for c in store.coins_in(
         [m.FETCHED, m.SPOOLED, m.IMPORTED], order="id", limit=50, released=False
     ):
         if c.last_error and (c.attempts or c.not_before > now):
-            retrying.append(
-                {
-                    "id": c.id,
-                    "ticker": c.ticker,
-                    "attempts": c.attempts,
-                    "retry_in_s": round(max(c.not_before - now, 0.0), 1),
-                    "reason": c.last_error,
-                    "state": c.state,
-                }
-            )
+            retrying.append(waits(c))
     # Service, source, library, queues (issue 6): `probe` reaches the source and Photos.
     h = health.assess(cfg, store, now=now, probe=probe)
     service = h["service"]
