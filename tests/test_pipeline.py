@@ -738,7 +738,11 @@ def test_a_prepare_that_may_have_spent_sends_the_coin_to_review_never_again(
 
     svc = service_factory({"MOONSHOT_LAUNCH_RETRY_BACKOFF": "0.01"}, launcher=SpentEarly())
     coin_id = add(svc, "EARLY", make_image(tmp_path / "e.png"))
-    for _ in range(200):
+    deadline = time.monotonic() + 20  # the download runs in a worker: wait by time
+    while time.monotonic() < deadline and svc.store.get(coin_id).state != m.NEEDS_REVIEW:
+        svc.tick(time.time())
+        time.sleep(0.01)
+    for _ in range(20):  # and a while longer: it must not be prepared again
         svc.tick(time.time())
     coin = svc.store.get(coin_id)
     assert coin.state == m.NEEDS_REVIEW and "before the mark" in coin.last_error
@@ -793,7 +797,8 @@ def test_status_says_why_a_coin_waits_after_a_transient_download_error(
     url = image_server.add("/down.jpg", b"busy", status=503)  # down from now on
     svc = service_factory({"MOONSHOT_SPOOL_BACKOFF_MAX": "600"})
     coin_id = add(svc, "DOWN", url)
-    for _ in range(100):
+    deadline = time.monotonic() + 20  # the download runs in a worker: wait by time
+    while time.monotonic() < deadline:
         svc.tick(time.time())
         coin = svc.store.get(coin_id)
         if coin.last_error:
