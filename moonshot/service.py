@@ -29,6 +29,7 @@ from moonshot.store import Store
 # Exit codes, named (dramatiq's RET_*). launchd's KeepAlive {SuccessfulExit: false}
 # restarts the service after anything but RET_OK.
 RET_OK = 0  # stopped cleanly; with --once: nothing is left that time could move
+LOOKAHEAD_CAP = 3  # coins held before the gate, retrying ones included, per lookahead
 RET_ERROR = 1
 RET_CONFIG = 2
 RET_HARD_STOP = 3
@@ -326,11 +327,17 @@ class Service:
         `source.lookahead` coins of this source waiting before the import gate, which
         lets one coin at a time through Photos and the app. The rest stay in the source
         for the other Macs."""
-        held = self.store.db.execute(
-            "SELECT count(*) FROM coins WHERE source = ? AND state IN (?, ?) AND released = 0",
+        ready, retrying = self.store.db.execute(
+            "SELECT count(*) - count(retry_since), count(retry_since) FROM coins"
+            " WHERE source = ? AND state IN (?, ?) AND released = 0",
             (self.ports.source.kind, m.FETCHED, m.SPOOLED),
-        ).fetchone()[0]
-        return max(0, min(self.cfg.source.lookahead - held, self.cfg.source.batch))
+        ).fetchone()
+        # A coin waiting out a transient error (a hanging image host) does not hold a place
+        # of the lookahead, or three bad images would stop this Mac for the retry window;
+        # all held stay under LOOKAHEAD_CAP x lookahead (outside attack).
+        lookahead = self.cfg.source.lookahead
+        room = min(lookahead - ready, LOOKAHEAD_CAP * lookahead - ready - retrying)
+        return max(0, min(room, self.cfg.source.batch))
 
     def _poll_source(self, now: float, force: bool = False) -> bool:
         """Claim when room opens (at once while the source may hold more, else every

@@ -332,3 +332,37 @@ def test_a_row_under_an_id_this_home_knows_as_another_coin_is_not_taken(service_
     assert "is not coin 1 (PING" in svc.source_error and "ids start again" in svc.source_error
     (alert,) = [a for a in svc.store.alerts() if a["event"] == "source_conflict"]
     assert "NEWDB" in alert["reason"]
+
+
+def test_coins_waiting_out_a_transient_error_do_not_fill_the_lookahead(service_factory, tmp_path):
+    """Found from outside: three hanging image URLs held the whole lookahead, and a one-Mac
+    home claimed nothing else for the retry window. A retrying coin keeps no place, and all
+    held stay under LOOKAHEAD_CAP x lookahead."""
+    from moonshot.service import LOOKAHEAD_CAP
+    from moonshot.supabase.source_local import LocalSource
+
+    class Shared(LocalSource):
+        kind = "supabase"
+
+    svc = service_factory({"MOONSHOT_SOURCE_LOOKAHEAD": "3"})
+    svc.ports.source = Shared()
+    img = str(tmp_path / "x.png")
+    ids = [
+        svc.store.add_coin(
+            IncomingCoin("supabase", str(i), f"C{i}", "c", img, "u"), twitter_user="u"
+        )[0]
+        for i in range(3)
+    ]
+    assert svc.claim_room() == 0  # three ready coins: the lookahead is full
+    for coin_id in ids:
+        svc.store.set_fields(coin_id, retry_since=time.time(), last_error="HTTP 503")
+    assert svc.claim_room() == 3  # all three wait out an error: room for three more
+    more = [
+        svc.store.add_coin(
+            IncomingCoin("supabase", str(i), f"D{i}", "d", img, "u"), twitter_user="u"
+        )[0]
+        for i in range(3, 3 * LOOKAHEAD_CAP)
+    ]
+    for coin_id in more:
+        svc.store.set_fields(coin_id, retry_since=time.time(), last_error="HTTP 503")
+    assert svc.claim_room() == 0  # the cap
