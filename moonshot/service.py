@@ -398,7 +398,11 @@ class Service:
                 )
                 continue
             if known is not None and known.released and known.state == m.FETCHED:
-                self.pipeline._fire(known, "reclaim", now, {"ref": coin.source_ref}, released=0)
+                # Its retry window starts again: the time it spent handed back is not a
+                # failure of this home's (outside attack: it failed on its first blip).
+                self.pipeline._fire(
+                    known, "reclaim", now, {"ref": coin.source_ref}, released=0, retry_since=None
+                )
                 self._events += 1
         if conflicts:
             self._source_conflict(conflicts, now)

@@ -366,3 +366,26 @@ def test_coins_waiting_out_a_transient_error_do_not_fill_the_lookahead(service_f
     for coin_id in more:
         svc.store.set_fields(coin_id, retry_since=time.time(), last_error="HTTP 503")
     assert svc.claim_room() == 0  # the cap
+
+
+def test_a_reclaimed_coin_starts_its_retry_window_again(service_factory, tmp_path):
+    """Found from outside: the time a coin spent handed back (a clean stop) counted
+    against its retry window, so after a reclaim it failed on its first blip."""
+    from moonshot.supabase.source_local import LocalSource
+
+    img = str(tmp_path / "x.png")
+    row = IncomingCoin("supabase", "7", "BACK", "Back", img, "u")
+
+    class Hands(LocalSource):
+        kind = "supabase"
+
+        def poll(self, now, limit):
+            return [row]
+
+    svc = service_factory()
+    coin_id, _ = svc.store.add_coin(row, twitter_user="u")
+    svc.store.set_fields(coin_id, released=1, retry_since=time.time() - 7200, last_error="503")
+    svc.ports.source = Hands()
+    svc._poll_source(time.time(), force=True)
+    coin = svc.store.get(coin_id)
+    assert not coin.released and coin.retry_since is None
