@@ -426,6 +426,7 @@ def attach(cfg: Config, store: Store) -> str:
     with contextlib.suppress(OSError, MoonshotError):  # best effort, as above
         write_outside(Marker(home_id, seq), durable=True)
     _claim_place(cfg, home_id)
+    store.seen_seq = max(store.seen_seq, seq)
     store.on_evidence = keep
     store.before_launch = lambda db_id, db_seq: check_current(cfg, home_id, lambda: (db_id, db_seq))
     return home_id

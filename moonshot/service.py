@@ -488,6 +488,7 @@ class Service:
         gone = self.store.file_gone()
         if gone is None:
             # Restored in place (same file, an older count): stop, and say so.
+            self.store.check_not_behind()
             home.check_current(self.cfg, self.store.identity()[0], self.store.identity)
             return
         copy = self.cfg.home / f"{home.SAVED}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"

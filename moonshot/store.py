@@ -374,6 +374,7 @@ class Store:
         # id and evidence count: raises when the home's markers count further (the file
         # was restored in place under this process, `sqlite3 .restore`): no launch then.
         self.before_launch: Callable[[str | None, int], None] | None = None
+        self.seen_seq = 0  # the highest evidence count this store has seen (attach, commits)
 
     def close(self) -> None:
         self.db.close()
@@ -541,7 +542,9 @@ class Store:
                         "SELECT key, value FROM meta WHERE key IN ('home_id', 'evidence_seq')"
                     ).fetchall()
                 )
-                self.before_launch(meta.get("home_id"), int(meta.get("evidence_seq") or 0))
+                db_seq = int(meta.get("evidence_seq") or 0)
+                self.check_not_behind(db_seq)
+                self.before_launch(meta.get("home_id"), db_seq)
             cur = conn.execute(
                 f"UPDATE coins SET {', '.join(sets)} WHERE id = ? AND state = ?",
                 (to_state, stamp, *changes.values(), coin_id, from_state),
@@ -610,7 +613,24 @@ class Store:
             "INSERT INTO meta (key, value) VALUES ('evidence_seq', '1') ON CONFLICT(key)"
             " DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
         )
-        return int(self.meta_get("evidence_seq") or 0)
+        seq = int(self.meta_get("evidence_seq") or 0)
+        self.check_not_behind(seq - 1)  # inside the transaction: refused, rolled back
+        self.seen_seq = seq
+        return seq
+
+    def check_not_behind(self, seq: int | None = None) -> None:
+        """HomeError when the database's count is behind one this store has seen: the
+        file went back to an older state under this process (a backup restored into it,
+        `sqlite3 .restore`, `cp`), where the markers alone may be caught up again by the
+        commits made since."""
+        seq = self.identity()[1] if seq is None else seq
+        if seq < self.seen_seq:
+            raise HomeError(
+                f"{self.path} went back to an older state while moonshot run used it (its"
+                f" count is {seq}, this service saw {self.seen_seq}: a backup restored into"
+                f" the file?). Coins may have moved on since, even launched: stop, then run"
+                f" `moonshot recover` ({HOME_TROUBLESHOOTING})"
+            )
 
     def identity(self) -> tuple[str | None, int]:
         """(home id, evidence sequence): which home this database made, and how many

@@ -678,7 +678,8 @@ def test_a_database_restored_in_place_under_the_running_service_stops_it(
     src.close()
     dst.close()
     assert proc.wait(timeout=30) != 0
-    assert "older than this home" in proc.err() and "Traceback" not in proc.err()
+    err = proc.err()
+    assert "older" in err and "moonshot recover" in err and "Traceback" not in err, err
     line = one_line_error(run_cli(home, "run", "--once", env=FAST))
     assert "older than this home" in line
     assert launch_counts(home) == {("alice", "AAA"): 1}
@@ -810,3 +811,33 @@ def test_a_coin_imported_after_the_copy_is_not_lost_by_recover(home, tmp_path):
     (coin,) = status_json(home)["attention"]
     assert coin["ticker"] == "CCC" and coin["state"] == m.NEEDS_REVIEW
     assert "the folder library" in coin["reason"]
+
+
+def test_a_database_gone_back_under_the_store_is_refused_even_when_the_markers_agree(
+    home, tmp_path
+):
+    """The race the markers cannot see: restored in place, then one evidence commit by the
+    running service brings the older file's count level with the markers again. The
+    store remembers the highest count it saw and refuses that commit."""
+    from moonshot import config as config_mod
+    from moonshot import home as home_mod
+    from moonshot.errors import HomeError
+
+    add(home, tmp_path, "AAA", "alice", (200, 10, 10))
+    add(home, tmp_path, "BBB", "bob", (10, 200, 10))
+    backup_db(home, tmp_path / "before.db")
+    run_cli(home, "withdraw", "2", "--reason", "scam", check=True)  # the count moves on
+    cfg = config_mod.load(home, env={})
+    store = home_mod.open_store(cfg)
+    try:
+        src, dst = sqlite3.connect(tmp_path / "before.db"), sqlite3.connect(home / "moonshot.db")
+        src.backup(dst)  # restored into the open file
+        src.close()
+        dst.close()
+        coin = store.get(2)
+        assert coin.state == m.FETCHED  # the withdrawal is gone from the file
+        with pytest.raises(HomeError, match="went back to an older state"):
+            store.fire(coin, "spool", image_filename="bob_BBB_1700000000.jpg")
+        assert store.get(2).state == m.FETCHED  # rolled back
+    finally:
+        store.close()
