@@ -44,22 +44,12 @@ class LedgerLauncher:
 
     @staticmethod
     def _same_coin(entry: dict, coin: Coin) -> bool:
-        """A ledger line is this coin's when it names its id and ticker, or its tweet, or
-        its user, ticker, name and image (a coin queued again under another id after a
-        restore)."""
+        """A ledger line is this coin's when it names its id and ticker, or its tweet (a
+        coin queued again under another id after a restore). Not by its text and image
+        alone: two tweets may ask for the same token, and each is a coin of its own."""
         if entry.get("coin_id") == coin.id and entry.get("ticker") == coin.ticker:
             return True
-        if coin.tweet_id and entry.get("tweet_id") == coin.tweet_id:
-            return True
-        user = entry.get("twitter_user")
-        return (
-            bool(coin.image_sha256)
-            and entry.get("image_sha256") == coin.image_sha256
-            and isinstance(user, str)
-            and user.casefold() == (coin.twitter_user or "").casefold()
-            and entry.get("ticker") == coin.ticker
-            and entry.get("name") == coin.name
-        )
+        return bool(coin.tweet_id) and entry.get("tweet_id") == coin.tweet_id
 
     def launch(self, coin: Coin) -> LaunchResult:
         entry = {
