@@ -370,7 +370,7 @@ class Service:
         self._source_failures = 0
         self.source_error = None
         self._more_waiting = len(incoming) >= want
-        conflicts: list[str] = []
+        conflicts: list[tuple[str, str]] = []  # (the row's ref, what is wrong with it)
         for coin in incoming:
             user = coin.twitter_user or self.cfg.source.default_twitter_user
             coin_id, created = self.store.add_coin(
@@ -393,8 +393,12 @@ class Service:
                 coin.image_url,
             ):
                 conflicts.append(
-                    f"{coin.source} row {coin.source_ref} ({coin.ticker}) is not coin"
-                    f" {known.id} ({known.ticker}, {known.state}) this home took under that id"
+                    (
+                        coin.source_ref,
+                        f"{coin.source} row {coin.source_ref} ({coin.ticker}) is not coin"
+                        f" {known.id} ({known.ticker}, {known.state}) this home took under"
+                        " that id",
+                    )
                 )
                 continue
             if known is not None and known.released and known.state == m.FETCHED:
@@ -408,18 +412,18 @@ class Service:
             self._source_conflict(conflicts, now)
         return bool(incoming)
 
-    def _source_conflict(self, conflicts: list[str], now: float) -> None:
+    def _source_conflict(self, conflicts: list[tuple[str, str]], now: float) -> None:
         """Rows handed again under ids this home knows as other coins (the source's ids
         started again: a table re-created, another project): never taken as the known
         coin, never silent. The claims are handed back, `run --once` does not exit 0,
         status and an alert say it."""
-        refs = [c.split(" ", 3)[2] for c in conflicts]
+        refs = [ref for ref, _ in conflicts]
         release = getattr(self.ports.source, "release", None)
         if release is not None:
             with contextlib.suppress(MoonshotError):
                 release(refs)
         why = (
-            f"{conflicts[0]}{f' (and {len(conflicts) - 1} more)' if len(conflicts) > 1 else ''}:"
+            f"{conflicts[0][1]}{f' (and {len(conflicts) - 1} more)' if len(conflicts) > 1 else ''}:"
             " the source's ids start again (a table re-created, or this home points at another"
             " project); not taken, claims handed back. Point the home at its own source, or"
             " start a new home for this one"
