@@ -118,6 +118,7 @@ class Runner:
         self.irreversible_clicked = False
         self.handled: dict[str, int] = {}  # interrupt name -> times answered in this run
         self._refs: dict[Path, Image.Image] = {}
+        self._ctx: Context | None = None  # the coin of the run going on (for screenshots)
 
     @property
     def reader(self) -> TextReader:
@@ -130,6 +131,7 @@ class Runner:
 
     # -- running -------------------------------------------------------------------------
     def run(self, steps: tuple[Step, ...], ctx: Context) -> dict[str, str]:
+        self._ctx = ctx
         for step in steps:
             try:
                 if step.action != "activate" and self._interruptible(step):
@@ -252,6 +254,7 @@ class Runner:
                 if target is None or target.score < (popup.confidence or self.flow.confidence):
                     return answered  # the popup's button is not there (yet): look again later
                 x, y = target.rect.center[0] / ratio, target.rect.center[1] / ratio
+            self._not_on_spend(popup, self._ctx or Context(0, "", "", Path()), (x, y))
             self.driver.click(x, y)
             self.handled[popup.name] = self.handled.get(popup.name, 0) + 1
             answered = True
@@ -309,6 +312,29 @@ class Runner:
         cx, cy = m.rect.center  # screenshot pixels -> points for the mouse
         return (cx / ratio, cy / ratio)
 
+    def _not_on_spend(self, step: Step, ctx: Context, point: tuple[float, float]) -> None:
+        """Refuse a click that would land on the button that spends money: only the
+        irreversible step clicks it. A reset click by position on a screen the app was
+        not expected to show, a Back button where the next screen puts its spend button,
+        a popup that moved things: the spending image under the point stops the click."""
+        spend = self.flow.steps[self.flow.irreversible_index]
+        if spend.image is None or not spend.image.is_file():
+            return
+        shot = self.driver.screenshot()
+        m = self.find(spend, spend.image, shot)
+        if m is None or m.score < (spend.confidence or self.flow.confidence):
+            return
+        r = self._ratio(shot)
+        px, py = point[0] * r, point[1] * r
+        if m.rect.x <= px < m.rect.x + m.rect.w and m.rect.y <= py < m.rect.y + m.rect.h:
+            raise self._fail(
+                step,
+                ctx,
+                f"not clicked: {step.label} would land on {spend.image.name}, the"
+                f" irreversible step's button (match {m.score:.2f}); only {spend.label}"
+                " clicks it",
+            )
+
     def _do(self, step: Step, ctx: Context) -> None:
         d = self.driver
         if step.action == "activate":
@@ -334,6 +360,7 @@ class Runner:
                 if self.on_irreversible:
                     self.on_irreversible()
             else:
+                self._not_on_spend(step, ctx, point)
                 d.click(*point)
                 if step.clear:
                     d.clear_field()

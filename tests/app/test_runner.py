@@ -487,3 +487,21 @@ def test_type_verified_by_ocr_reads_the_field_region(rig):
     message = _refused(launcher, fake, calls, image, make_coin(1, "New", "NEW"), "type-name")
     assert "the name field does not hold the coin's text" in message
     assert fake.clipboard == ""  # ocr: the clipboard is not used to read back
+
+
+def test_no_click_but_the_irreversible_step_lands_on_the_spending_button(rig):
+    """A reset click by position where the app shows its spend button (the app was on
+    another screen than the recording's, or puts its spend button where Back was): the
+    click is refused, nothing is spent. Without the guard the reset would buy the coin."""
+    launcher, fake, image, calls = rig()
+    data = _flow_data(launcher.flow.path)
+    # (150, 360): the middle of the fake form's Create button, in calibration points.
+    data["reset"].insert(1, {"name": "empty-name", "action": "click", "at": [150.0, 360.0]})
+    launcher.flow = flowmod.parse(data, launcher.flow.path)
+    problem = launcher.reset(1)
+    assert problem and "would land on create.png" in problem, problem
+    assert fake.creates == [] and calls == []
+    fake.scene = "picker"  # no spend button under the point there: the click is made
+    clicks = len(fake.clicks)
+    launcher.reset(1)
+    assert len(fake.clicks) > clicks and fake.creates == []
