@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +35,29 @@ BUTTON = (420, 90)  # points: a face larger than this around a click is a card, 
 MARGIN = 6  # points around an element's edge in its crop
 COPY_WAIT = 3.0  # seconds after a click in which a copied address belongs to it
 TERMINAL_KEYS = 1.5  # seconds before the person's Enter in which keys are the terminal's
+# Buttons an error screen has as often as a success screen: never the success image
+# when the screen shows anything else of its own.
+GENERIC = frozenset(
+    [
+        "close",
+        "ok",
+        "okay",
+        "done",
+        "back",
+        "cancel",
+        "continue",
+        "next",
+        "dismiss",
+        "got-it",
+        "x",
+        "yes",
+        "no",
+        "retry",
+        "try-again",
+        "home",
+        "finish",
+    ]
+)
 
 
 class LineFinder(Protocol):
@@ -113,6 +137,9 @@ class Session:
         launch part ended). Keys typed into the terminal to answer are dropped."""
         part, launch, reset, mark, end = "launch", [], [], None, None
         phases = [e["t"] for e in self.events if e["kind"] == "phase"]
+        # Recordings since the way back was asked in two parts: the clicks that took the
+        # app forward to a deep screen ("deep-end" ends them) are not part of [[reset]].
+        two_part = self.two_part
         last: Click | None = None
         # In time order: a listener thread may append an event a little after another
         # thread appended a later one (a click is kept with its frames first).
@@ -121,13 +148,16 @@ class Session:
             near_phase = any(0 <= p - ev["t"] <= TERMINAL_KEYS for p in phases)
             if kind == "phase":
                 if ev["text"] == "launch-end":
-                    part = "reset"
+                    part = "forward" if two_part else "reset"
                     end = self._screen_at(ev["t"])
+                elif ev["text"] == "deep-end":
+                    part = "reset"
                 last = None
             elif kind == "click" and ev.get("inside", True) and ev.get("image") is not None:
                 c = Click(0, ev["t"], (ev["x"], ev["y"]), ev["image"], part)
                 c.plain = ev.get("plain_image")
-                (launch if part == "launch" else reset).append(c)
+                if part != "forward":  # going deep, before the way back: not a step
+                    (launch if part == "launch" else reset).append(c)
                 last = c
             elif kind == "click":
                 last = None
@@ -154,6 +184,12 @@ class Session:
             if group:
                 group[-1].after = tail
         return launch, reset, mark, end
+
+    @property
+    def two_part(self) -> bool:
+        """Whether the person said where the way back began (a "deep-end" phase): then
+        every click after it is part of the way back, as the person did it."""
+        return any(e["kind"] == "phase" and e["text"] == "deep-end" for e in self.events)
 
     def _screen_at(self, t: float) -> Image.Image | None:
         """The last settled screen at time t (what showed when the person pressed Enter)."""
@@ -422,10 +458,13 @@ def distinctive(
     avoid: list,
     before: Image.Image | None = None,
     others: list[Image.Image] = (),
+    prefer: Callable[[Image.Image], bool] | None = None,
 ) -> tuple[int, int, int, int] | None:
     """A reference crop that tells this screen from the one `before` it and from the
     `others` of the session: the top-most drawn thing (a title, a button) that is
-    detailed, unique here, not the coin's, and on none of those; with a margin."""
+    detailed, unique here, not the coin's, and on none of those; with a margin. With
+    `prefer`, the top-most such crop it likes, else the top-most."""
+    first = None
     np = _np()
     if before is not None and before.size == frame.size:
         diff = (
@@ -453,8 +492,10 @@ def distinctive(
         if good_reference(frame, grown, avoid, before) and all(
             best_score(o, frame.crop(grown)) < APART for o in others
         ):
-            return grown
-    return None
+            if prefer is None or prefer(frame.crop(grown)):
+                return grown
+            first = first or grown
+    return first
 
 
 def click_reference(
@@ -682,8 +723,18 @@ class Proposer:
         keys.update(extra)
         return row
 
+    def generic(self, crop: Image.Image) -> bool:
+        """Whether a crop is a button any screen may have (Close, OK, Done)."""
+        reading = self.reader.read_line(crop)
+        return slug(reading.text) in GENERIC
+
     def _wait_row(
-        self, shown: Image.Image, before: Image.Image | None, delay: float, action: str = "wait"
+        self,
+        shown: Image.Image,
+        before: Image.Image | None,
+        delay: float,
+        action: str = "wait",
+        prefer: Callable[[Image.Image], bool] | None = None,
     ) -> Row | None:
         sid = self.screen_id(shown)
         for old in self._waits:  # the same screen again: the same image
@@ -695,7 +746,9 @@ class Proposer:
         else:
             sid_others = {self.screen_id(f): f for f in self._frames}
             sid_others.pop(sid, None)
-            box = distinctive(shown, self.r, self.avoid(shown), before, list(sid_others.values()))
+            box = distinctive(
+                shown, self.r, self.avoid(shown), before, list(sid_others.values()), prefer
+            )
             if box is None:
                 return None
             name = self._crop_name(shown, box, "on", "screen")
@@ -872,7 +925,7 @@ class Proposer:
         rows += self._after(spend, after, end)
         for index in sorted(reads, reverse=True):
             rows[starts[index] : starts[index]] = reads[index]
-        rows += self._reset(reset, start_row)
+        rows += self._reset(reset, start_row, spend)
         for row in rows:
             later = row.section == "step" and "image" in row.keys and row.screen_id != 0
             if later and row.keys["action"] != "outcome" and not _after_spend(rows, row):
@@ -903,7 +956,9 @@ class Proposer:
         shown = after[0].before if after else (end if spend.n else None)
         outcome = None
         if shown is not None and not self.same_screen(spend.look, shown):
-            outcome = self._wait_row(shown, spend.look, 0.0, action="outcome")
+            outcome = self._wait_row(
+                shown, spend.look, 0.0, "outcome", prefer=lambda crop: not self.generic(crop)
+            )
         if outcome is None:
             name = self.names("outcome")
             keys = {"name": name, "action": "outcome", "image": f"{name}.png", "timeout": 60.0}
@@ -917,6 +972,18 @@ class Proposer:
         outcome.keys["failure"] = []
         outcome.comment = "the success screen; add failure images once you have seen one"
         outcome.note_on = "failure"
+        if outcome.image is not None and self.generic(outcome.image):
+            outcome.comment = (
+                "a button an error screen may have too: capture something only the success"
+                " screen shows"
+            )
+            self.notes.append(
+                f"the success screen's only image of its own is a {outcome.name!r} button,"
+                " which an error screen may show too: a launch whose address cannot be read"
+                " then ends in needs_review. Capture something only the success screen shows"
+                f" (`moonshot flow calibrate --step {outcome.name} --box X,Y,W,H` while it"
+                " shows)"
+            )
         rows = [outcome]
         for c in after:
             if c.copied:
@@ -933,23 +1000,33 @@ class Proposer:
             )
         return rows
 
-    def _reset(self, clicks: list[Click], start_row: Row) -> list[Row]:
-        """The way back to the start: every click of the last part that brought the app to
-        a screen seen earlier in the launch (Cancel, Back, Close; optional, so each runs
-        only where its screen shows), and the fields it emptied. Clicks that went forward
-        (to reach a deeper screen to come back from) are left out."""
+    def _reset(self, clicks: list[Click], start_row: Row, spend: Click) -> list[Row]:
+        """The way back to the start: the clicks the person made after saying where the
+        way back began (Cancel, Back, Close; optional, so each runs only where its screen
+        shows), and the fields it emptied. A click on the spending button is never kept.
+        In a recording made before the way back was asked in two parts, clicks that went
+        forward (to reach a deeper screen) are told apart by the order of the screens."""
         rows = [Row("reset", {"name": self.names("reset-front"), "action": "activate"})]
         forward = 0
-        for c in clicks:
+        spend_point = (round(spend.at[0] * self.r), round(spend.at[1] * self.r))
+        spend_box = click_reference(spend.look, spend_point, self.r, [])[0]
+        for k, c in enumerate(clicks, 1):
             if c.typed and c.typed.get("cleared") and not c.typed.get("text"):
                 row = self._click_row(c, "reset", "empty-field", by_image=False, clear=True)
                 row.comment = "click the field and empty it"
                 rows.append(row)
                 continue
+            point = (round(c.at[0] * self.r), round(c.at[1] * self.r))
+            if self.same_screen(c.look, spend.look) and _inside(point, spend_box):
+                self.notes.append(
+                    f"click {k} of the way back was on the button that spends money; it is"
+                    " not in [[reset]]"
+                )
+                continue
             # Screen numbers follow the order the launch first showed them: lower is nearer
             # the start screen (0); a screen never seen while launching counts as deeper.
             here = self.screen_id(c.look)
-            if c.after is not None and self.screen_id(c.after) >= here:
+            if not self.s.two_part and c.after is not None and self.screen_id(c.after) >= here:
                 forward += 1
                 continue
             row = self._click_row(c, "reset", "back")
@@ -971,6 +1048,10 @@ class Proposer:
                 " start screen shows (record again and answer the last question, or edit it)"
             )
         return rows
+
+
+def _inside(point: tuple[int, int], box) -> bool:
+    return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
 
 
 def _after_spend(rows: list[Row], row: Row) -> bool:

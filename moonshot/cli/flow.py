@@ -597,11 +597,17 @@ def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) 
             click.echo(f"   the button is at {mark.x:g},{mark.y:g} in the window")
         chosen = 0 if answer == "p" else int(answer)
         _ask(
-            "4. The way back, for the [[reset]] steps: from as deep as you like (go forward"
-            " again to the screen before the spending button, without clicking it), come back"
-            " to the start screen with Cancel, Back, Close, and empty the fields. Clicks that"
-            " bring you back to an earlier screen are kept; clicks forward are left out. Then"
-            " press Enter here."
+            "4. The way back, for the [[reset]] steps (what moonshot does after a failed"
+            " attempt). First take the app forward again to the deepest screen an attempt"
+            " could stop on (the one with the spending button, or its dialog), WITHOUT"
+            " clicking the spending button. These clicks are not steps. Then press Enter"
+            " here (or press Enter now to start the way back from where the app is)."
+        )
+        rec.phase("deep-end")
+        _ask(
+            "5. Now bring the app back to its start screen as you would after a failed"
+            " attempt: Cancel, Back, Close, and empty the fields. Every click you make now"
+            " is part of the way back. Then press Enter here."
         )
         rec.phase("reset-end")
     except (KeyboardInterrupt, click.Abort):

@@ -126,6 +126,8 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
         assert "7 clicks in the app window" in rec.output()
         rec.answer("5")
         rec.wait_for("4. The way back")
+        rec.answer()  # the way back starts where the app is: an empty form
+        rec.wait_for("5. Now bring the app back")
         person.click(200, 118)  # empty the fields, as after a failed attempt
         person.keys("ctrl+a", "BackSpace")
         person.click(200, 188)
@@ -232,6 +234,8 @@ def test_a_multi_screen_app_recorded_up_to_the_spend_walks_on_a_moved_window(xse
         person.point(310, 452)  # Confirm, not clicked
         rec.answer()
         rec.wait_for("4. The way back")
+        rec.answer()  # the dialog is as deep as an attempt goes
+        rec.wait_for("5. Now bring the app back")
         person.click(130, 452)  # the dialog's Cancel
         person.click(61, 34)  # Back: details
         person.click(61, 34)  # Back: home

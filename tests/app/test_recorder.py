@@ -190,3 +190,64 @@ def test_overlapping_read_boxes_are_cut_apart():
     assert not apart(*side_by_side)
     stacked = [[0.0, 0.0, 10.0, 10.0], [0.0, 12.0, 10.0, 10.0]]
     assert not apart(*stacked) and stacked[0][3] == 10.0
+
+
+def test_clicks_that_go_deep_before_the_way_back_are_no_reset_steps(tmp_path):
+    """The way back is asked in two parts: the clicks that take the app forward to a
+    deep screen (before "deep-end") are not steps; every click after it is, in order,
+    whatever screen it leads to (a form whose contents change its look cannot make a
+    Back click look like a click forward)."""
+    events = [
+        recorder.Event("click", 1.0, 50, 25, image=screen("A")),
+        recorder.Event("phase", 2.0, text="launch-end"),
+        recorder.Event("click", 3.0, 50, 25, image=screen("A")),  # forward: not a step
+        recorder.Event("click", 4.0, 70, 115, image=screen("B")),  # forward: not a step
+        recorder.Event("phase", 5.0, text="deep-end"),
+        recorder.Event("click", 6.0, 30, 20, image=screen("B")),  # Back
+        recorder.Event("click", 7.0, 40, 20, image=screen("A")),  # Back
+        recorder.Event("phase", 8.0, text="reset-end"),
+    ]
+    session = _session(tmp_path, events)
+    assert session.two_part
+    launch, reset, _, _ = session.clicks()
+    assert [c.t for c in launch] == [1.0]
+    assert [c.t for c in reset] == [6.0, 7.0]
+    old = [e for e in events if e.text != "deep-end"]  # a recording of the first kind
+    _, reset, _, _ = _session(tmp_path / "old", old).clicks()
+    assert [c.t for c in reset] == [3.0, 4.0, 6.0, 7.0]  # told apart by screen order
+
+
+def _success_screen(copy: bool) -> Image.Image:
+    """A success screen whose title names the coin (never a reference): a Close button at
+    the top, which the error screen has too, and, lower down, a Copy address button."""
+    from PIL import ImageFont
+
+    font = ImageFont.truetype("DejaVuSans-Bold.ttf", 18)
+    img = Image.new("RGB", (400, 300), "white")
+    d = ImageDraw.Draw(img)
+    d.rounded_rectangle((280, 14, 380, 50), 6, fill=(60, 60, 70))
+    d.text((300, 20), "Close", fill="white", font=font)
+    if copy:
+        d.rounded_rectangle((110, 200, 290, 240), 6, fill=(20, 120, 60))
+        d.text((122, 208), "Copy address", fill="white", font=font)
+    return img
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_the_success_image_is_not_a_button_any_screen_has(copy):
+    """Found from outside: the success image was a Close button that the error screen
+    shows at the same place, so an error screen passed for success. A crop of the success
+    screen's own (Copy address) is preferred; with nothing else, Close is kept and said."""
+    from moonshot.app.ocr import default_reader
+
+    reader = default_reader()
+    shown = _success_screen(copy)
+    before = Image.new("RGB", (400, 300), (235, 235, 240))
+    proposer = propose.Proposer.__new__(propose.Proposer)
+    proposer.reader = reader
+    box = propose.distinctive(
+        shown, 1.0, [], before, [], prefer=lambda crop: not proposer.generic(crop)
+    )
+    text = reader.read_line(shown.crop(box)).text
+    assert proposer.generic(shown.crop(box)) is (not copy), text
+    assert ("Copy" in text) is copy
