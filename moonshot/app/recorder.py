@@ -26,10 +26,14 @@ from PIL import Image
 from moonshot.app import display
 from moonshot.app.flow import Rect
 
-STILL = 0.25  # seconds a screen must stay the same to count as seen by the person
+# Seconds a screen must stay the same to count as seen by the person: longer than the
+# listener's lag behind the app's redraw (the click reaches both at once), shorter than
+# a fast hand takes to click a screen it just saw (xdotool at 0.3 s a click: 0.2 s).
+STILL = 0.15
 SETTLED = 0.4  # seconds without change after which a new screen is recorded as settled
 INTERVAL = 0.04  # seconds between frames of the stream
 RING = 4.0  # seconds of frames kept for choosing the frame before a click
+LOOK_BACK = 40  # frames looked at, newest first, for the screen before the pointer came
 # Two frames differ when more than this share of the window changed by more than
 # DIFF_LEVEL grey levels (a blinking text cursor is ~0.05 %, a hover highlight ~1 %).
 DIFF_SHARE = 0.002
@@ -178,6 +182,17 @@ class Stream:
                     return f.image
             early = [f for f in frames if f.end <= t - STILL]
             return (early or frames)[-1 if early else 0].image
+
+    def latest_like(self, t: float, shown: Image.Image, ignore=()) -> Image.Image | None:
+        """The newest frame grabbed before t that shows `shown`'s screen outside the
+        boxes in `ignore` (the element under the pointer), however briefly it had been
+        still: a fast hand points at a button a moment after its screen appears."""
+        with self._lock:
+            frames = [f for f in self.ring if f.end <= t]
+        for f in reversed(frames[-LOOK_BACK:]):
+            if f.image.size == shown.size and changed_share(f.image, shown, ignore) < 0.01:
+                return f.image
+        return None
 
     def latest(self) -> Image.Image | None:
         with self._lock:
@@ -403,13 +418,11 @@ class Recorder:
             return None  # the pointer was there as far back as we know
         if entered is None:
             return None
-        plain = self.stream.before(entered)
-        if plain is None or plain.size != shown.size:
-            return None
-        # Only the element under the pointer may differ (its hover look); anything else
-        # means the screen itself changed meanwhile.
+        # Only the element under the pointer may differ (its hover look); a frame that
+        # differs elsewhere is of another screen (the pointer rested where the new
+        # screen put its button: there is no plain look to take).
         grown = (box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4)
-        return plain if changed_share(plain, shown, [grown]) < 0.01 else None
+        return self.stream.latest_like(entered, shown, [grown])
 
     def _on_click(self, x, y, button, pressed) -> None:
         if not pressed:

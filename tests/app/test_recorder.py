@@ -251,3 +251,31 @@ def test_the_success_image_is_not_a_button_any_screen_has(copy):
     text = reader.read_line(shown.crop(box)).text
     assert proposer.generic(shown.crop(box)) is (not copy), text
     assert ("Copy" in text) is copy
+
+
+def test_a_fast_hand_still_gets_the_buttons_plain_look():
+    """Found from outside: a person (xdotool) who points at a button 0.2 s after its
+    screen appears and clicks a moment later. The screen had not been still for STILL
+    (then 0.25 s) before the pointer came, so the frame before the click was taken from
+    the screen before, and the plain look was looked for among frames still that long;
+    the reference kept the hover look, which the runner (pointer parked) never sees."""
+    rec = recorder.Recorder("App", Rect(0, 0, 400, 300), 1.0)
+    t = 0.0
+    for _ in range(10):  # screen B, the one before
+        rec.stream.add(t, t + 0.02, screen("B"))
+        t += 0.04
+    for _ in range(5):  # screen A appears; 0.2 s later the pointer is on its button
+        rec.stream.add(t, t + 0.02, screen("A"))
+        t += 0.04
+    rec._trail.extend([(0.1, 300.0, 250.0), (t, 70.0, 115.0)])
+    for _ in range(3):
+        rec.stream.add(t + 0.01, t + 0.03, screen("A", hover=True))
+        t += 0.04
+    assert not recorder.changed(rec.stream.before(t), screen("A"))  # not B: A was seen
+    shown = rec.stream.latest()  # a hover that lasted: what showed at the click
+    plain = rec._plain(t, (70.0, 115.0), shown)
+    assert plain is not None and not recorder.changed(plain, screen("A"))
+    # The pointer rested where the new screen put its button: no plain look exists.
+    rec._trail.clear()
+    rec._trail.extend([(0.1, 70.0, 115.0)])
+    assert rec._plain(t, (70.0, 115.0), shown) is None
