@@ -35,7 +35,7 @@ from moonshot.gate import LaunchGate
 from moonshot.naming import format_name, parse_name, valid_tweet_id
 from moonshot.ops import logs
 from moonshot.ports import Coin, IncomingCoin
-from moonshot.store import LOCAL_SOURCES, Store
+from moonshot.store import CLAIMED_ELSEWHERE, LOCAL_SOURCES, Store
 
 CONFIRM_POLL = 1.0
 # A coin moving on to the next stage starts that stage's attempts and retry window afresh.
@@ -205,14 +205,21 @@ class Pipeline:
             retry_since=since,
         )
 
-    def fail(self, coin: Coin, reason: str, now: float, failed_from: str | None = None) -> None:
+    def fail(
+        self,
+        coin: Coin,
+        reason: str,
+        now: float,
+        failed_from: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
         """To `failed` with its reason; `moonshot retry` sends it back to `failed_from`
         (default: the state it is in)."""
         self._fire(
             coin,
             "fail",
             now,
-            {"reason": reason, "attempts": coin.attempts},
+            {"reason": reason, "attempts": coin.attempts, **(detail or {})},
             last_error=reason,
             failed_from=failed_from or coin.state,
             not_before=0.0,
@@ -521,8 +528,11 @@ class Pipeline:
             raise answer
         if answer:
             return True
-        reason = "another moonshot service holds this coin's claim in the source"
-        self.fail(coin, reason, now, m.CONFIRMED)
+        reason = (
+            "another moonshot service holds this coin's claim in the source: it is launched"
+            " there, never here"
+        )
+        self.fail(coin, reason, now, m.CONFIRMED, detail={CLAIMED_ELSEWHERE: True})
         return False
 
     def launch(self, coin: Coin, now: float) -> None:

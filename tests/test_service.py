@@ -537,3 +537,36 @@ def test_a_claim_check_that_hangs_makes_the_coin_wait_not_the_loop(service_facto
     while svc.pipeline.source_calls.busy() and time.monotonic() < deadline:
         svc._collect_source(wait=0.1)
     assert svc.pipeline._source_holds(coin, time.time()) is True and src.asked == 2
+
+
+def test_a_coin_another_home_holds_fails_with_advice_to_withdraw_not_retry(
+    service_factory, tmp_path
+):
+    """Found from outside: a coin another home took (and launched) failed here with an
+    alert saying `moonshot retry`; it must say the coin is launched elsewhere, and
+    withdraw it."""
+    from moonshot.ops import alert_events
+    from moonshot.supabase.source_local import LocalSource
+
+    class Elsewhere(LocalSource):
+        kind = "supabase"
+
+        def holds(self, ref, now):
+            return False  # another home holds the claim
+
+    svc = service_factory()
+    svc.ports.source = Elsewhere()
+    row = IncomingCoin("supabase", "5", "GONE", "Gone", str(tmp_path / "x.png"), "u")
+    coin_id, _ = svc.store.add_coin(row, twitter_user="u")
+    for trigger in ("spool", "import_photo", "confirm"):
+        svc.store.fire(svc.store.get(coin_id), trigger)
+    assert svc.pipeline._source_holds(svc.store.get(coin_id), time.time()) is False
+    assert svc.store.get(coin_id).state == m.FAILED
+    (alert,) = [a for a in svc.store.alerts() if a["event"] == "failed"]
+    assert "retry" not in alert["command"].replace("never retry", "")
+    assert f"moonshot withdraw {coin_id}" in alert["command"]
+    assert "launches it there" in alert["command"]
+    _, body, _ = alert_events.message(alert, "/home", "tag")
+    assert "moonshot retry" not in body and "launched there" in body
+    # any other failure still says retry
+    assert "moonshot retry 3" in alert_events.command("failed", 3)

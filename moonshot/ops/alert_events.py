@@ -47,8 +47,14 @@ def clean(text: str | None, limit: int = REASON_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def command(event: str, coin_id: int | None = None) -> str:
-    """What a person runs to settle it."""
+def command(event: str, coin_id: int | None = None, elsewhere: bool = False) -> str:
+    """What a person runs to settle it. A coin that failed because another home holds
+    its claim (the source says so) is launched there: it is withdrawn here, never retried."""
+    if event == FAILED and elsewhere:
+        return (
+            f"nothing to fix: another moonshot home took this coin and launches it there;"
+            f" never retry it here: `moonshot withdraw {coin_id} --reason 'launched elsewhere'`"
+        )
     return {
         NEEDS_REVIEW: f"check the Moonshot app, then `moonshot resolve {coin_id} --launched`"
         f" or `moonshot resolve {coin_id} --not-launched`",
@@ -75,6 +81,7 @@ def row(
     ticker: str | None = None,
     state: str | None = None,
     attachment: str | None = None,
+    elsewhere: bool = False,
 ) -> dict[str, Any]:
     """An `alerts` table row (store.py adds the times and the delivery columns)."""
     if event not in EVENTS:
@@ -86,16 +93,22 @@ def row(
         "ticker": ticker,
         "state": state,
         "reason": clean(reason),
-        "command": command(event, coin_id),
+        "command": command(event, coin_id, elsewhere),
         "attachment": attachment,
     }
 
 
 def for_transition(
-    coin_id: int, ticker: str, to_state: str, reason: str | None, transition_id: int
+    coin_id: int,
+    ticker: str,
+    to_state: str,
+    reason: str | None,
+    transition_id: int,
+    elsewhere: bool = False,
 ) -> dict[str, Any] | None:
     """The alert a transition into `to_state` raises, or None. The key names the
-    transition, so the same event is recorded once and a receiver can drop a repeat."""
+    transition, so the same event is recorded once and a receiver can drop a repeat.
+    `elsewhere`: the coin failed because another home holds its claim."""
     if to_state not in ON_ENTER:
         return None
     shot = _SCREENSHOT.search(reason or "")
@@ -107,6 +120,7 @@ def for_transition(
         ticker=ticker,
         state=to_state,
         attachment=shot[1] if shot and to_state == NEEDS_REVIEW else None,
+        elsewhere=elsewhere,
     )
 
 
