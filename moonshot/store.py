@@ -578,6 +578,7 @@ class Store:
                     reason,
                     audit.lastrowid,
                     elsewhere=bool(detail.get(CLAIMED_ELSEWHERE)),
+                    trigger=trigger,
                 )
                 if alert is not None:
                     self._record_alert(conn, alert, stamp)

@@ -570,3 +570,38 @@ def test_a_coin_another_home_holds_fails_with_advice_to_withdraw_not_retry(
     assert "moonshot retry" not in body and "launched there" in body
     # any other failure still says retry
     assert "moonshot retry 3" in alert_events.command("failed", 3)
+
+
+def test_an_image_host_refusing_or_looping_rejects_the_coin_with_an_alert(
+    service_factory, image_server, tmp_path
+):
+    """Found from outside: an image host answering 401, or redirecting forever, rejected
+    the coin and told nobody. A rejection by the service alerts, with a one-line reason;
+    a withdrawal (a person's decision) does not."""
+    from moonshot.pipeline import withdraw
+
+    image_server.routes["/auth.jpg"] = (401, {"WWW-Authenticate": "Basic"}, b"who are you")
+    image_server.routes["/loop.jpg"] = (302, {"Location": "/loop.jpg"}, b"")
+    svc = service_factory({**FAST, "MOONSHOT_SPOOL_ALLOWED_HOSTS": "127.0.0.1"})
+    ids = [
+        svc.store.add_coin(
+            IncomingCoin("local", ref, ref.upper(), ref, image_server.base + f"/{ref}.jpg"),
+            twitter_user="u",
+        )[0]
+        for ref in ("auth", "loop")
+    ]
+    kept, _ = svc.store.add_coin(
+        IncomingCoin("local", "w", "WITHDRAWN", "w", str(tmp_path / "w.png")), twitter_user="u"
+    )
+    withdraw(svc.cfg, svc.store, svc.store.get(kept), "not wanted")
+    drain(svc)
+    assert [svc.store.get(i).state for i in ids] == [m.REJECTED, m.REJECTED]
+    alerts = {a["coin_id"]: a for a in svc.store.alerts() if a["event"] == "rejected"}
+    assert sorted(alerts) == ids  # the withdrawn coin raised none
+    auth, loop = (alerts[i] for i in ids)
+    assert auth["reason"].startswith("HTTP 401 from 127.0.0.1: the image host asks for credentials")
+    assert loop["reason"].startswith("more than 5 redirects from 127.0.0.1: a redirect loop")
+    for a in (auth, loop):
+        assert "\n" not in a["reason"] and a["state"] == m.REJECTED
+        assert f"moonshot history {a['coin_id']}" in a["command"]
+        assert "moonshot retry" not in a["command"]
