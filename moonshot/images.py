@@ -29,6 +29,13 @@ from urllib3.util import parse_url
 from moonshot.errors import MoonshotError, Rejected, TransientError
 
 MAX_REDIRECTS = 5
+# What an image host's refusal means, after "HTTP <status> from <host>" (one line).
+REFUSALS = {
+    401: ": the image host asks for credentials (the URL is not a public image)",
+    403: ": the image host refuses access to it",
+    404: ": no image at that URL",
+    410: ": the image was removed",
+}
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 64 * 1024
 
@@ -232,8 +239,10 @@ def _fetch(
     http: requests.Session,
     cancel: Cancel,
 ) -> bytes:
+    first = None
     for _ in range(MAX_REDIRECTS + 1):
         host = check_url(url, allowed_hosts)
+        first = first or host
         left = deadline - time.monotonic()
         if left <= 0 or cancel.reason:
             raise TransientError(cancel.reason or f"download from {host} ran out of time")
@@ -258,7 +267,10 @@ def _fetch(
             if real in TRANSIENT_STATUS or real >= 500:
                 raise TransientError(f"HTTP 400 from {host}: storage status {real}")
             if resp.status_code != 200:
-                raise Rejected(f"HTTP {resp.status_code} from {host}")
+                shown = f"HTTP {resp.status_code} from {host}"
+                if real:
+                    shown += f" (storage status {real})"
+                raise Rejected(shown + REFUSALS.get(real or resp.status_code, ""))
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise Rejected(
@@ -296,7 +308,10 @@ def _fetch(
             if not body:
                 raise Rejected(f"empty response from {host}")
             return bytes(body)
-    raise Rejected(f"more than {MAX_REDIRECTS} redirects")
+    raise Rejected(
+        f"more than {MAX_REDIRECTS} redirects from {first}: a redirect loop, or no image at"
+        " the end of them"
+    )
 
 
 class Downloads:

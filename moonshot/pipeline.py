@@ -6,7 +6,9 @@ point (moonshot.crash.CRASH_POINTS) that the crash tests stop at."""
 from __future__ import annotations
 
 import hashlib
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,7 +35,7 @@ from moonshot.gate import LaunchGate
 from moonshot.naming import format_name, parse_name, valid_tweet_id
 from moonshot.ops import logs
 from moonshot.ports import Coin, IncomingCoin
-from moonshot.store import LOCAL_SOURCES, Store
+from moonshot.store import CLAIMED_ELSEWHERE, LOCAL_SOURCES, Store
 
 CONFIRM_POLL = 1.0
 # A coin moving on to the next stage starts that stage's attempts and retry window afresh.
@@ -41,6 +43,69 @@ NEW_STAGE = {"attempts": 0, "not_before": 0.0, "last_error": None, "retry_since"
 DROP_GRACE = 3.0  # a dropped file that does not decode is given this long before it is refused
 OUTCOME_RETRY_MAX = 30.0  # seconds between tries to record a launch's outcome (locked, full)
 HOME_ERRORS = (HomeTrouble, HomeError)  # the home's trouble, never a coin's
+SOURCE_GRACE = 0.25  # seconds the loop waits for a source call before it goes on without it
+SOURCE_BUSY_WAIT = 2.0  # a coin waiting for the source's answer looks again after this long
+
+
+class SourceCalls:
+    """Source I/O (claim, report back, renew, release) on one daemon thread of its own,
+    at most one call in flight: a source that accepts the connection and never answers
+    holds only that thread, for its HTTP timeout, while the loop, the heartbeat and the
+    local work go on. The outcome comes back to the pipeline's thread, which commits it
+    (the store stays the only writer) before the next call can start, so the source
+    sees the reports in order and a claim's coins are recorded before the next claim."""
+
+    def __init__(self, wake: Callable[[], None], clock: Callable[[], float] = time.time):
+        self.wake = wake
+        self.clock = clock
+        self._jobs: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._in_flight: tuple[str, float] | None = None  # (what, since), until collected
+        self._thread: threading.Thread | None = None
+
+    def busy(self) -> tuple[str, float] | None:
+        """(what, since when) of the call not collected yet, or None."""
+        with self._lock:
+            return self._in_flight
+
+    def submit(self, what: str, tag: object, fn: Callable[[], object]) -> bool:
+        """Start fn() on the source's thread, unless a call is in flight (False)."""
+        with self._lock:
+            if self._in_flight is not None:
+                return False
+            self._in_flight = (what, self.clock())
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="moonshot-source", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put((what, tag, fn))
+        return True
+
+    def result(self, wait: float = 0.0) -> tuple[str, object, object, float] | None:
+        """(what, tag, outcome: a value or the exception, when it ended) of the call in
+        flight once it has ended, waiting up to `wait` seconds for it; else None."""
+        with self._lock:
+            if self._in_flight is None:
+                return None
+        try:
+            done = self._done.get(timeout=wait) if wait > 0 else self._done.get_nowait()
+        except queue.Empty:
+            return None
+        with self._lock:
+            self._in_flight = None
+        return done
+
+    def _work(self) -> None:
+        while True:
+            what, tag, fn = self._jobs.get()
+            try:
+                outcome = fn()
+            except Exception as exc:  # noqa: BLE001 - handed to the pipeline's thread
+                outcome = exc
+            self._done.put((what, tag, outcome, self.clock()))
+            self.wake()
 
 
 class Pipeline:
@@ -60,6 +125,7 @@ class Pipeline:
         self.moved = 0  # state changes committed by this pipeline
         self.log = logs.get()
         self.downloads = images.Downloads(cfg.spool.download_workers, wake, clock)
+        self.source_calls = SourceCalls(wake, clock)
         self.gate = LaunchGate(cfg, store)
 
     # -- helpers -----------------------------------------------------------------------
@@ -139,14 +205,21 @@ class Pipeline:
             retry_since=since,
         )
 
-    def fail(self, coin: Coin, reason: str, now: float, failed_from: str | None = None) -> None:
+    def fail(
+        self,
+        coin: Coin,
+        reason: str,
+        now: float,
+        failed_from: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
         """To `failed` with its reason; `moonshot retry` sends it back to `failed_from`
         (default: the state it is in)."""
         self._fire(
             coin,
             "fail",
             now,
-            {"reason": reason, "attempts": coin.attempts},
+            {"reason": reason, "attempts": coin.attempts, **(detail or {})},
             last_error=reason,
             failed_from=failed_from or coin.state,
             not_before=0.0,
@@ -423,20 +496,43 @@ class Pipeline:
 
     def _source_holds(self, coin: Coin, now: float) -> bool:
         """A source shared by several services (Supabase) must still give this one the
-        coin's claim: if another service took it, it must not be launched here too."""
-        holds = getattr(self.ports.source, "holds", None)
-        if holds is None or coin.source != self.ports.source.kind or not coin.source_ref:
+        coin's claim: if another service took it, it must not be launched here too. The
+        source answers from its last renewal when it can (`holds_cached`); else it is
+        asked on its own thread, and a source that does not answer within SOURCE_GRACE
+        makes the coin wait, without spending an attempt, never the loop."""
+        source = self.ports.source
+        holds = getattr(source, "holds", None)
+        if holds is None or coin.source != source.kind or not coin.source_ref:
             return True
-        try:
-            if holds(coin.source_ref, now):
-                return True
-        except MoonshotError as exc:  # cannot tell: wait, without spending an attempt
-            self.store.set_fields(
-                coin.id, not_before=now + self.cfg.launch.retry_backoff, last_error=str(exc)
-            )
+        ref = coin.source_ref
+        cached = getattr(source, "holds_cached", None)
+        answer = cached(ref, now) if cached is not None else None
+        wait = self.cfg.launch.retry_backoff
+        if answer is None:
+            busy = self.source_calls.busy()
+            done = None
+            if self.source_calls.submit(f"holds {ref}", ref, lambda: holds(ref, now)):
+                done = self.source_calls.result(wait=SOURCE_GRACE)
+            if done is None:  # it answers later (and the answer is cached if it holds it)
+                what = busy[0] if busy else "its claim"
+                answer = TransientError(
+                    f"waiting for the source to confirm this home's claim (asking: {what})"
+                )
+                wait = SOURCE_BUSY_WAIT
+            else:
+                answer = done[2]
+        if isinstance(answer, MoonshotError):  # cannot tell: wait, without spending an attempt
+            self.store.set_fields(coin.id, not_before=now + wait, last_error=str(answer))
             return False
-        reason = "another moonshot service holds this coin's claim in the source"
-        self.fail(coin, reason, now, m.CONFIRMED)
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer:
+            return True
+        reason = (
+            "another moonshot service holds this coin's claim in the source: it is launched"
+            " there, never here"
+        )
+        self.fail(coin, reason, now, m.CONFIRMED, detail={CLAIMED_ELSEWHERE: True})
         return False
 
     def launch(self, coin: Coin, now: float) -> None:

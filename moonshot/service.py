@@ -22,7 +22,7 @@ from moonshot.adapters import Ports
 from moonshot.config import Config
 from moonshot.errors import HomeError, HomeTrouble, MoonshotError, StaleState, TransientError
 from moonshot.ops import alerts, cleanup, logs
-from moonshot.pipeline import HOME_ERRORS, Pipeline
+from moonshot.pipeline import HOME_ERRORS, SOURCE_GRACE, Pipeline
 from moonshot.spool_watch import SpoolWatcher
 from moonshot.store import Store
 
@@ -179,9 +179,10 @@ class Service:
         self._heartbeat(now)
         if self.stopping:
             return False
-        did = False
+        # The source call in flight, if it ended (a launch stage's `holds` too).
+        did = self._collect_source()
         if self.sync:
-            did = self._drops(now)
+            did = self._drops(now) or did
             did = self._poll_source(now) or did
             did = self._drain_outbox(now) or did
             self._keepalive(now)
@@ -339,11 +340,37 @@ class Service:
         room = min(lookahead - ready, LOOKAHEAD_CAP * lookahead - ready - retrying)
         return max(0, min(room, self.cfg.source.batch))
 
+    # -- the source: its calls run on their own thread (pipeline.SourceCalls) -------------
+    def _collect_source(self, wait: float = 0.0) -> bool:
+        """Commit the outcome of the source call in flight, if it has ended (waiting up to
+        `wait` seconds for it). True when coins came or reports were delivered."""
+        done = self.pipeline.source_calls.result(wait)
+        if done is None:
+            return False
+        what, tag, outcome, ended = done
+        if what == "poll":
+            assert isinstance(tag, tuple)
+            return self._polled(tag[0], tag[1], outcome, ended)
+        if what == "report":
+            return self._reported(outcome)
+        if isinstance(outcome, MoonshotError):
+            self.log.warning("%s failed: %s", what, outcome)
+        elif isinstance(outcome, Exception):
+            raise outcome
+        return False  # keepalive, release, holds: their answers live in the source
+
+    def _call_source(self, what: str, tag: object, fn: Callable[[], Any]) -> bool:
+        """Start one source call, unless one is in flight; give a quick source SOURCE_GRACE
+        to answer within this tick. True when its outcome did something."""
+        if not self.pipeline.source_calls.submit(what, tag, fn):
+            return False
+        return self._collect_source(wait=SOURCE_GRACE)
+
     def _poll_source(self, now: float, force: bool = False) -> bool:
         """Claim when room opens (at once while the source may hold more, else every
         poll_interval); after a transient error, back off from the failure."""
         source = self.ports.source
-        if source.kind == "local":
+        if source.kind == "local" or self.pipeline.source_calls.busy():
             return False
         failing = self.source_error is not None
         if now < self._next_poll and (failing or not (force or self._more_waiting)):
@@ -352,12 +379,14 @@ class Service:
         if want <= 0:
             return False
         self._next_poll = now + self.cfg.source.poll_interval
-        try:
-            incoming = source.poll(now, want)
-        except MoonshotError as exc:
+        return self._call_source("poll", (now, want), lambda: source.poll(now, want))
+
+    def _polled(self, now: float, want: int, outcome: object, failed_at: float) -> bool:
+        """A claim's outcome, on the pipeline's thread: its coins are committed here."""
+        if isinstance(outcome, MoonshotError):
+            exc = outcome
             self._source_failures += 1
             self.source_error = str(exc)
-            failed_at = self.clock()
             wait = min(
                 retry.SOURCE.delay(self._source_failures, self.pipeline.rng),
                 self.cfg.source.poll_interval,
@@ -366,6 +395,10 @@ class Service:
             self.log.warning("source poll failed: %s (next try in %.0f s)", exc, wait)
             self.alerts.source_failed(exc, now)
             return False
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert isinstance(outcome, list)
+        incoming = outcome
         self.alerts.source_ok(now)
         self._source_failures = 0
         self.source_error = None
@@ -420,8 +453,7 @@ class Service:
         refs = [ref for ref, _ in conflicts]
         release = getattr(self.ports.source, "release", None)
         if release is not None:
-            with contextlib.suppress(MoonshotError):
-                release(refs)
+            self._call_source("release", refs, lambda: release(refs))
         why = (
             f"{conflicts[0][1]}{f' (and {len(conflicts) - 1} more)' if len(conflicts) > 1 else ''}:"
             " the source's ids start again (a table re-created, or this home points at another"
@@ -433,31 +465,57 @@ class Service:
         self.alerts.source_conflict(why, refs, now)
 
     def _drain_outbox(self, now: float) -> bool:
+        """Send each coin's oldest due report, in one call on the source's thread; it
+        stops at the first failure (the rest stay due). An entry is marked delivered
+        only after the source took it, so the next one of its coin waits for it."""
         source = self.ports.source
-        if source.kind == "local":
+        if source.kind == "local" or self.pipeline.source_calls.busy():
             return False
-        did = False
+        entries = self.store.outbox_due(now, OUTBOX_BATCH)
+        if not entries:
+            return False
+        clock = self.clock
+
+        def deliver() -> list[tuple[dict, Exception | None, float]]:
+            out: list[tuple[dict, Exception | None, float]] = []
+            for entry in entries:
+                try:
+                    source.report(entry["source_ref"], entry["event"], entry["fields"])
+                except Exception as exc:  # noqa: BLE001 - settled on the pipeline's thread
+                    out.append((entry, exc, clock()))
+                    break
+                out.append((entry, None, clock()))
+            return out
+
+        return self._call_source("report", len(entries), deliver)
+
+    def _reported(self, outcome: object) -> bool:
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert isinstance(outcome, list)
         backoff = retry.for_outbox(self.cfg)
-        for entry in self.store.outbox_due(now, OUTBOX_BATCH):
-            try:
-                source.report(entry["source_ref"], entry["event"], entry["fields"])
-            except MoonshotError as exc:  # transient: a report is never dropped
-                failed_at = self.clock()
+        did = False
+        for entry, exc, ended in outcome:
+            if exc is None:
+                self.store.outbox_done(entry["id"], ended)
+                self._events += 1
+                did = True
+            elif isinstance(exc, MoonshotError):  # transient: a report is never dropped
                 delay = backoff.delay(entry["attempts"] + 1, self.pipeline.rng)
-                self.store.outbox_retry(entry["id"], str(exc), failed_at + delay)
+                self.store.outbox_retry(entry["id"], str(exc), ended + delay)
                 self.log.warning(
                     "report %s failed: %s", entry["event"], exc, extra={"coin": entry["coin_id"]}
                 )
-                continue
-            self.store.outbox_done(entry["id"], now)
-            self._events += 1
-            did = True
+            else:
+                raise exc
         return did
 
     def _keepalive(self, now: float) -> None:
         source = self.ports.source
         if source.kind == "local" or now < self._next_keepalive:
             return
+        if self.pipeline.source_calls.busy():
+            return  # renewed as soon as the call in flight has ended
         self._next_keepalive = now + max(self.cfg.source.poll_interval / 2, 1.0)
         refs = [
             c.source_ref
@@ -467,10 +525,7 @@ class Service:
             if c.source == source.kind and c.source_ref
         ]
         if refs:
-            try:
-                source.keepalive(refs, now)
-            except MoonshotError as exc:
-                self.log.warning("keepalive failed: %s", exc)
+            self._call_source("keepalive", refs, lambda: source.keepalive(refs, now))
 
     def _heartbeat(self, now: float) -> None:
         if now - self._last_heartbeat < HEARTBEAT_EVERY:
@@ -544,7 +599,7 @@ class Service:
         ).fetchone()
         if rows[0] is not None and self.sync:
             dues.append(rows[0])
-        if self.sync and self.pipeline.downloads.running():
+        if self.sync and (self.pipeline.downloads.running() or self.pipeline.source_calls.busy()):
             dues.append(now + self.cfg.service.idle_sleep_max)  # a result wakes us sooner
         if self.ports.launcher is not None and self.launches:
             for coin in self.store.coins_in([m.CONFIRMED]):
@@ -577,9 +632,15 @@ class Service:
         left: dict[str, Any] = {}
         moves: list[float] = []  # when each could move next
         if self.sync and self.ports.source.kind != "local":
+            busy = self.pipeline.source_calls.busy()
             if self.source_error is not None:
                 left["source"] = self.source_error
                 moves.append(self._next_poll)
+            elif busy is not None and busy[0] != "report":
+                what, since = busy
+                left["source"] = f"{what}: no answer yet after {max(0.0, now - since):.0f} s"
+            if busy is not None:
+                moves.append(now)  # its answer, or its timeout, moves it
             pending = self.store.outbox_pending()
             if pending:
                 left["reports"] = pending
@@ -663,7 +724,8 @@ class Service:
                     if once and not did and not left and due is None:
                         # One more look at the source before leaving: coins may have arrived.
                         did = self._poll_source(now, force=True)
-                        if not did and self.source_error is None:
+                        busy = self.pipeline.source_calls.busy()
+                        if not did and self.source_error is None and busy is None:
                             break
                     self._resumed()
                 except HomeTrouble as exc:
@@ -715,10 +777,12 @@ class Service:
         finish and be committed; the rest are cut off. A cut-off download wrote nothing:
         its coin stays `fetched`, the attempt uncounted (the stop was ours, not the
         coin's failure), and starts again next time."""
+        end = (self._stop_at or time.monotonic()) + self.cfg.service.stop_timeout / 2
+        if self.sync:
+            self._wind_down_source(end)
         downloads = self.pipeline.downloads
         if not downloads.running():
             return
-        end = (self._stop_at or time.monotonic()) + self.cfg.service.stop_timeout / 2
         while downloads.running() and time.monotonic() < end:
             for coin_id, attempt, outcome, ended in downloads.results(timeout=0.05):
                 try:
@@ -741,6 +805,17 @@ class Service:
             except Exception:  # noqa: BLE001 - the attempt simply stays counted
                 self.log.exception("while recording a cut-off download", extra={"coin": coin_id})
 
+    def _wind_down_source(self, end: float) -> None:
+        """The source call in flight gets until `end` to answer and be committed (a
+        claim's coins are recorded, to be handed back); a source that hangs longer is
+        left to its thread (a claim it made is re-read by the next start)."""
+        calls = self.pipeline.source_calls
+        while calls.busy() is not None and time.monotonic() < end:
+            try:
+                self._collect_source(wait=min(0.1, max(0.0, end - time.monotonic())))
+            except Exception:  # noqa: BLE001 - stopping must go on
+                self.log.exception("while committing the source's answer")
+
     def _release_claims(self) -> None:
         """A clean stop hands the claims of coins not started yet (`fetched`, every
         report delivered) back to a shared source, so another Mac can take them now
@@ -757,11 +832,19 @@ class Service:
         }
         if not coins:
             return
-        try:
-            released = release(sorted(coins))
-        except MoonshotError as exc:
-            self.log.warning("could not hand %d claim(s) back: %s", len(coins), exc)
+        calls = self.pipeline.source_calls
+        refs = sorted(coins)
+        done = None
+        if calls.submit("release", refs, lambda: release(refs)):
+            done = calls.result(wait=max(self.cfg.service.stop_timeout / 2, SOURCE_GRACE))
+        outcome = done[2] if done else None
+        if not isinstance(outcome, list):
+            why = outcome if outcome is not None else "the source did not answer"
+            if outcome is not None and not isinstance(outcome, MoonshotError):
+                self.log.error("while handing claims back", exc_info=outcome)
+            self.log.warning("could not hand %d claim(s) back: %s", len(coins), why)
             return
+        released = outcome
         now = self.clock()
         for ref in released:
             coin = coins.get(str(ref))

@@ -29,6 +29,8 @@ from moonshot.ports import Coin, IncomingCoin
 
 BUSY_TIMEOUT_MS = 15_000
 LOCAL_SOURCES = frozenset({"local", "manual", "recovered"})  # nothing to report back to
+# A `fail` detail key: another home holds the coin's claim (its alert says withdraw, not retry).
+CLAIMED_ELSEWHERE = "claimed_elsewhere"
 REFUSED_DROP = "drop_refused:"  # meta key prefix
 
 COIN_COLUMNS: dict[str, Any] = {
@@ -570,7 +572,13 @@ class Store:
                 ).fetchone()
                 reason = detail.get("reason") or changes.get("last_error")
                 alert = alert_events.for_transition(
-                    coin_id, ticker, to_state, reason, audit.lastrowid
+                    coin_id,
+                    ticker,
+                    to_state,
+                    reason,
+                    audit.lastrowid,
+                    elsewhere=bool(detail.get(CLAIMED_ELSEWHERE)),
+                    trigger=trigger,
                 )
                 if alert is not None:
                     self._record_alert(conn, alert, stamp)

@@ -96,8 +96,12 @@ def service(cfg_factory, source, env=None, clock=time.time, home=None) -> Servic
     ports = Ports(source, FolderLibrary(cfg.library_path), LedgerLauncher(cfg.ledger_path))
     svc = Service(cfg, store=store, ports=ports, clock=clock)
 
+    local = threading.local()  # the source is called on a thread of its own
+
     def held():
-        return store.db.execute(
+        if not hasattr(local, "store"):
+            local.store = Store(cfg.db_path)
+        return local.store.db.execute(
             "SELECT count(*) FROM coins WHERE state IN ('fetched', 'spooled') AND released = 0"
         ).fetchone()[0]
 
@@ -389,3 +393,215 @@ def test_a_reclaimed_coin_starts_its_retry_window_again(service_factory, tmp_pat
     svc._poll_source(time.time(), force=True)
     coin = svc.store.get(coin_id)
     assert not coin.released and coin.retry_since is None
+
+
+class HangingServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers: a
+    Supabase that hangs (found from outside: it stalled the loop for its HTTP timeout)."""
+
+    def __init__(self):
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.conns: list = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)  # held open, never read from, never answered
+            self.accepted.set()
+
+    def close(self):
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def test_a_hanging_source_stalls_neither_the_heartbeat_nor_the_local_work(cfg_factory, tmp_path):
+    """Found from outside: a Supabase that accepts the connection and never answers held
+    the pipeline's thread for its HTTP timeout on every pass (claim, reports): no
+    heartbeat, no launch of a confirmed coin, no import, no drop. Source calls run on a
+    thread of their own now, one at a time; the loop goes on."""
+    from moonshot.naming import format_name
+    from moonshot.supabase.source_supabase import SupabaseSource
+
+    server = HangingServer()
+    read_timeout = 30.0
+    src = SupabaseSource(
+        f"http://127.0.0.1:{server.port}",
+        "service-role-key",
+        worker="w-hang",
+        read_timeout=read_timeout,
+        connect_timeout=5,
+    )
+    box: dict = {}
+    made = threading.Event()
+
+    def run() -> None:  # the service lives on its own thread, as under launchd
+        box["svc"] = service(cfg_factory, src, {"MOONSHOT_SERVICE_STOP_TIMEOUT": "2"})
+        made.set()
+        box["code"] = box["svc"].run()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    assert made.wait(30)
+    svc = box["svc"]
+    try:
+        assert server.accepted.wait(10), "the service never asked the source"
+        hang_started = time.monotonic()
+        store = Store(svc.cfg.db_path)  # this thread's own connection, as `moonshot add`
+        ids = [
+            store.add_coin(
+                IncomingCoin("local", f"l{i}", f"LOC{i}", f"Local {i}", str(img)),
+                twitter_user="u",
+            )[0]
+            for i, img in enumerate(
+                make_image(tmp_path / f"l{i}.png", color=(10 + 40 * i, 90, 20)) for i in range(2)
+            )
+        ]
+        beats: list[tuple[float, str]] = []  # (when seen, heartbeat_at) at each change
+        dropped = None
+        deadline = hang_started + 20
+        while time.monotonic() < deadline:
+            beat = store.meta_get("heartbeat_at")
+            if not beats or beats[-1][1] != beat:
+                beats.append((time.monotonic(), beat))
+            launched = store.count_in([m.LAUNCHED])
+            if launched == 2 and dropped is None:
+                # a manual drop, once the gate is free: imported and confirmed (it then
+                # waits for `moonshot approve`)
+                dropped = format_name("dropper", "DROP", int(time.time()))
+                make_image(tmp_path / "d.jpg", color=(5, 5, 200), fmt="JPEG")
+                (tmp_path / "d.jpg").rename(svc.cfg.spool_dir / dropped)
+            drop = dropped and store.find_by_filename(dropped)
+            if drop and drop.state == m.CONFIRMED and time.monotonic() - hang_started > 4:
+                break
+            time.sleep(0.05)
+        during = time.monotonic() - hang_started
+        assert during < read_timeout - 5, "the test must measure during the hang"
+        assert [store.get(i).state for i in ids] == [m.LAUNCHED, m.LAUNCHED]
+        assert drop and drop.state == m.CONFIRMED, drop
+        gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:], strict=False)]
+        gaps.append(time.monotonic() - beats[-1][0])
+        assert len(beats) >= 4 and max(gaps) < 2.5, (len(beats), gaps)
+        assert svc.pipeline.source_calls.busy() is not None  # the claim still hangs
+    finally:
+        svc._stop_at = time.monotonic()
+        svc.stopping = True
+        svc.wake()
+        runner.join(15)
+        server.close()
+    assert not runner.is_alive(), "the stop waited for the hanging source"
+    assert box["code"] == RET_OK
+
+
+def test_a_claim_check_that_hangs_makes_the_coin_wait_not_the_loop(service_factory, tmp_path):
+    """The last check before a launch (`holds`) asks the source when its last renewal
+    cannot answer: a source that does not answer makes that coin wait, without an
+    attempt, and never holds the pipeline's thread (or starts a second call)."""
+    from moonshot.supabase.source_local import LocalSource
+
+    class Hangs(LocalSource):
+        kind = "supabase"
+
+        def __init__(self):
+            self.answer = threading.Event()
+            self.asked = 0
+
+        def holds(self, ref, now):
+            self.asked += 1
+            self.answer.wait(5)
+            return True
+
+    svc = service_factory()
+    svc.ports.source = src = Hangs()
+    row = IncomingCoin("supabase", "9", "HOLD", "Hold", str(tmp_path / "x.png"), "u")
+    coin_id, _ = svc.store.add_coin(row, twitter_user="u")
+    coin = svc.store.get(coin_id)
+    t0 = time.monotonic()
+    assert svc.pipeline._source_holds(coin, time.time()) is False
+    assert time.monotonic() - t0 < 1.5
+    waiting = svc.store.get(coin_id)
+    assert waiting.attempts == 0 and waiting.not_before > time.time()
+    assert "waiting for the source to confirm" in waiting.last_error
+    assert svc.pipeline._source_holds(coin, time.time()) is False and src.asked == 1
+    src.answer.set()
+    deadline = time.monotonic() + 5
+    while svc.pipeline.source_calls.busy() and time.monotonic() < deadline:
+        svc._collect_source(wait=0.1)
+    assert svc.pipeline._source_holds(coin, time.time()) is True and src.asked == 2
+
+
+def test_a_coin_another_home_holds_fails_with_advice_to_withdraw_not_retry(
+    service_factory, tmp_path
+):
+    """Found from outside: a coin another home took (and launched) failed here with an
+    alert saying `moonshot retry`; it must say the coin is launched elsewhere, and
+    withdraw it."""
+    from moonshot.ops import alert_events
+    from moonshot.supabase.source_local import LocalSource
+
+    class Elsewhere(LocalSource):
+        kind = "supabase"
+
+        def holds(self, ref, now):
+            return False  # another home holds the claim
+
+    svc = service_factory()
+    svc.ports.source = Elsewhere()
+    row = IncomingCoin("supabase", "5", "GONE", "Gone", str(tmp_path / "x.png"), "u")
+    coin_id, _ = svc.store.add_coin(row, twitter_user="u")
+    for trigger in ("spool", "import_photo", "confirm"):
+        svc.store.fire(svc.store.get(coin_id), trigger)
+    assert svc.pipeline._source_holds(svc.store.get(coin_id), time.time()) is False
+    assert svc.store.get(coin_id).state == m.FAILED
+    (alert,) = [a for a in svc.store.alerts() if a["event"] == "failed"]
+    assert "retry" not in alert["command"].replace("never retry", "")
+    assert f"moonshot withdraw {coin_id}" in alert["command"]
+    assert "launches it there" in alert["command"]
+    _, body, _ = alert_events.message(alert, "/home", "tag")
+    assert "moonshot retry" not in body and "launched there" in body
+    # any other failure still says retry
+    assert "moonshot retry 3" in alert_events.command("failed", 3)
+
+
+def test_an_image_host_refusing_or_looping_rejects_the_coin_with_an_alert(
+    service_factory, image_server, tmp_path
+):
+    """Found from outside: an image host answering 401, or redirecting forever, rejected
+    the coin and told nobody. A rejection by the service alerts, with a one-line reason;
+    a withdrawal (a person's decision) does not."""
+    from moonshot.pipeline import withdraw
+
+    image_server.routes["/auth.jpg"] = (401, {"WWW-Authenticate": "Basic"}, b"who are you")
+    image_server.routes["/loop.jpg"] = (302, {"Location": "/loop.jpg"}, b"")
+    svc = service_factory({**FAST, "MOONSHOT_SPOOL_ALLOWED_HOSTS": "127.0.0.1"})
+    ids = [
+        svc.store.add_coin(
+            IncomingCoin("local", ref, ref.upper(), ref, image_server.base + f"/{ref}.jpg"),
+            twitter_user="u",
+        )[0]
+        for ref in ("auth", "loop")
+    ]
+    kept, _ = svc.store.add_coin(
+        IncomingCoin("local", "w", "WITHDRAWN", "w", str(tmp_path / "w.png")), twitter_user="u"
+    )
+    withdraw(svc.cfg, svc.store, svc.store.get(kept), "not wanted")
+    drain(svc)
+    assert [svc.store.get(i).state for i in ids] == [m.REJECTED, m.REJECTED]
+    alerts = {a["coin_id"]: a for a in svc.store.alerts() if a["event"] == "rejected"}
+    assert sorted(alerts) == ids  # the withdrawn coin raised none
+    auth, loop = (alerts[i] for i in ids)
+    assert auth["reason"].startswith("HTTP 401 from 127.0.0.1: the image host asks for credentials")
+    assert loop["reason"].startswith("more than 5 redirects from 127.0.0.1: a redirect loop")
+    for a in (auth, loop):
+        assert "\n" not in a["reason"] and a["state"] == m.REJECTED
+        assert f"moonshot history {a['coin_id']}" in a["command"]
+        assert "moonshot retry" not in a["command"]

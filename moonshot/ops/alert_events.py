@@ -10,6 +10,7 @@ from typing import Any
 
 NEEDS_REVIEW = "needs_review"
 FAILED = "failed"
+REJECTED = "rejected"
 SOURCE_AUTH = "source_auth"
 SOURCE_DOWN = "source_down"
 SOURCE_BACK = "source_back"
@@ -23,6 +24,7 @@ DAILY_SUMMARY = "daily_summary"
 EVENTS: dict[str, tuple[str, str]] = {
     NEEDS_REVIEW: ("failure", "a coin went to needs_review: the launch may have happened"),
     FAILED: ("failure", "a coin went to failed: its step gave up"),
+    REJECTED: ("failure", "a coin was rejected: its input or its image cannot make a token"),
     SOURCE_AUTH: ("failure", "the source refused the key (401/403)"),
     SOURCE_DOWN: ("warning", "the source has been unreachable for alerts.source_down_after"),
     SOURCE_BACK: ("success", "the source answers again after a source_down or source_auth"),
@@ -32,8 +34,10 @@ EVENTS: dict[str, tuple[str, str]] = {
     RESTARTED: ("warning", "the service started after a crash or a kill"),
     DAILY_SUMMARY: ("info", "once a day at alerts.daily_summary: counts and what waits"),
 }
-# Transitions that alert, by the state they enter.
-ON_ENTER = (NEEDS_REVIEW, FAILED)
+# Transitions that alert, by the state they enter; `rejected` only by the service's own
+# rejection (trigger `reject`): a withdrawal is a person's decision, told to nobody.
+ON_ENTER = (NEEDS_REVIEW, FAILED, REJECTED)
+REJECT_TRIGGER = "reject"
 REASON_MAX = 500
 # A failed flow step names its screenshot in the reason ("...; screenshot /x/logs/screens/y.png").
 _SCREENSHOT = re.compile(r"screenshot (\S+\.png)")
@@ -47,12 +51,20 @@ def clean(text: str | None, limit: int = REASON_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def command(event: str, coin_id: int | None = None) -> str:
-    """What a person runs to settle it."""
+def command(event: str, coin_id: int | None = None, elsewhere: bool = False) -> str:
+    """What a person runs to settle it. A coin that failed because another home holds
+    its claim (the source says so) is launched there: it is withdrawn here, never retried."""
+    if event == FAILED and elsewhere:
+        return (
+            f"nothing to fix: another moonshot home took this coin and launches it there;"
+            f" never retry it here: `moonshot withdraw {coin_id} --reason 'launched elsewhere'`"
+        )
     return {
         NEEDS_REVIEW: f"check the Moonshot app, then `moonshot resolve {coin_id} --launched`"
         f" or `moonshot resolve {coin_id} --not-launched`",
         FAILED: f"`moonshot history {coin_id}` shows why; fix the cause, then `moonshot retry {coin_id}`",
+        REJECTED: f"nothing launches it: `moonshot history {coin_id}` shows why; fix the tweet, the"
+        " image or the image host's access, then add it again as a new coin",
         SOURCE_AUTH: "fix SUPABASE_SERVICE_ROLE_KEY (Keychain or moonshot.env), then `moonshot doctor`",
         SOURCE_DOWN: "`moonshot status`; the service keeps trying by itself",
         SOURCE_BACK: "nothing: the service goes on by itself",
@@ -75,6 +87,7 @@ def row(
     ticker: str | None = None,
     state: str | None = None,
     attachment: str | None = None,
+    elsewhere: bool = False,
 ) -> dict[str, Any]:
     """An `alerts` table row (store.py adds the times and the delivery columns)."""
     if event not in EVENTS:
@@ -86,17 +99,24 @@ def row(
         "ticker": ticker,
         "state": state,
         "reason": clean(reason),
-        "command": command(event, coin_id),
+        "command": command(event, coin_id, elsewhere),
         "attachment": attachment,
     }
 
 
 def for_transition(
-    coin_id: int, ticker: str, to_state: str, reason: str | None, transition_id: int
+    coin_id: int,
+    ticker: str,
+    to_state: str,
+    reason: str | None,
+    transition_id: int,
+    elsewhere: bool = False,
+    trigger: str = "",
 ) -> dict[str, Any] | None:
     """The alert a transition into `to_state` raises, or None. The key names the
-    transition, so the same event is recorded once and a receiver can drop a repeat."""
-    if to_state not in ON_ENTER:
+    transition, so the same event is recorded once and a receiver can drop a repeat.
+    `elsewhere`: the coin failed because another home holds its claim."""
+    if to_state not in ON_ENTER or (to_state == REJECTED and trigger != REJECT_TRIGGER):
         return None
     shot = _SCREENSHOT.search(reason or "")
     return row(
@@ -107,13 +127,16 @@ def for_transition(
         ticker=ticker,
         state=to_state,
         attachment=shot[1] if shot and to_state == NEEDS_REVIEW else None,
+        elsewhere=elsewhere,
     )
 
 
 def _headline(a: dict[str, Any]) -> str:
     event = a["event"]
     if a.get("coin_id") is not None:
-        what = {NEEDS_REVIEW: "needs review", FAILED: "failed"}.get(event, event)
+        what = {NEEDS_REVIEW: "needs review", FAILED: "failed", REJECTED: "rejected"}.get(
+            event, event
+        )
         return f"coin {a['coin_id']} {a.get('ticker') or ''} {what}".replace("  ", " ")
     return {
         SOURCE_AUTH: "the source refused the key",

@@ -64,18 +64,28 @@ def _safe_host(host: str) -> bool:
 
 
 def label(url: str) -> str:
-    """The URL as output may show it: scheme and host only, and for a secret URL the host
-    only when it is a plain domain name (ntfy.sh, gmail.com), else `***`."""
+    """The URL as output may show it: scheme, host and port only (never a user name,
+    password, path or query), and the host only when it is an address or a plain domain
+    name (ntfy.sh, gmail.com), else `***`. A webhook (json://, xml://, form://) is named
+    with its port even when it carries a credential: two receivers on one host differ
+    only by it, and the port is no part of the credential; a service's secret URL is
+    named by its host alone."""
     kind = scheme(url) or "?"
     rest = url.strip()[len(kind) + 3 :] if scheme(url) else ""
-    netloc = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
-    host, _, port = netloc.partition(":")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+    if netloc.startswith("["):  # an IPv6 address: [::1]:8123
+        inside, _, after = netloc[1:].partition("]")
+        host, port = f"[{inside}]", after[1:] if after.startswith(":") else ""
+    else:
+        host, _, port = netloc.partition(":")
     if kind in DESKTOP:
         return f"{kind}://"
     if not host or not _safe_host(host):
         return f"{kind}://***"
-    secret = secret_reason(url) is not None
-    return f"{kind}://{host}" + (f":{port}" if port.isdigit() and not secret else "")
+    shown = port.isdigit() and 0 < int(port) < 65536
+    if shown and kind not in WEBHOOK:
+        shown = secret_reason(url) is None
+    return f"{kind}://{host}" + (f":{int(port)}" if shown else "")
 
 
 def fingerprint(url: str) -> str:

@@ -471,13 +471,19 @@ class SupabaseSource:
         """Does this service hold the coin's claim? The last check before an irreversible
         step: answered from the last renewal while its lease surely runs, otherwise by
         renewing it now. TransientError when Supabase cannot say."""
+        cached = self.holds_cached(coin_ref, now)
+        if cached is not None:
+            return cached
+        return str(coin_ref) in self._renew([str(coin_ref)])
+
+    def holds_cached(self, coin_ref: str, now: float) -> bool | None:
+        """`holds` without a request: False for a claim found lost, True while the last
+        renewal's lease surely runs, None when only Supabase can say."""
         with self._lock:
             if str(coin_ref) in self._lost:
                 return False
             until = self._held_until.get(str(coin_ref), 0.0)
-        if now < until - HOLD_MARGIN:
-            return True
-        return str(coin_ref) in self._renew([str(coin_ref)])
+        return True if now < until - HOLD_MARGIN else None
 
     def claims(self) -> list[dict[str, Any]]:
         """The coins this service holds and that have no outcome yet, oldest first."""

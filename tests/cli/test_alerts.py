@@ -35,7 +35,8 @@ def test_alerts_test_reaches_a_live_receiver(home, receiver):
     url = receiver.url(user="moonshot", password=TOKEN)
     result = run_cli(home, "alerts", "test", env=secret_env(url))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "#1 json://127.0.0.1: delivered"
+    # named with its port (two receivers on one host differ by it), never its password
+    assert result.stdout.strip() == f"#1 json://127.0.0.1:{receiver.port}: delivered"
     (post,) = receiver.posts
     assert post["body"]["title"] == "moonshot: test alert"
     assert post["auth"] == Receiver.basic("moonshot", TOKEN)
@@ -51,7 +52,7 @@ def test_alerts_test_says_which_receiver_failed_and_exits_1(home, receiver):
     port = dead.split(":")[2].split("/")[0]
     assert result.stdout.splitlines() == [
         f"#1 json://127.0.0.1:{port}: NOT delivered (connection failed)",
-        "#2 json://127.0.0.1: delivered",
+        f"#2 json://127.0.0.1:{receiver.port}: delivered",
     ]
     assert len(receiver.posts) == 1
     no_token(result.stdout, result.stderr)
@@ -122,7 +123,7 @@ def test_status_and_list_show_undelivered_alerts(home):
 def test_doctor_names_each_receiver_by_label_only(home, receiver):
     url = receiver.url(user="moonshot", password=TOKEN)
     result = run_cli(home, "doctor", env=secret_env(url, f"tgram://123456:{TOKEN}/42"))
-    assert "alert #1 json://127.0.0.1: apprise can use it" in result.stdout
+    assert f"alert #1 json://127.0.0.1:{receiver.port}: apprise can use it" in result.stdout
     assert "alert #2 tgram://***" in result.stdout
     assert "secret MOONSHOT_ALERT_URLS: from environment" in result.stdout
     no_token(result.stdout, result.stderr)

@@ -55,6 +55,24 @@ def test_a_label_is_scheme_and_host_and_never_the_token(url):
     assert "/" not in label.split("://", 1)[1] and "?" not in label and "@" not in label
 
 
+def test_a_webhook_is_named_with_its_port_and_never_its_credentials():
+    """Found from outside: a json:// receiver with a user and password (or a token in its
+    query) was named "json://127.0.0.1", so two receivers on one host looked the same."""
+    for url, want in [
+        (f"json://moonshot:{TOKEN}@127.0.0.1:8123/hook", "json://127.0.0.1:8123"),
+        (f"json://127.0.0.1:8123/hook?token={TOKEN}", "json://127.0.0.1:8123"),
+        (f"jsons://127.0.0.1:8443/?+Authorization=Bearer%20{TOKEN}", "jsons://127.0.0.1:8443"),
+        (f"json://user:{TOKEN}@[::1]:8123/x", "json://[::1]:8123"),
+        (f"xml://hooks.example.com:8080/p?key={TOKEN}#frag", "xml://hooks.example.com:8080"),
+        ("json://127.0.0.1:99999/x", "json://127.0.0.1"),  # not a port
+    ]:
+        label = alert_urls.label(url)
+        assert label == want, url
+        assert TOKEN not in label and "moonshot" not in label and "user" not in label
+    # a service's secret URL keeps its host alone
+    assert alert_urls.label(f"mailto://me:{TOKEN}@gmail.com:587") == "mailto://gmail.com"
+
+
 def test_labels_keep_what_helps_a_person():
     assert alert_urls.label("json://localhost:8080/moonshot") == "json://localhost:8080"
     assert alert_urls.label(f"ntfys://ntfy.sh/topic?token={TOKEN}") == "ntfys://ntfy.sh"

@@ -225,7 +225,7 @@ def test_a_failing_receiver_is_retried_with_backoff(alert_cfg, receiver, status)
     assert s.round(now)["failed"] == 1
     (a,) = rows(store)
     assert a["status"] == "pending" and a["attempts"] == 1
-    assert a["last_error"] == f"#1 json://127.0.0.1: HTTP {status}"
+    assert a["last_error"] == f"#1 json://127.0.0.1:{receiver.port}: HTTP {status}"
     assert now + 8 <= a["next_try"] <= now + 12  # retry_base 10 s, with jitter
     assert s.round(now + 1)["messages"] == 0  # not due yet
     assert s.round(a["next_try"])["failed"] == 1
