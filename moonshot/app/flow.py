@@ -42,6 +42,7 @@ STEP_KEYS = {
     "action",
     "image",
     "at",
+    "hover",
     "region",
     "field",
     "timeout",
@@ -128,6 +129,10 @@ class Step:
     # read_text of the ticker: True, the app always shows "$" before it; False, never;
     # None, either (a "$" read as "$" is dropped).
     dollar: bool | None = None
+    # The image shows an element with the pointer over it (its hover look: recorded
+    # while the person's pointer rested there): the runner points at this place
+    # (window points at calibration) instead of parking the pointer, before it looks.
+    hover: tuple[float, float] | None = None
     target: Path | None = None  # interrupt: the image to click (default: its image)
     times: int = 1  # interrupt: at most this many times per run
 
@@ -363,12 +368,12 @@ def _image(label: str, base: Path, value: Any, key: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _point(label: str, at: Any) -> tuple[float, float] | None:
+def _point(label: str, at: Any, key: str = "at") -> tuple[float, float] | None:
     if at is None:
         return None
     if not _nums(at, 2) or min(at) < 0:
         raise FlowError(
-            f"{label}: at must be [x, y] points from the window's top-left at calibration"
+            f"{label}: {key} must be [x, y] points from the window's top-left at calibration"
         )
     return (float(at[0]), float(at[1]))
 
@@ -387,6 +392,7 @@ def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step
         raise FlowError(f"{label}: action = {action!r}: expected one of {', '.join(ACTIONS)}")
     img = _image(label, base, s["image"], "image") if "image" in s else None
     at = _point(label, s.get("at"))
+    hover = _point(label, s.get("hover"), "hover")
     region = s.get("region")
     if region is not None and (not _nums(region, 4) or min(region) < 0 or min(region[2:]) <= 0):
         raise FlowError(
@@ -462,6 +468,8 @@ def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step
         need(action in ("type", "click"), "cannot clear a field (only type and click can)")
     if failure:
         need(action == "outcome", "cannot have failure images (only outcome can)")
+    if hover is not None:
+        need(img is not None, 'cannot have hover without image = "x.png" (it says how to look)')
     if s.get("irreversible"):
         need(action == "click", "cannot be irreversible: only a click can be")
         need(section == "step", "cannot be irreversible in [[reset]]")
@@ -492,6 +500,7 @@ def _step(i: int, s: Any, base: Path, where: str, section: str = "step") -> Step
         lines=lines,
         min_confidence=min_conf,
         dollar=s.get("dollar"),
+        hover=hover,
     )
 
 

@@ -88,6 +88,7 @@ class Click:
     copied: str | None = None  # a Solana address that reached the clipboard after it
     after: Image.Image | None = None  # the screen the next action was taken on
     plain: Image.Image | None = None  # `before` without the pointer's hover highlight
+    rested: bool = False  # no plain look: the pointer was on the element since it showed
 
     @property
     def look(self) -> Image.Image:
@@ -155,7 +156,7 @@ class Session:
                 last = None
             elif kind == "click" and ev.get("inside", True) and ev.get("image") is not None:
                 c = Click(0, ev["t"], (ev["x"], ev["y"]), ev["image"], part)
-                c.plain = ev.get("plain_image")
+                c.plain, c.rested = ev.get("plain_image"), bool(ev.get("rested"))
                 if part != "forward":  # going deep, before the way back: not a step
                     (launch if part == "launch" else reset).append(c)
                 last = c
@@ -163,7 +164,7 @@ class Session:
                 last = None
             elif kind == "mark" and ev.get("image") is not None:
                 mark = Click(0, ev["t"], (ev["x"], ev["y"]), ev["image"], "launch")
-                mark.plain = ev.get("plain_image")
+                mark.plain, mark.rested = ev.get("plain_image"), bool(ev.get("rested"))
             elif kind == "type" and last is not None:
                 last.typed = ev
             elif kind == "key" and last is not None and not near_phase:
@@ -295,8 +296,11 @@ def find_coin_text(
     reader,
     min_confidence: float,
     lines: list | None = None,
+    walls: list[tuple[int, int, int, int]] = (),
 ) -> tuple[Found | None, Found | None, list[tuple[int, int, int, int]]]:
-    """(where the ticker shows, where the name shows, every box that shows coin text)."""
+    """(where the ticker shows, where the name shows, every box that shows coin text).
+    A read box widens along its row up to other text or one of the `walls` (the coin's
+    picture beside it: what OCR reads in a photo differs for every coin)."""
     lines = finder.find_lines(frame) if lines is None else lines
     boxes = [b for _, b in lines]
     ticker = name = None
@@ -334,7 +338,7 @@ def find_coin_text(
     pad = 6
     for found in (ticker, name):
         if found is not None:
-            others = [b for b in boxes if not _box_overlaps(b, found.box)]
+            others = [b for b in [*boxes, *walls] if not _box_overlaps(b, found.box)]
             found.text_box = found.box
             found.box = _row_span(frame, found.box, others, pad)
     return ticker, name, coin_boxes
@@ -641,6 +645,9 @@ class Proposer:
         self._waits: list[Row] = []  # wait/verify rows so far: their images may be reused
         self._frames: list[Image.Image] = []  # every frame of the session, for avoid()
         self._ids: dict[int, int] = {}
+        # Frames with an element in its hover look (the pointer rested on it): id ->
+        # (the point, window points; the element's box, pixels).
+        self._rest: dict[int, tuple[tuple[float, float], tuple[int, int, int, int]]] = {}
 
     # -- what each screen shows --------------------------------------------------------------
     def screen_id(self, img: Image.Image) -> int:
@@ -651,7 +658,8 @@ class Proposer:
         if key in self._ids:
             return self._ids[key]
         for i, known in enumerate(self._screens):
-            if not changed_much(known, img, self.coin_boxes(known) + self.coin_boxes(img)):
+            ignore = self.coin_boxes(known) + self.coin_boxes(img) + self._rested(known, img)
+            if not changed_much(known, img, ignore):
                 self._ids[key] = i
                 return i
         self._screens.append(img)
@@ -682,8 +690,19 @@ class Proposer:
             # A token address differs at every launch: never a reference either.
             boxes += [b for r, b in lines if ADDRESS_LIKE.search(r.text.replace(" ", ""))]
             photo = self.photo_on(img)
-            self._avoid[key] = [*boxes, photo[0]] if photo else boxes
+            self._avoid[key] = [*boxes, self._grown(photo[0], img)] if photo else boxes
         return self._avoid[key]
+
+    def _grown(self, box, img: Image.Image) -> tuple[int, int, int, int]:
+        """A found picture's box with its edge: the search's box can be a few pixels
+        inside the drawn picture (a ring of it would count as a change of screen)."""
+        m = max(2, round(0.03 * max(box[2] - box[0], box[3] - box[1])))
+        return (
+            max(0, box[0] - m),
+            max(0, box[1] - m),
+            min(img.width, box[2] + m),
+            min(img.height, box[3] + m),
+        )
 
     def photo_on(self, img: Image.Image):
         """Where the coin's photo shows on this screen (cached: the search is the slow part)."""
@@ -696,6 +715,25 @@ class Proposer:
         reading = self.reader.read_line(img.crop(box))
         words = slug(reading.text) if reading.confidence >= 0.9 else ""
         return self.names(f"{prefix}-{words}" if len(words) >= 2 else fallback)
+
+    def note_rest(self, c: Click) -> None:
+        """Remember where the pointer rested on an element in this click's frame."""
+        if not c.rested:
+            return
+        point = (round(c.at[0] * self.r), round(c.at[1] * self.r))
+        box = element_box(c.look, point)
+        if box is not None:
+            self._rest[id(c.look)] = (c.at, box)
+
+    def _rested(self, *frames: Image.Image) -> list:
+        """The boxes of elements in their hover look in these frames (no new screen)."""
+        return [self._rest[id(f)][1] for f in frames if id(f) in self._rest]
+
+    def _hovered(self, keys: dict, frame: Image.Image, box) -> None:
+        """`hover` on a step whose crop holds an element in its hover look."""
+        rest = self._rest.get(id(frame))
+        if rest is not None and _box_overlaps(box, rest[1]):
+            keys["hover"] = [round(rest[0][0], 1), round(rest[0][1], 1)]
 
     # -- rows --------------------------------------------------------------------------------
     def _click_row(self, c: Click, section: str, fallback: str, *, by_image=True, **extra) -> Row:
@@ -712,6 +750,7 @@ class Proposer:
         if good and by_image:
             keys["image"] = f"{name}.png"
             row.image = look.crop(box)
+            self._hovered(keys, look, box)
         else:
             keys["at"] = [round(c.at[0], 1), round(c.at[1], 1)]
             row.note_on = "at"
@@ -741,18 +780,29 @@ class Proposer:
             if old.screen_id == sid and (before is None or best_score(before, old.image) < APART):
                 keys = {"name": self.names(f"{old.name}-again"), "action": action}
                 keys["image"] = old.keys["image"]
+                if "hover" in old.keys:
+                    keys["hover"] = old.keys["hover"]
                 row = Row("step", keys, screen=shown, screen_id=sid)
                 break
         else:
             sid_others = {self.screen_id(f): f for f in self._frames}
             sid_others.pop(sid, None)
+            others = list(sid_others.values())
+            avoid = self.avoid(shown)
+            rest = self._rest.get(id(shown))
+            # Not the element in its hover look, while the screen has anything else.
             box = distinctive(
-                shown, self.r, self.avoid(shown), before, list(sid_others.values()), prefer
+                shown, self.r, avoid + ([rest[1]] if rest else []), before, others, prefer
             )
+            if rest is not None and (box is None or (prefer and not prefer(shown.crop(box)))):
+                alt = distinctive(shown, self.r, avoid, before, others, prefer)
+                if alt is not None and (box is None or prefer(shown.crop(alt))):
+                    box = alt
             if box is None:
                 return None
             name = self._crop_name(shown, box, "on", "screen")
             keys = {"name": name, "action": action, "image": f"{name}.png"}
+            self._hovered(keys, shown, box)
             row = Row("step", keys, screen=shown, image=shown.crop(box), screen_id=sid)
             self._waits.append(row)
         if delay * 3 > self.timeout:
@@ -783,8 +833,14 @@ class Proposer:
         for index, img in reversed(screens):
             if len(found) == 3:
                 break
+            photo = self.photo_on(img)
             ticker, name, _ = find_coin_text(
-                img, self.coin, self.finder, self.reader, self.min_confidence
+                img,
+                self.coin,
+                self.finder,
+                self.reader,
+                self.min_confidence,
+                walls=[self._grown(photo[0], img)] if photo else [],
             )
             sid = self.screen_id(img)
             for fld, hit in (("ticker", ticker), ("name", name)):
@@ -856,6 +912,8 @@ class Proposer:
         self._frames = [c.look for c in launch] + ([mark.look] if mark is not None else [])
         self._frames += [end] if end is not None else []
         self._frames += [c.look for c in reset] + [c.after for c in reset[-1:] if c.after]
+        for c in [*launch, *reset, *([mark] if mark is not None else [])]:
+            self.note_rest(c)
         for img in self._frames:
             self.screen_id(img)
         rows: list[Row] = [Row("step", {"name": self.names("front"), "action": "activate"})]
@@ -953,7 +1011,7 @@ class Proposer:
         return None
 
     def _after(self, spend: Click, after: list[Click], end: Image.Image | None) -> list[Row]:
-        shown = after[0].before if after else (end if spend.n else None)
+        shown = after[0].look if after else (end if spend.n else None)
         outcome = None
         if shown is not None and not self.same_screen(spend.look, shown):
             outcome = self._wait_row(

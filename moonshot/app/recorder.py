@@ -234,6 +234,7 @@ class Event:
     inside: bool = True  # click: inside the app window
     frame: str = ""  # file name of the frame saved with it (click, mark)
     plain: str = ""  # and of the same screen before the pointer came over the element
+    rested: bool = False  # no plain look: the pointer was on the element since it showed
     image: Image.Image | None = field(default=None, repr=False, compare=False)
     plain_image: Image.Image | None = field(default=None, repr=False, compare=False)
 
@@ -370,13 +371,15 @@ class Recorder:
         t = self.clock()
         x, y = self.pointer
         shown = self.stream.latest()
+        plain, rested = self._plain(t, (x, y), shown)
         ev = Event(
             "mark",
             t,
             x - self.window.x,
             y - self.window.y,
             image=shown,
-            plain_image=self._plain(t, (x, y), shown),
+            plain_image=plain,
+            rested=rested,
         )
         with self._lock:
             self.events.append(ev)
@@ -394,15 +397,19 @@ class Recorder:
                 self._trail.popleft()
 
     def _plain(self, t: float, point: tuple[float, float], shown: Image.Image | None):
-        """The same screen before the pointer came over the element under `point` (a
-        hover highlight is not what the runner sees: it parks the pointer first), or None."""
+        """(the same screen before the pointer came over the element under `point`, or
+        None; whether the pointer rested there since the screen appeared). A hover
+        highlight is not what the runner sees: it parks the pointer first. When the
+        pointer was already where the new screen put its button (a person clicking one
+        spot screen after screen), no frame shows the plain look: the step is marked so
+        that the runner points there too before it looks (the flow's `hover`)."""
         if shown is None:
-            return None
+            return None, False
         r = self.ratio
         px = (round((point[0] - self.window.x) * r), round((point[1] - self.window.y) * r))
         box = element_box(shown, px)
         if box is None:
-            return None
+            return None, False
         inside = lambda x, y: (  # noqa: E731
             box[0] <= (x - self.window.x) * r < box[2]
             and box[1] <= (y - self.window.y) * r < box[3]
@@ -415,14 +422,15 @@ class Recorder:
                 break
             entered = when
         else:
-            return None  # the pointer was there as far back as we know
+            return None, True  # the pointer was there as far back as we know
         if entered is None:
-            return None
+            return None, False
         # Only the element under the pointer may differ (its hover look); a frame that
-        # differs elsewhere is of another screen (the pointer rested where the new
-        # screen put its button: there is no plain look to take).
+        # differs elsewhere is of another screen: the pointer rested where the new
+        # screen put its button, and there is no plain look to take.
         grown = (box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4)
-        return self.stream.latest_like(entered, shown, [grown])
+        plain = self.stream.latest_like(entered, shown, [grown])
+        return plain, plain is None
 
     def _on_click(self, x, y, button, pressed) -> None:
         if not pressed:
@@ -431,7 +439,7 @@ class Recorder:
         self.pointer = (float(x), float(y))
         image = self.stream.before(t)
         inside = self._inside(x, y)
-        plain = self._plain(t, (x, y), image) if inside else None
+        plain, rested = self._plain(t, (x, y), image) if inside else (None, False)
         with self._lock:
             self._flush(t)
             self.events.append(
@@ -444,6 +452,7 @@ class Recorder:
                     inside=inside,
                     image=image,
                     plain_image=plain,
+                    rested=rested,
                 )
             )
             # Keys go to the field clicked last; a click elsewhere (the terminal) ends that.

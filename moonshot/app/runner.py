@@ -32,6 +32,7 @@ from moonshot.errors import MoonshotError
 
 READ_WAIT = 2.0  # seconds a read-back looks again before it fails (a screen still drawing)
 COPY_WAIT = 1.5  # seconds select all + copy may take to reach the clipboard
+HOVER_SETTLE = 0.12  # seconds an app takes to draw a hover look (or take it away)
 
 
 class Driver(Protocol):
@@ -221,6 +222,16 @@ class Runner:
         y = min(max(2, win.y + win.h / 2), height - 3)
         self.driver.move(x, y)
 
+    def pose(self, step: Step, settle: bool = True) -> None:
+        """The pointer where a step's image was captured: on the element for an image
+        recorded in its hover look (`hover`), else parked outside the window."""
+        if step.hover is None or self.window is None:
+            self.park()
+            return
+        self.driver.move(*to_screen(step.hover, self.flow.calibration, self.window))
+        if settle:
+            self.sleep(HOVER_SETTLE)  # the app draws its hover look
+
     # -- interrupts: popups answered before the irreversible click, never after --------
     def _interruptible(self, step: Step) -> bool:
         if self.irreversible_clicked or not self.flow.interrupts:
@@ -268,7 +279,7 @@ class Runner:
     ) -> tuple[imagematch.Match | None, float, float]:
         """Poll until the image shows: (match or None, best score, screenshot pixel ratio).
         Interrupts showing meanwhile are answered (before the irreversible step)."""
-        self.park()
+        self.pose(step)
         conf = step.confidence or self.flow.confidence
         deadline = self.clock() + timeout
         while True:
@@ -283,6 +294,8 @@ class Runner:
                 continue
             if self.clock() >= deadline:
                 return None, best, self._ratio(shot)
+            if step.hover is not None:  # an interrupt's answer parked the pointer
+                self.pose(step, settle=False)
             self.sleep(0.1)
 
     def _timeout(self, step: Step, default: float | None = None) -> float:
@@ -316,24 +329,33 @@ class Runner:
         """Refuse a click that would land on the button that spends money: only the
         irreversible step clicks it. A reset click by position on a screen the app was
         not expected to show, a Back button where the next screen puts its spend button,
-        a popup that moved things: the spending image under the point stops the click."""
+        a popup that moved things: the spending image under the point stops the click.
+        Looked for with the pointer parked and with it on the point (the spend image may
+        have been recorded in either look); the pointer stays on the point."""
         spend = self.flow.steps[self.flow.irreversible_index]
         if spend.image is None or not spend.image.is_file():
             return
-        shot = self.driver.screenshot()
-        m = self.find(spend, spend.image, shot)
-        if m is None or m.score < (spend.confidence or self.flow.confidence):
-            return
-        r = self._ratio(shot)
-        px, py = point[0] * r, point[1] * r
-        if m.rect.x <= px < m.rect.x + m.rect.w and m.rect.y <= py < m.rect.y + m.rect.h:
-            raise self._fail(
-                step,
-                ctx,
-                f"not clicked: {step.label} would land on {spend.image.name}, the"
-                f" irreversible step's button (match {m.score:.2f}); only {spend.label}"
-                " clicks it",
-            )
+        conf = spend.confidence or self.flow.confidence
+        for pointed in (False, True):
+            if pointed:
+                self.driver.move(*point)
+                self.sleep(HOVER_SETTLE)
+            else:
+                self.park()
+            shot = self.driver.screenshot()
+            m = self.find(spend, spend.image, shot)
+            if m is None or m.score < conf:
+                continue
+            r = self._ratio(shot)
+            px, py = point[0] * r, point[1] * r
+            if m.rect.x <= px < m.rect.x + m.rect.w and m.rect.y <= py < m.rect.y + m.rect.h:
+                raise self._fail(
+                    step,
+                    ctx,
+                    f"not clicked: {step.label} would land on {spend.image.name}, the"
+                    f" irreversible step's button (match {m.score:.2f}); only {spend.label}"
+                    " clicks it",
+                )
 
     def _do(self, step: Step, ctx: Context) -> None:
         d = self.driver
@@ -641,7 +663,12 @@ class Runner:
                     continue
                 if shot is None:
                     continue
-                m = self.find(step, path, shot)
+                if step.hover is not None:  # recorded in its hover look: point there
+                    self.pose(step)
+                    m = self.find(step, path, self.driver.screenshot())
+                    self.park()
+                else:
+                    m = self.find(step, path, shot)
                 conf = step.confidence or self.flow.confidence
                 if m and m.score >= conf:
                     lines.append(CheckLine(step, "ok", f"{path.name} found (match {m.score:.2f})"))

@@ -19,7 +19,7 @@ def _look(runner: Runner, step: Step, image: Path, timeout: float) -> float:
     """The best score of the image on screen within `timeout` (it may still be drawing)."""
     deadline = runner.clock() + timeout
     best = 0.0
-    runner.park()
+    runner.pose(step)
     while True:
         m = runner.find(step, image, runner.driver.screenshot())
         best = max(best, m.score if m else 0.0)

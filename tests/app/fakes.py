@@ -246,6 +246,7 @@ class FakeScreen:
     popup_on: str | None = None  # the popup opens when this scene shows next
     selected: bool = False
     tile_spends: bool = False  # an app that stopped asking: choosing the photo creates
+    hover_look: bool = False  # the element under the pointer is drawn inverted
 
     def screen_size(self) -> tuple[int, int]:
         return self.screen
@@ -261,6 +262,15 @@ class FakeScreen:
             render(self.scene, self.newest_photo, k, tile, self.popup),
             (round(self.win.x * r), round(self.win.y * r)),
         )
+        hit = self._hit(*self.pointer) if self.hover_look and not self.popup else None
+        if hit is not None:
+            ex, ey, w, h, _ = SCENES[self.scene][hit]
+            x0, y0 = self.win.x + ex * self.win.w / CAL[0], self.win.y + ey * self.win.h / CAL[1]
+            box = tuple(
+                round(v * r)
+                for v in (x0, y0, x0 + w * self.win.w / CAL[0], y0 + h * self.win.h / CAL[1])
+            )
+            shot.paste(ImageOps.invert(shot.crop(box)), box[:2])
         return shot
 
     def _cal(self, x: float, y: float) -> tuple[float, float]:
@@ -299,6 +309,7 @@ class FakeScreen:
 
     def click(self, x: float, y: float) -> None:
         self.clicks.append((x, y))
+        self.pointer = (x, y)  # a click moves the pointer there (pyautogui's does)
         self.selected = False
         if self.popup:  # the card takes the click; only its button closes it
             cx, cy = self._cal(x, y)

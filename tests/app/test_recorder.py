@@ -273,9 +273,10 @@ def test_a_fast_hand_still_gets_the_buttons_plain_look():
         t += 0.04
     assert not recorder.changed(rec.stream.before(t), screen("A"))  # not B: A was seen
     shown = rec.stream.latest()  # a hover that lasted: what showed at the click
-    plain = rec._plain(t, (70.0, 115.0), shown)
-    assert plain is not None and not recorder.changed(plain, screen("A"))
-    # The pointer rested where the new screen put its button: no plain look exists.
+    plain, rested = rec._plain(t, (70.0, 115.0), shown)
+    assert plain is not None and not recorder.changed(plain, screen("A")) and not rested
+    # The pointer rested where the new screen put its button: no plain look exists, and
+    # the click says so (its step gets `hover`: the runner points there to look).
     rec._trail.clear()
-    rec._trail.extend([(0.1, 70.0, 115.0)])
-    assert rec._plain(t, (70.0, 115.0), shown) is None
+    rec._trail.extend([(0.1, 300.0, 250.0), (0.2, 70.0, 115.0)])
+    assert rec._plain(t, (70.0, 115.0), shown) == (None, True)

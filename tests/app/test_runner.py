@@ -505,3 +505,51 @@ def test_no_click_but_the_irreversible_step_lands_on_the_spending_button(rig):
     clicks = len(fake.clicks)
     launcher.reset(1)
     assert len(fake.clicks) > clicks and fake.creates == []
+
+
+def _hover_flow(launcher, fake, hover: bool) -> None:
+    """create.png as recorded when the person's pointer rested on it: its hover look."""
+    from PIL import ImageOps
+
+    from tests.app.fakes import SCENES, render
+
+    x, y, w, h, _ = SCENES["form"]["create"]
+    crop = ImageOps.invert(render("form", None).crop((x, y, x + w, y + h)))
+    crop.save(launcher.flow.path.parent / "create.png")
+    data = _flow_data(launcher.flow.path)
+    spend = next(s for s in data["step"] if s.get("irreversible"))
+    if hover:
+        spend["hover"] = [x + w / 2, y + h / 2]
+    launcher.flow = flowmod.parse(data, launcher.flow.path)
+    fake.hover_look = True
+
+
+@pytest.mark.parametrize("hover", [True, False])
+def test_an_image_recorded_in_its_hover_look_is_looked_for_with_the_pointer_there(rig, hover):
+    """Found from outside: a person clicking one spot screen after screen; the spend
+    button showed up under the pointer, so its image has its hover look, which the runner
+    never saw with the pointer parked (0.75 < 0.9): no launch could ever happen. With
+    `hover` the runner points there before it looks; without it the step is not found."""
+    launcher, fake, image, calls = rig()
+    _hover_flow(launcher, fake, hover)
+    coin = make_coin(1, "Hover", "HOVER", asset="a1")
+    if hover:
+        launcher.prepare(coin, image)
+        assert launcher.launch(coin).token_address == ADDRESS
+        assert [c["name"] for c in fake.creates] == ["Hover"] and calls == ["irreversible"]
+    else:
+        launcher.prepare(coin, image)
+        with pytest.raises(NeedsReview, match="create.png not found"):
+            launcher.launch(coin)
+        assert fake.creates == [] and calls == []
+
+
+def test_the_guard_knows_a_spend_button_recorded_in_its_hover_look(rig):
+    launcher, fake, image, calls = rig()
+    _hover_flow(launcher, fake, hover=True)
+    data = _flow_data(launcher.flow.path)
+    data["reset"].insert(1, {"name": "empty-name", "action": "click", "at": [150.0, 360.0]})
+    launcher.flow = flowmod.parse(data, launcher.flow.path)
+    problem = launcher.reset(1)
+    assert problem and "would land on create.png" in problem, problem
+    assert fake.creates == []
