@@ -84,10 +84,51 @@ def locate(
         haystack = haystack.crop((ox, oy, int(region.x + region.w), int(region.y + region.h)))
     if needle.width > haystack.width or needle.height > haystack.height:
         return None
-    result = cv2.matchTemplate(_array(haystack), _array(needle), cv2.TM_CCOEFF_NORMED)
+    hay, ndl = _array(haystack), _array(needle)
+    result = cv2.matchTemplate(hay, ndl, cv2.TM_CCOEFF_NORMED)
     result = np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
-    _, best, _, (x, y) = cv2.minMaxLoc(result)
+    inner = _inner_box(needle)
+    if inner is None:
+        _, best, _, (x, y) = cv2.minMaxLoc(result)
+        return Match(Rect(ox + x, oy + y, needle.width, needle.height), float(best))
+    # A button's outline and face weigh more than its label: another label on a button
+    # of the same shape scores 0.94 ("Mint" found on "New token"). The middle of the
+    # image (the label) must match too, at the same place: the score is the lower of
+    # the two, over the best few places of the whole.
+    ix0, iy0, ix1, iy1 = inner
+    core = ndl[iy0:iy1, ix0:ix1]
+    best, at = -1.0, (0, 0)
+    work = result.copy()
+    for _ in range(PEAKS):
+        _, whole, _, (x, y) = cv2.minMaxLoc(work)
+        if whole <= best:
+            break
+        patch = hay[y + iy0 : y + iy1, x + ix0 : x + ix1]
+        mid = cv2.matchTemplate(patch, core, cv2.TM_CCOEFF_NORMED)
+        score = min(whole, float(np.nan_to_num(mid, nan=0.0).max()))
+        if score > best:
+            best, at = score, (x, y)
+        hw, hh = max(1, needle.width // 4), max(1, needle.height // 4)
+        work[max(0, y - hh) : y + hh + 1, max(0, x - hw) : x + hw + 1] = -1.0
+    x, y = at
     return Match(Rect(ox + x, oy + y, needle.width, needle.height), float(best))
+
+
+PEAKS = 5  # places of the whole image's best scores whose middle is compared
+LABEL_INSET = 0.2  # the share of each side left out of a reference image's middle
+
+
+def _inner_box(needle: Image.Image) -> tuple[int, int, int, int] | None:
+    """The middle of a reference image, when it has detail of its own (a label); None for
+    a small image or a plain middle (then the whole image's score stands alone)."""
+    w, h = needle.size
+    x0, y0 = round(w * LABEL_INSET), round(h * LABEL_INSET)
+    x1, y1 = w - x0, h - y0
+    if x1 - x0 < 8 or y1 - y0 < 6:
+        return None
+    if detail(needle.crop((x0, y0, x1, y1))) < MIN_DETAIL:
+        return None
+    return (x0, y0, x1, y1)
 
 
 def fill(photo: Image.Image, size: tuple[int, int]) -> Image.Image:

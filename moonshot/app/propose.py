@@ -89,6 +89,7 @@ class Click:
     after: Image.Image | None = None  # the screen the next action was taken on
     plain: Image.Image | None = None  # `before` without the pointer's hover highlight
     rested: bool = False  # no plain look: the pointer was on the element since it showed
+    pointer: tuple[float, float] | None = None  # where the pointer was in `look`
 
     @property
     def look(self) -> Image.Image:
@@ -157,6 +158,7 @@ class Session:
             elif kind == "click" and ev.get("inside", True) and ev.get("image") is not None:
                 c = Click(0, ev["t"], (ev["x"], ev["y"]), ev["image"], part)
                 c.plain, c.rested = ev.get("plain_image"), bool(ev.get("rested"))
+                c.pointer = _pair(ev.get("plain_pointer" if c.plain else "pointer"))
                 if part != "forward":  # going deep, before the way back: not a step
                     (launch if part == "launch" else reset).append(c)
                 last = c
@@ -165,6 +167,7 @@ class Session:
             elif kind == "mark" and ev.get("image") is not None:
                 mark = Click(0, ev["t"], (ev["x"], ev["y"]), ev["image"], "launch")
                 mark.plain, mark.rested = ev.get("plain_image"), bool(ev.get("rested"))
+                mark.pointer = _pair(ev.get("plain_pointer" if mark.plain else "pointer"))
             elif kind == "type" and last is not None:
                 last.typed = ev
             elif kind == "key" and last is not None and not near_phase:
@@ -203,6 +206,10 @@ class Session:
             if st > c.t and not changed_much(img, shown, ignore):
                 return st - c.t
         return 0.0
+
+
+def _pair(value) -> tuple[float, float] | None:
+    return (float(value[0]), float(value[1])) if value else None
 
 
 # -- looking at frames ---------------------------------------------------------------------
@@ -687,8 +694,14 @@ class Proposer:
         if key not in self._avoid:
             lines = self.finder.find_lines(img)
             _, _, boxes = find_coin_text(img, self.coin, self.finder, self.reader, 0.5, lines)
-            # A token address differs at every launch: never a reference either.
-            boxes += [b for r, b in lines if ADDRESS_LIKE.search(r.text.replace(" ", ""))]
+            # A token address differs at every launch: never a reference either. Nor a
+            # line that holds the coin's text among other words ("$TEST1 is live"),
+            # whether or not the part could be read back on its own.
+            boxes += [
+                b
+                for r, b in lines
+                if ADDRESS_LIKE.search(r.text.replace(" ", "")) or self._holds_coin(r.text)
+            ]
             photo = self.photo_on(img)
             self._avoid[key] = [*boxes, self._grown(photo[0], img)] if photo else boxes
         return self._avoid[key]
@@ -704,6 +717,14 @@ class Proposer:
             min(img.height, box[3] + m),
         )
 
+    def _holds_coin(self, text: str) -> bool:
+        """Whether a line of OCR text holds the coin's ticker or name (spaces, case and
+        the look-alike letters aside)."""
+        line = readback.fold(text)
+        return any(
+            len(v) >= 2 and readback.fold(v) in line for v in (self.coin.ticker, self.coin.name)
+        )
+
     def photo_on(self, img: Image.Image):
         """Where the coin's photo shows on this screen (cached: the search is the slow part)."""
         key = id(img)
@@ -717,13 +738,15 @@ class Proposer:
         return self.names(f"{prefix}-{words}" if len(words) >= 2 else fallback)
 
     def note_rest(self, c: Click) -> None:
-        """Remember where the pointer rested on an element in this click's frame."""
-        if not c.rested:
+        """Remember the element the pointer was over in this click's frame (it may show
+        its hover look there: the clicked button when the pointer rested on it, or a
+        button the pointer had just left)."""
+        at = c.pointer or (c.at if c.rested else None)
+        if at is None:
             return
-        point = (round(c.at[0] * self.r), round(c.at[1] * self.r))
-        box = element_box(c.look, point)
+        box = element_box(c.look, (round(at[0] * self.r), round(at[1] * self.r)))
         if box is not None:
-            self._rest[id(c.look)] = (c.at, box)
+            self._rest[id(c.look)] = (at, box)
 
     def _rested(self, *frames: Image.Image) -> list:
         """The boxes of elements in their hover look in these frames (no new screen)."""
@@ -956,7 +979,9 @@ class Proposer:
                 }
                 rows.append(Row("step", keys, screen=c.before, screen_id=self.screen_id(c.look)))
                 typed_last = i + 1
-            if nxt is not None and not self.same_screen(c.look, nxt):
+            # A field opens no screen: what changed after it is what the typing drew (a
+            # live preview, a button turning on), which differs for every coin and state.
+            if nxt is not None and not field_name and not self.same_screen(c.look, nxt):
                 delay = self.s.settle_delay(c, nxt, self.coin_boxes(nxt))
                 wait = self._wait_row(nxt, c.look, delay)
                 if wait is None:

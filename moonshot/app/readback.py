@@ -77,6 +77,12 @@ def _key(ch: str) -> str:
     return _CLASS.get(b, b)
 
 
+def fold(text: str) -> str:
+    """Text as OCR may render it, for finding it inside a longer line: no spaces, one
+    case, each look-alike class one character."""
+    return "".join(_key(ch) for ch in _nospace(_nfc(text)).upper())
+
+
 def unconfirmable(text: str) -> list[str]:
     """Characters OCR cannot confirm: symbols (emoji), marks and format codes outside
     ASCII. Letters of any script and digits are read (and must then read exactly)."""

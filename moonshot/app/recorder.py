@@ -13,6 +13,7 @@ blink are not changes (see `changed`)."""
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections import deque
@@ -123,6 +124,20 @@ def element_box(frame: Image.Image, point: tuple[int, int]) -> tuple[int, int, i
     return box
 
 
+@dataclass(frozen=True)
+class Look:
+    """What the recorder found for a click's frame: the same screen before the pointer
+    came over the element (or None), whether the pointer rested on it since the screen
+    showed (no plain look exists), and where the pointer was in the plain frame."""
+
+    plain: Image.Image | None
+    rested: bool
+    pointer: tuple[float, float] | None = None
+
+
+NO_LOOK = Look(None, False)
+
+
 @dataclass
 class Frame:
     start: float  # monotonic time the grab began
@@ -172,31 +187,48 @@ class Stream:
     def before(self, t: float) -> Image.Image | None:
         """The last frame, grabbed before t, of a screen that had been still for STILL
         seconds (else the last frame grabbed before t - STILL, else the oldest)."""
+        f = self.before_frame(t)
+        return f.image if f else None
+
+    def before_frame(self, t: float) -> Frame | None:
+        """`before`, with when the frame was grabbed."""
         with self._lock:
             frames = [f for f in self.ring if f.end <= t]
             if not frames:
-                return self.ring[0].image if self.ring else None
+                return self.ring[0] if self.ring else None
             for f in reversed(frames):
                 first, last = self.runs[f.run]
                 if min(last, t) - first >= STILL:
-                    return f.image
+                    return f
             early = [f for f in frames if f.end <= t - STILL]
-            return (early or frames)[-1 if early else 0].image
+            return (early or frames)[-1 if early else 0]
 
-    def latest_like(self, t: float, shown: Image.Image, ignore=()) -> Image.Image | None:
+    def latest_like(self, t: float, shown: Image.Image, ignore=()) -> Frame | None:
         """The newest frame grabbed before t that shows `shown`'s screen outside the
         boxes in `ignore` (the element under the pointer), however briefly it had been
         still: a fast hand points at a button a moment after its screen appears."""
+        import numpy as np
+
         with self._lock:
             frames = [f for f in self.ring if f.end <= t]
+        want = np.asarray(shown.convert("L"), dtype=np.int16)
         for f in reversed(frames[-LOOK_BACK:]):
-            if f.image.size == shown.size and changed_share(f.image, shown, ignore) < 0.01:
-                return f.image
+            if f.image.size != shown.size:
+                continue
+            diff = np.abs(np.asarray(f.image.convert("L"), dtype=np.int16) - want) > DIFF_LEVEL
+            for x0, y0, x1, y1 in ignore:
+                diff[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = False
+            if float(diff.mean()) <= DIFF_SHARE:  # the same screen but for the element
+                return f
         return None
 
     def latest(self) -> Image.Image | None:
         with self._lock:
             return self.ring[-1].image if self.ring else None
+
+    def latest_frame(self) -> Frame | None:
+        with self._lock:
+            return self.ring[-1] if self.ring else None
 
     def start(self) -> None:
         def loop() -> None:
@@ -235,6 +267,9 @@ class Event:
     frame: str = ""  # file name of the frame saved with it (click, mark)
     plain: str = ""  # and of the same screen before the pointer came over the element
     rested: bool = False  # no plain look: the pointer was on the element since it showed
+    # Where the pointer was (window points) in `frame` and in `plain`: what it hovered.
+    pointer: tuple[float, float] | None = None
+    plain_pointer: tuple[float, float] | None = None
     image: Image.Image | None = field(default=None, repr=False, compare=False)
     plain_image: Image.Image | None = field(default=None, repr=False, compare=False)
 
@@ -294,6 +329,11 @@ class Recorder:
         self._listeners: list[Any] = []
         self._sct = None
         self._clip_stop = threading.Event()
+        self._looks: queue.Queue = queue.Queue()
+        self.look_error: str | None = None  # the last failure to find a plain look
+        self._looker = threading.Thread(
+            target=self._find_looks, name="moonshot-record-looks", daemon=True
+        )
 
     # -- the window's pixels ----------------------------------------------------------------
     def _grab(self) -> Image.Image:
@@ -326,6 +366,7 @@ class Recorder:
                 " on macOS grant Accessibility to this Python, on X11 the server needs RECORD"
             ) from None
         self.stream.start()
+        self._looker.start()
         listeners = [
             mouse.Listener(on_click=self._on_click, on_move=self._on_move),
             keyboard.Listener(on_press=self._on_press, on_release=self._on_release),
@@ -355,6 +396,9 @@ class Recorder:
         for listener in self._listeners:
             listener.stop()
         self._clip_stop.set()
+        self._looks.put(None)  # the looks of the last clicks, then the thread ends
+        if self._looker.is_alive():
+            self._looker.join(timeout=30)
         self.stream.stop()
 
     def phase(self, name: str) -> None:
@@ -370,16 +414,20 @@ class Recorder:
         """Where the pointer is now, with the screen: the person points at a button."""
         t = self.clock()
         x, y = self.pointer
-        shown = self.stream.latest()
-        plain, rested = self._plain(t, (x, y), shown)
+        frame = self.stream.latest_frame()
+        shown = frame.image if frame else None
+        shown_at = frame.start if frame else None
+        look = self._plain(t, (x, y), shown, shown_at)
         ev = Event(
             "mark",
             t,
             x - self.window.x,
             y - self.window.y,
             image=shown,
-            plain_image=plain,
-            rested=rested,
+            plain_image=look.plain,
+            rested=look.rested,
+            pointer=self.pointer_at(shown_at),
+            plain_pointer=look.pointer,
         )
         with self._lock:
             self.events.append(ev)
@@ -396,7 +444,13 @@ class Recorder:
             while len(self._trail) > 2000:
                 self._trail.popleft()
 
-    def _plain(self, t: float, point: tuple[float, float], shown: Image.Image | None):
+    def _plain(
+        self,
+        t: float,
+        point: tuple[float, float],
+        shown: Image.Image | None,
+        shown_at: float | None = None,
+    ):
         """(the same screen before the pointer came over the element under `point`, or
         None; whether the pointer rested there since the screen appeared). A hover
         highlight is not what the runner sees: it parks the pointer first. When the
@@ -404,59 +458,88 @@ class Recorder:
         spot screen after screen), no frame shows the plain look: the step is marked so
         that the runner points there too before it looks (the flow's `hover`)."""
         if shown is None:
-            return None, False
+            return NO_LOOK
         r = self.ratio
         px = (round((point[0] - self.window.x) * r), round((point[1] - self.window.y) * r))
         box = element_box(shown, px)
         if box is None:
-            return None, False
+            return NO_LOOK
         inside = lambda x, y: (  # noqa: E731
             box[0] <= (x - self.window.x) * r < box[2]
             and box[1] <= (y - self.window.y) * r < box[3]
         )
         with self._lock:
             trail = [p for p in self._trail if p[0] <= t]
-        entered = None
+        entered, outside = None, False
         for when, x, y in reversed(trail):
             if not inside(x, y):
+                outside = True
                 break
             entered = when
-        else:
-            return None, True  # the pointer was there as far back as we know
         if entered is None:
-            return None, False
+            # Not on the element at the click (it moved in between), or no move ever
+            # seen: there since the recording began, as far as anyone knows.
+            return Look(None, not trail)
+        if shown_at is not None and entered > shown_at:
+            return NO_LOOK  # the frame was grabbed before the pointer came: plain
+        if not outside:
+            return Look(None, True)  # the pointer was there as far back as we know
         # Only the element under the pointer may differ (its hover look); a frame that
         # differs elsewhere is of another screen: the pointer rested where the new
         # screen put its button, and there is no plain look to take.
         grown = (box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4)
         plain = self.stream.latest_like(entered, shown, [grown])
-        return plain, plain is None
+        if plain is None:
+            return Look(None, True)
+        return Look(plain.image, False, self.pointer_at(plain.start))
+
+    def pointer_at(self, t: float | None) -> tuple[float, float] | None:
+        """Where the pointer was at time t (window points), from its trail; None when
+        it was outside the window or no move is known before t."""
+        if t is None:
+            return None
+        with self._lock:
+            known = [p for p in self._trail if p[0] <= t]
+        if not known:
+            return None
+        _, x, y = known[-1]
+        return (x - self.window.x, y - self.window.y) if self._inside(x, y) else None
 
     def _on_click(self, x, y, button, pressed) -> None:
         if not pressed:
             return
         t = self.clock()
         self.pointer = (float(x), float(y))
-        image = self.stream.before(t)
+        frame = self.stream.before_frame(t)
+        image = frame.image if frame else None
         inside = self._inside(x, y)
-        plain, rested = self._plain(t, (x, y), image) if inside else (None, False)
+        ev = Event(
+            "click",
+            t,
+            float(x) - self.window.x,
+            float(y) - self.window.y,
+            text=str(getattr(button, "name", button)),
+            inside=inside,
+            image=image,
+        )
+        if inside:  # the plain look is looked for on a thread of its own: the listener
+            # must not lag behind the hand
+            self._looks.put((ev, (float(x), float(y)), frame.start if frame else None))
         with self._lock:
             self._flush(t)
-            self.events.append(
-                Event(
-                    "click",
-                    t,
-                    float(x) - self.window.x,
-                    float(y) - self.window.y,
-                    text=str(getattr(button, "name", button)),
-                    inside=inside,
-                    image=image,
-                    plain_image=plain,
-                    rested=rested,
-                )
-            )
+            self.events.append(ev)
             # Keys go to the field clicked last; a click elsewhere (the terminal) ends that.
             self._typing = Typing() if inside else None
+
+    def _find_looks(self) -> None:
+        while (job := self._looks.get()) is not None:
+            ev, point, shown_at = job
+            try:
+                ev.pointer = self.pointer_at(shown_at)
+                look = self._plain(ev.t, point, ev.image, shown_at)
+                ev.plain_image, ev.rested, ev.plain_pointer = look.plain, look.rested, look.pointer
+            except Exception as exc:  # noqa: BLE001 - the click keeps its frame as seen
+                self.look_error = f"{type(exc).__name__}: {exc}"
 
     def _flush(self, t: float) -> None:
         typing = self._typing

@@ -168,3 +168,31 @@ def test_property_different_pictures_are_refused(k1, s1, k2, s2, draw):
     if not pictures.visibly_different(a, b):
         return  # two pictures alike in the thumbnail's middle are the same to a picker
     assert not matching.compare_photo(a, drawn(b, draw)).ok
+
+
+def _button(label: str, face=(255, 90, 30), ink="white", size=(560, 200), at=(330, 100)):
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.truetype("DejaVuSans-Bold.ttf", 18)
+    img = Image.new("RGB", size, (247, 247, 251))
+    d = ImageDraw.Draw(img)
+    x, y = at
+    d.rectangle((x, y, x + 200, y + 52), fill=face)
+    w = d.textlength(label, font=font)
+    d.text((x + 100 - w / 2, y + 15), label, fill=ink, font=font)
+    return img
+
+
+@pytest.mark.parametrize("look", ["plain", "hover"])
+def test_a_button_of_the_same_shape_with_another_label_is_not_found(look):
+    """Found by the Rocket Mint test: the spend button "Mint" (its hover look, a dark face)
+    matched "New token" at the same place at 0.94, over the 0.9 a click needs: the face
+    and the outline outweigh the label. The label in the middle must match too."""
+    face, ink = ((255, 90, 30), "white") if look == "plain" else ((16, 22, 40), (250, 200, 90))
+    mint = _button("Mint", face, ink).crop((324, 94, 536, 158))
+    assert matching.locate(mint, _button("Mint", face, ink)).score > 0.99
+    other = matching.locate(mint, _button("New token", face, ink))
+    assert other.score < 0.8, other.score
+    # The same image moved and scaled still matches (a moved, larger window).
+    bigger = _button("Mint", face, ink, size=(700, 300), at=(100, 200)).resize((840, 360))
+    assert matching.locate(mint, bigger, scale=1.2).score > 0.9

@@ -108,14 +108,16 @@ def recorded(xserver, tmp_path_factory):
         clicks = rec.output()
         rec.answer("7")
         rec.wait_for("4. The way back")
-        # "go forward again to the screen before the spending button ... come back to the
-        # start screen with Cancel, Back, Close, and empty the fields", as read.
+        # "take the app forward again to the deepest screen an attempt could stop on
+        # ... WITHOUT clicking the spending button", as read.
         person.click(SPOT)  # New token
         person.click(NAME)
         person.type("Test One")
         person.click(SYMBOL)
         person.type("TEST1")
         person.click(SPOT)  # Review: the screen with the spending button
+        rec.answer()
+        rec.wait_for("5. Now bring the app back")
         person.click(CANCEL)  # Back (same place as the form's Cancel): the form, text kept
         person.empty(NAME)
         person.empty(SYMBOL)

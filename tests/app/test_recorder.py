@@ -273,10 +273,28 @@ def test_a_fast_hand_still_gets_the_buttons_plain_look():
         t += 0.04
     assert not recorder.changed(rec.stream.before(t), screen("A"))  # not B: A was seen
     shown = rec.stream.latest()  # a hover that lasted: what showed at the click
-    plain, rested = rec._plain(t, (70.0, 115.0), shown)
-    assert plain is not None and not recorder.changed(plain, screen("A")) and not rested
+    look = rec._plain(t, (70.0, 115.0), shown)
+    assert look.plain is not None and not recorder.changed(look.plain, screen("A"))
+    assert not look.rested and look.pointer == (300.0, 250.0)  # where it was then
     # The pointer rested where the new screen put its button: no plain look exists, and
     # the click says so (its step gets `hover`: the runner points there to look).
     rec._trail.clear()
     rec._trail.extend([(0.1, 300.0, 250.0), (0.2, 70.0, 115.0)])
-    assert rec._plain(t, (70.0, 115.0), shown) == (None, True)
+    assert rec._plain(t, (70.0, 115.0), shown) == recorder.Look(None, True)
+    # Found by the first run of it: the first move of the recording went straight onto a
+    # button and clicked (one xdotool command); the frame before the click was grabbed
+    # before the pointer came, so it is plain, and no `hover` may be written for it.
+    rec._trail.clear()
+    rec._trail.extend([(t - 0.01, 70.0, 115.0)])
+    assert rec._plain(t, (70.0, 115.0), shown, shown_at=t - 0.05) == recorder.NO_LOOK
+
+
+def test_a_line_that_holds_the_coins_text_is_never_a_reference():
+    """Found by the Rocket Mint test: the success title "$TEST1 is live" was the outcome
+    image ("$TEST1"): every other coin's success screen then passed for unknown."""
+    proposer = propose.Proposer.__new__(propose.Proposer)
+    proposer.coin = propose.Coin("Test One", "TEST1", screen("A"))
+    for line in ("$TEST1 is live", "$TESTI", "Minted: test one!", "TEST1"):
+        assert proposer._holds_coin(line), line
+    for line in ("Rocket Mint", "Mint failed", "Copy address", "TEST"):
+        assert not proposer._holds_coin(line), line
