@@ -550,7 +550,12 @@ class Runner:
                 m = self.find(step, bad, shot)
                 if m and m.score >= conf:
                     raise self._fail(step, ctx, f"the app shows the failure screen {bad.name}")
-            m = self.find(step, step.image, shot)
+            if step.hover is not None:  # the success image was recorded in its hover look
+                self.pose(step)
+                m = self.find(step, step.image, self.driver.screenshot())
+                self.park()
+            else:
+                m = self.find(step, step.image, shot)
             if m and m.score >= conf:
                 return
             if self.clock() >= deadline:

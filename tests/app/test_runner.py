@@ -553,3 +553,25 @@ def test_the_guard_knows_a_spend_button_recorded_in_its_hover_look(rig):
     problem = launcher.reset(1)
     assert problem and "would land on create.png" in problem, problem
     assert fake.creates == []
+
+
+def test_an_outcome_recorded_in_its_hover_look_is_recognised(rig):
+    """Found by the Rocket Mint test: the success screen's own image was the Copy address
+    button under the pointer left by the spend click (its hover look, `hover`); the outcome
+    looked with the pointer parked and every launch became a review."""
+    from PIL import ImageOps
+
+    from tests.app.fakes import SCENES, render
+
+    launcher, fake, image, calls = rig()
+    x, y, w, h, _ = SCENES["success"]["header"]
+    crop = ImageOps.invert(render("success", None).crop((x, y, x + w, y + h)))
+    crop.save(launcher.flow.path.parent / "success.png")
+    data = _flow_data(launcher.flow.path)
+    outcome = next(s for s in data["step"] if s["action"] == "outcome")
+    outcome["hover"] = [x + w / 2, y + h / 2]
+    launcher.flow = flowmod.parse(data, launcher.flow.path)
+    fake.hover_look = True
+    coin = make_coin(1, "Hover", "HOVER", asset="a1")
+    launcher.prepare(coin, image)
+    assert launcher.launch(coin).token_address == ADDRESS
