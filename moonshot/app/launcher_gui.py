@@ -223,12 +223,7 @@ class GuiLauncher:
             for image in images:
                 if image is None or not image.is_file():
                     continue
-                if step.hover is not None:  # recorded in its hover look: point there
-                    runner.pose(step)
-                    found = runner.find(step, image, runner.driver.screenshot())
-                    runner.park()
-                else:
-                    found = runner.find(step, image, shot)
+                found = runner.find_as_recorded(step, image, shot)
                 if found is not None and found.score >= (step.confidence or self.flow.confidence):
                     return f"{image.name} (step {step.name!r}, {found.score:.2f})"
         return None

@@ -197,6 +197,19 @@ class Runner:
         scale = image_scale(self.flow.calibration, win, ratio) if win else 1.0
         return imagematch.locate(self._ref(image, step), shot, scale, region)
 
+    def find_as_recorded(
+        self, step: Step, image: Path, shot: Image.Image
+    ) -> imagematch.Match | None:
+        """`find`, with the pointer where the step's own image was recorded: an image in
+        its hover look (`hover`) is looked for in a new screenshot with the pointer on it
+        (then parked again); any other image in `shot`, taken parked."""
+        if step.hover is None or image != step.image:
+            return self.find(step, image, shot)
+        self.pose(step)
+        found = self.find(step, image, self.driver.screenshot())
+        self.park()
+        return found
+
     def _crop(self, shot: Image.Image, region: tuple[float, float, float, float]) -> Image.Image:
         """A region stored in calibration points, cut out of this screenshot."""
         assert self.window is not None
@@ -550,12 +563,7 @@ class Runner:
                 m = self.find(step, bad, shot)
                 if m and m.score >= conf:
                     raise self._fail(step, ctx, f"the app shows the failure screen {bad.name}")
-            if step.hover is not None:  # the success image was recorded in its hover look
-                self.pose(step)
-                m = self.find(step, step.image, self.driver.screenshot())
-                self.park()
-            else:
-                m = self.find(step, step.image, shot)
+            m = self.find_as_recorded(step, step.image, shot)
             if m and m.score >= conf:
                 return
             if self.clock() >= deadline:
@@ -668,12 +676,7 @@ class Runner:
                     continue
                 if shot is None:
                     continue
-                if step.hover is not None:  # recorded in its hover look: point there
-                    self.pose(step)
-                    m = self.find(step, path, self.driver.screenshot())
-                    self.park()
-                else:
-                    m = self.find(step, path, shot)
+                m = self.find_as_recorded(step, path, shot)
                 conf = step.confidence or self.flow.confidence
                 if m and m.score >= conf:
                     lines.append(CheckLine(step, "ok", f"{path.name} found (match {m.score:.2f})"))
