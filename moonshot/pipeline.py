@@ -588,6 +588,22 @@ class Pipeline:
             self.record_outcome(coin, "review", now, {"reason": reason}, last_error=reason)
             return
         crash.point("after_irreversible")
+        owner = (
+            self.store.coin_by_address(result.token_address, coin.id)
+            if result.token_address
+            else None
+        )
+        if owner is not None:
+            # A token is one coin's: an app that hands out the last launch's address (an
+            # error screen taken for success, a stale copy button) proves nothing here.
+            reason = (
+                f"the app gave token address {result.token_address}, which is coin"
+                f" {owner.id}'s ({owner.ticker}): this launch's outcome is unknown; check the"
+                f" app, then `moonshot resolve {coin.id} --launched --token-address ...` or"
+                " --not-launched"
+            )
+            self.record_outcome(coin, "review", now, {"reason": reason}, last_error=reason)
+            return
         # In the log before the commit: if the commit fails, the address is not lost.
         self.log.info("launch done: token %s", result.token_address, extra={"coin": coin.id})
         self.record_outcome(

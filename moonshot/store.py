@@ -703,6 +703,14 @@ class Store:
         row = self._one("SELECT * FROM coins WHERE id = ?", (coin_id,))
         return Coin.from_row(row) if row else None
 
+    def coin_by_address(self, token_address: str, other_than: int) -> Coin | None:
+        """Another coin recorded with this token address (a token is one coin's)."""
+        row = self._one(
+            "SELECT * FROM coins WHERE token_address = ? AND id != ? ORDER BY id LIMIT 1",
+            (token_address, other_than),
+        )
+        return Coin.from_row(row) if row else None
+
     def coin_by_ref(self, source: str, source_ref: str) -> Coin | None:
         row = self._one(
             "SELECT * FROM coins WHERE source = ? AND source_ref = ?", (source, source_ref)

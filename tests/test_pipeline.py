@@ -830,3 +830,20 @@ def test_a_withdrawn_coin_handed_again_by_a_remote_source_is_not_launched(servic
     assert svc.store.get(other_id).state == m.REJECTED
     assert svc.store.get(other_id).last_error == f"tweet 77 is already coin {coin_id}"
     assert ledger(svc) == []
+
+
+def test_an_address_another_coin_holds_is_no_proof_of_this_launch(service_factory, tmp_path):
+    """Found from outside: an error screen taken for success, whose Copy button still gave
+    the last coin's address; the coin was recorded launched with coin 1's token and never
+    launched (lost). A token is one coin's: the second is a review, with both ids named."""
+    launcher = ScriptedLauncher()  # the same address every time
+    svc = service_factory(launcher=launcher)
+    first = add(svc, "ONE", make_image(tmp_path / "a.png"))
+    drain(svc)
+    second = add(svc, "TWO", make_image(tmp_path / "b.png", color=(10, 200, 30)))
+    drain(svc)
+    assert svc.store.get(first).state == m.LAUNCHED
+    coin = svc.store.get(second)
+    assert coin.state == m.NEEDS_REVIEW and coin.token_address is None
+    assert f"which is coin {first}'s (ONE)" in coin.last_error
+    assert launcher.launched == [first, second]

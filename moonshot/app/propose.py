@@ -792,6 +792,19 @@ class Proposer:
         reading = self.reader.read_line(crop)
         return slug(reading.text) in GENERIC
 
+    def steady(self, crop: Image.Image) -> bool:
+        """Whether a crop holds no figure (a character counter, a balance, a clock):
+        found from outside, a form's "0/32 · 0/10" was its wait image, matched at 0.94
+        with another count and failed at 0.89 with a third."""
+        return not any(ch.isdigit() for ch in self.reader.read_line(crop).text)
+
+    def specific(self, crop: Image.Image) -> bool:
+        """Whether a crop says something of its own: two words or more, no figure, not a
+        button any screen may have. Found from outside: the word "Coin" of "Coin
+        launched!" was the success image, and "Coin not launched" matched it."""
+        words = re.findall(r"\w+", self.reader.read_line(crop).text)
+        return len(words) >= 2 and self.steady(crop) and not self.generic(crop)
+
     def _wait_row(
         self,
         shown: Image.Image,
@@ -800,6 +813,8 @@ class Proposer:
         action: str = "wait",
         prefer: Callable[[Image.Image], bool] | None = None,
     ) -> Row | None:
+        if prefer is None:
+            prefer = self.steady
         sid = self.screen_id(shown)
         for old in self._waits:  # the same screen again: the same image
             if old.screen_id == sid and (before is None or best_score(before, old.image) < APART):
@@ -1041,9 +1056,7 @@ class Proposer:
         shown = after[0].look if after else (end if spend.n else None)
         outcome = None
         if shown is not None and not self.same_screen(spend.look, shown):
-            outcome = self._wait_row(
-                shown, spend.look, 0.0, "outcome", prefer=lambda crop: not self.generic(crop)
-            )
+            outcome = self._wait_row(shown, spend.look, 0.0, "outcome", prefer=self.specific)
         if outcome is None:
             name = self.names("outcome")
             keys = {"name": name, "action": "outcome", "image": f"{name}.png", "timeout": 60.0}

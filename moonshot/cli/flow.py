@@ -15,6 +15,7 @@ import tomlkit
 from PIL import Image
 
 from moonshot import config as config_mod
+from moonshot import machine as m
 from moonshot.app import flow as flowmod
 from moonshot.app import matching as imagematch
 from moonshot.app.flowfile import FlowFile
@@ -749,9 +750,41 @@ def record(ctx, coin_id, name, ticker, photo, app_name, session_dir, irreversibl
     _save(FlowFile.new(path, doc, previous))
     for note in proposal.notes:
         click.echo(f"note: {note}")
+    if coin_id is not None and int(chosen) != 0:
+        _spent_by_hand(cfg, coin_id, session)
     click.echo(
         "next: look at it with `moonshot flow show`, then `moonshot flow check --walk`"
         " and `moonshot flow run ID --dry-run` with a confirmed test coin"
+    )
+
+
+def _spent_by_hand(cfg, coin_id: int, session) -> None:
+    """The person clicked the spending button while recording: the test coin was
+    launched by hand, so the service must never launch it again (found from outside: it
+    stayed `confirmed` and was launched a second time at the first start). It goes to
+    `launching`, then `needs_review` with the address copied, for a person to settle."""
+    from moonshot.cli.common import open_store
+
+    store = open_store(cfg)
+    coin = store.get(coin_id)
+    if coin is None or coin.state != m.CONFIRMED:
+        state = coin.state if coin else "gone"
+        click.echo(f"the test coin {coin_id} is {state}: its state is left as it is")
+        return
+    copied = [c.copied for c in session.clicks()[0] if c.copied]
+    address = copied[-1] if copied else None
+    settle = f"`moonshot resolve {coin_id} --launched" + (
+        f" --token-address {address}`" if address else " --token-address ...`"
+    )
+    reason = (
+        f"launched by hand while recording the flow (flow record); check the app, then {settle}"
+    )
+    coin = store.get(coin_id)
+    store.fire(coin, "start_launch", detail={"launcher": "flow record", "by_hand": True})
+    store.fire(store.get(coin_id), "review", detail={"reason": reason}, last_error=reason)
+    click.echo(
+        f"the test coin {coin_id} was launched by your click: it is needs_review now, so the"
+        f" service never launches it again; settle it with {settle}"
     )
 
 

@@ -153,6 +153,10 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
     assert [s.field for s in fl.steps if s.action == "type"] == ["name", "ticker"]
     assert any(s.clear for s in fl.reset), "the reset empties the fields it was shown"
     assert "step 'type-name' (new)" in output and "+ calibration (new)" in output
+    # The person's Create coin launched the test coin: never again by the service.
+    assert "was launched by your click: it is needs_review now" in output, output
+    spent = Store(home / "moonshot.db").get(test_coin)
+    assert spent.state == "needs_review" and "flow record" in spent.last_error
 
     # The window is elsewhere now: positions follow it, images are found where it is.
     app = Standin(home / "library", tmp_path / "app.jsonl").start()

@@ -298,3 +298,24 @@ def test_a_line_that_holds_the_coins_text_is_never_a_reference():
         assert proposer._holds_coin(line), line
     for line in ("Rocket Mint", "Mint failed", "Copy address", "TEST"):
         assert not proposer._holds_coin(line), line
+
+
+def test_a_figure_that_changes_with_the_form_is_not_preferred_to_tell_its_screen():
+    """Found from outside: the form's wait image was its character counter "0/32 0/10",
+    which matched 0.94 with another count and failed at 0.89 with a third."""
+    from PIL import ImageFont
+
+    from moonshot.app.ocr import default_reader
+
+    font = ImageFont.truetype("DejaVuSans-Bold.ttf", 18)
+    proposer = propose.Proposer.__new__(propose.Proposer)
+    proposer.reader = default_reader()
+
+    def line(text: str) -> Image.Image:
+        img = Image.new("RGB", (220, 40), "white")
+        ImageDraw.Draw(img).text((8, 8), text, fill="black", font=font)
+        return img
+
+    assert not proposer.steady(line("0/32 · 0/10"))
+    assert proposer.steady(line("New coin"))
+    assert proposer.specific(line("Coin launched!")) and not proposer.specific(line("Coin"))
