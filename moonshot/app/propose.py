@@ -463,6 +463,16 @@ def components(frame: Image.Image, ratio: float, depth: int = 1) -> list[tuple[i
     return sorted(out, key=lambda b: (b[1], b[0]))
 
 
+def widened(box, m: int, frame: Image.Image) -> tuple[int, int, int, int]:
+    """A box grown by m pixels on each side, kept inside the frame."""
+    return (
+        max(0, box[0] - m),
+        max(0, box[1] - m),
+        min(frame.width, box[2] + m),
+        min(frame.height, box[3] + m),
+    )
+
+
 def distinctive(
     frame: Image.Image,
     ratio: float,
@@ -496,12 +506,7 @@ def distinctive(
         # changed on a button that stayed, "Mint" to "Copy address", changes ~10 %).
         if diff[box[1] : box[3], box[0] : box[2]].mean() < 0.05:
             continue
-        grown = (
-            max(0, box[0] - m),
-            max(0, box[1] - m),
-            min(frame.width, box[2] + m),
-            min(frame.height, box[3] + m),
-        )
+        grown = widened(box, m, frame)
         if good_reference(frame, grown, avoid, before) and all(
             best_score(o, frame.crop(grown)) < APART for o in others
         ):
@@ -711,13 +716,7 @@ class Proposer:
     def _grown(self, box, img: Image.Image) -> tuple[int, int, int, int]:
         """A found picture's box with its edge: the search's box can be a few pixels
         inside the drawn picture (a ring of it would count as a change of screen)."""
-        m = max(2, round(0.03 * max(box[2] - box[0], box[3] - box[1])))
-        return (
-            max(0, box[0] - m),
-            max(0, box[1] - m),
-            min(img.width, box[2] + m),
-            min(img.height, box[3] + m),
-        )
+        return widened(box, max(2, round(0.03 * max(box[2] - box[0], box[3] - box[1]))), img)
 
     def _holds_coin(self, text: str) -> bool:
         """Whether a line of OCR text holds the coin's ticker or name (spaces, case and
@@ -897,7 +896,6 @@ class Proposer:
                 row = Row("step", keys, f"shows {hit.text!r} for the test coin", img, screen_id=sid)
                 row.note_on = "region"
                 found[fld] = (index, row)
-            photo = self.photo_on(img)
             if "picture" not in found and photo:
                 keys = {
                     "name": self.names("read-picture"),
