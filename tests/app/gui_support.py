@@ -230,6 +230,19 @@ def assert_each_coin_created_once(creates: list[dict], coins: list, wanted) -> N
         assert made["photo"]["asset_id"] == coin.photos_asset_id
 
 
+def assert_launched_once(home: Path, ids: list[int], wanted, creates: list[dict]) -> None:
+    """The coins `ids` (name, ticker as in `wanted`) all `launched`, with an address, each
+    created exactly once in the app's record (`creates`, the test coin's left out)."""
+    from moonshot.store import Store
+
+    store = Store(home / "moonshot.db")
+    coins = [store.get(i) for i in ids]
+    assert [c.state for c in coins] == ["launched"] * len(ids), [c.last_error for c in coins]
+    made = [e for e in creates if e["ticker"] != "TEST1"]
+    assert_each_coin_created_once(made, coins, wanted)
+    assert all(c.token_address for c in coins)
+
+
 def write_home(home: Path, flow_file: Path, **launch: str) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[photos]", 'kind = "folder"', "[launch]", 'mode = "app"', f'flow = "{flow_file}"']

@@ -216,16 +216,23 @@ def main() -> None:
         app.current = base58(hashlib.sha256(b"calibration").digest())
         app.address.configure(text=app.current)
 
+    serve(root, app, args.screen, lambda: app.show(args.screen))
+
+
+def serve(root: tk.Tk, app, screen: str, show_first) -> None:
+    """Run a stand-in: Tk's swallowed callback errors and a "ready" event go to its
+    record (what the tests wait for), after `show_first()` put up the first screen."""
+
     def report(exc, value, tb):  # Tk swallows callback errors: record them for the test
         app.log({"event": "error", "error": f"{exc.__name__}: {value}"})
 
     root.report_callback_exception = report
-    app.show(args.screen)
+    show_first()
     # "ready" only once the window is mapped and drawn: a test looking earlier sees a
     # half-painted form.
     root.wait_visibility()
     root.update()
-    root.after(100, lambda: app.log({"event": "ready", "screen": args.screen}))
+    root.after(100, lambda: app.log({"event": "ready", "screen": screen}))
     root.mainloop()
 
 

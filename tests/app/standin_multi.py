@@ -38,7 +38,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageOps, ImageTk
 
 # Run as a script with the checkout on PYTHONPATH (tests/app/gui_support.py's env()).
-from tests.app.standin_app import append_record, base58, newest_assets
+from tests.app.standin_app import append_record, base58, newest_assets, serve
 
 TITLE = "Moonshot Multi"
 SIZE = (440, 780)
@@ -449,18 +449,13 @@ def main() -> None:
     root = tk.Tk()
     app = App(root, args)
 
-    def report(exc, value, tb):  # Tk swallows callback errors: record them for the test
-        app.log({"event": "error", "error": f"{exc.__name__}: {value}"})
+    def first() -> None:
+        if args.screen == "home":
+            app.show("home")
+        else:
+            calibration_screen(app, args.screen)
 
-    root.report_callback_exception = report
-    if args.screen == "home":
-        app.show("home")
-    else:
-        calibration_screen(app, args.screen)
-    root.wait_visibility()
-    root.update()
-    root.after(100, lambda: app.log({"event": "ready", "screen": args.screen}))
-    root.mainloop()
+    serve(root, app, args.screen, first)
 
 
 if __name__ == "__main__":
