@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from moonshot.errors import HomeTrouble
 
 PART = ".part"
+STALE_PART = 60.0  # seconds: a part file this old is no write in progress, a crash's leftover
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -36,8 +38,12 @@ def disk_full(exc: OSError, path: Path) -> HomeTrouble:
 
 @contextlib.contextmanager
 def _part(target: Path) -> Iterator[Path]:
-    """`<target>.part`, removed again if anything fails before the rename."""
-    part = target.with_name(target.name + PART)
+    """`<target>.<pid>-<random>.part`, removed again if anything fails before the rename.
+    The name is the writer's own: two processes writing one file at once (the sync and the
+    launch agent of `--split` both keep the home's markers) would otherwise share one part
+    file, and the second rename would find it gone (ENOENT: the launch agent paused with a
+    coin in `launching`, which went to needs_review)."""
+    part = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}{PART}")
     try:
         yield part
     except BaseException as exc:

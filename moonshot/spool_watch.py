@@ -5,15 +5,17 @@ half-written. The watchdog thread only records paths and wakes the service."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from moonshot.fsutil import PART
+from moonshot.fsutil import PART, STALE_PART
 from moonshot.naming import parse_name
 
 WRITE_EVENTS = frozenset({"created", "modified", "moved", "closed"})  # "closed": after a write
@@ -67,14 +69,18 @@ class SpoolWatcher:
 
     def rescan(self) -> int:
         """Whatever arrived while the service was down; stray .part files of a crash
-        are removed (only the service writes them, and it is starting)."""
+        are removed, once they are STALE_PART old: a younger one may be another process's
+        write in flight (the launch agent of `--split` writes the home's marker here)."""
         n = 0
+        now = time.time()
         for entry in os.scandir(self.spool_dir):
             if not entry.is_file():
                 continue
             path = Path(entry.path)
             if path.name.endswith(PART):
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime >= STALE_PART:
+                        path.unlink(missing_ok=True)
             elif is_candidate(path):
                 with self._lock:
                     self._new.add(path)

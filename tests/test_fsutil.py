@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import threading
 
 import pytest
 from PIL import Image
@@ -118,3 +119,29 @@ def test_a_full_disk_pauses_the_service_leaves_no_part_files_and_every_coin_laun
     assert parts(home / "spool", library) == []
     assert status_json(home)["counts"]["failed"] == 0
     assert "Traceback" not in proc.err()
+
+
+def test_two_writers_of_one_file_never_trip_over_each_other(tmp_path):
+    """The sync and the launch agent of `--split` both keep the home's marker: each write
+    has its own part file (a shared `<name>.part` was renamed away under the other one,
+    ENOENT, and the launch agent paused with a coin in launching)."""
+    target = tmp_path / ".moonshot-home"
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def writer(n: int) -> None:
+        start.wait()
+        try:
+            for i in range(300):
+                write_atomic(target, json.dumps({"writer": n, "i": i}).encode(), durable=False)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert json.loads(target.read_text())["i"] == 299
+    assert parts(tmp_path) == []

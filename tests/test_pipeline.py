@@ -4,6 +4,7 @@ that does not need a crash (those are in test_crash.py)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -392,10 +393,16 @@ def test_other_files_are_left_alone_and_parts_cleaned(service_factory, tmp_path)
 
     svc = service_factory()
     (svc.cfg.spool_dir / "holiday.jpg").write_bytes(b"x")
-    (svc.cfg.spool_dir / "bob_X_1.jpg.part").write_bytes(b"half")
+    stale = svc.cfg.spool_dir / "bob_X_1.jpg.123-abcd.part"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 120, time.time() - 120))  # a crash's leftover
+    # Written a moment ago: maybe another process's write in flight (the other agent).
+    fresh = svc.cfg.spool_dir / ".moonshot-home.456-ef01.part"
+    fresh.write_bytes(b"{}")
     drain(svc)
     assert (svc.cfg.spool_dir / "holiday.jpg").read_bytes() == b"x"
-    assert not (svc.cfg.spool_dir / "bob_X_1.jpg.part").exists()
+    assert not stale.exists()
+    assert fresh.exists()
     assert svc.store.coins_in(m.STATES) == []
     assert collect(svc.cfg, svc.store)["unknown_spool_files"] == ["holiday.jpg"]
 

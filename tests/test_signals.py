@@ -164,6 +164,22 @@ def library_assets(home: Path) -> list[str]:
         conn.close()
 
 
+def explain(home: Path, **procs: subprocess.Popen) -> str:
+    """What a timed-out wait saw: every coin's trail, and each process's own words."""
+    lines = [f"ledger: {ledger(home)}"]
+    for coin_id, state in sorted(states(home).items()):
+        trail = [f"{t[0]}@{t[1]}" for t in transitions(home, coin_id)]
+        lines.append(f"coin {coin_id}: {state}: {' '.join(trail)}")
+    for name, proc in procs.items():
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.communicate(timeout=10)[1] or ""
+        lines.append(f"--- {name} (exit {proc.returncode}):\n{err[-3000:]}")
+    for log in sorted((home / "logs").glob("*.log")):
+        lines.append(f"--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(lines)
+
+
 def wait_for(cond, timeout: float = 60.0, what: str = "condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -357,7 +373,10 @@ def test_split_agents_share_a_home(home, tmp_path):
     sync = start(home, "--stages", "sync")
     launch = start(home, "--stages", "launch")
     try:
-        wait_for(lambda: len(ledger(home)) == len(ids), what="every launch")
+        try:
+            wait_for(lambda: len(ledger(home)) == len(ids), what="every launch")
+        except AssertionError:
+            raise AssertionError(explain(home, sync=sync, launch=launch)) from None
         code, report = status(home)
         assert code == 0, report["problems"]
         assert report["services"] == {"sync": "running", "launch": "running"}
