@@ -270,16 +270,57 @@ def cli_env(extra: dict | None = None) -> dict:
     return env
 
 
+# Variables the interpreter reads as it starts: a command given one runs in a fresh one.
+_STARTUP_VARS = ("PYTHON", "LC_", "LANG", "TZ")
+_fork_server = None
+
+
+def _forked_cli(argv: list[str], env: dict, timeout: float):
+    """`python -m moonshot` as a child forked from a process that has imported moonshot
+    (tests/cli_forkserver.py), or None where that cannot be (TESTS_REAL_CLI=1 forces
+    fresh interpreters everywhere)."""
+    global _fork_server
+    if os.environ.get("TESTS_REAL_CLI") or not hasattr(os, "fork"):
+        return None
+    if _fork_server is None:
+        import atexit
+
+        from tests.cli_forkserver import ForkServer
+
+        _fork_server = ForkServer(cli_env())
+        atexit.register(_fork_server.close)
+    if not _fork_server.ok:
+        return None
+    with tempfile.TemporaryDirectory(prefix="moonshot-cli-") as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        code = _fork_server.run(argv, env, os.getcwd(), out, err, timeout)
+
+        def read(path: str) -> str:
+            with open(path, encoding="utf-8", errors="replace", newline=None) as f:
+                return f.read()
+
+        return subprocess.CompletedProcess(argv, code, read(out), read(err))
+
+
 def run_cli(
-    home: Path, *args: str, env: dict | None = None, timeout: float = 60, check: bool = False
+    home: Path,
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 60,
+    check: bool = False,
+    real: bool = False,
 ):
-    proc = subprocess.run(
-        [sys.executable, "-m", "moonshot", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(env),
-        timeout=timeout,
-    )
+    """The CLI as a user runs it, in a process of its own. `real=True`: a fresh
+    interpreter (subprocess); else a child forked from a process that has imported
+    moonshot once (the same process boundary, without ~0.5 s of start-up per command)."""
+    argv = [sys.executable, "-m", "moonshot", "--home", str(home), *args]
+    proc = None
+    if not real and not any(k.startswith(_STARTUP_VARS) for k in env or {}):
+        proc = _forked_cli(argv, cli_env(env), timeout)
+    if proc is None:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=cli_env(env), timeout=timeout
+        )
     if check and proc.returncode != 0:
         raise AssertionError(f"moonshot {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc
