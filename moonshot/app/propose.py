@@ -360,7 +360,7 @@ def _needle(photo: Image.Image, size: int, shape: str) -> Image.Image:
     )
 
 
-def _best(hay, needle: Image.Image, region=None):
+def _best(hay, needle, region=None):
     import cv2
 
     np = _np()
@@ -368,44 +368,97 @@ def _best(hay, needle: Image.Image, region=None):
     if region is not None:
         x0, y0 = max(0, region[0]), max(0, region[1])
         hay = hay[y0 : region[3], x0 : region[2]]
-    if needle.width > hay.shape[1] or needle.height > hay.shape[0]:
+    needle = np.asarray(needle)
+    if needle.shape[1] > hay.shape[1] or needle.shape[0] > hay.shape[0]:
         return None
-    res = np.nan_to_num(cv2.matchTemplate(hay, np.asarray(needle), cv2.TM_CCOEFF_NORMED), nan=0.0)
+    res = np.nan_to_num(cv2.matchTemplate(hay, needle, cv2.TM_CCOEFF_NORMED), nan=0.0)
     _, score, _, (x, y) = cv2.minMaxLoc(res)
     return float(score), x + x0, y + y0
 
 
-def find_photo(
-    frame: Image.Image, photo: Image.Image, threshold: float
-) -> tuple[tuple[int, int, int, int], float] | None:
+CANDIDATES = 4  # places the brightness pass hands to the colour refinement
+# The coarse pass compares brightness only for a photo whose brightness keeps this share of
+# its colours' variation (a gradient of two hues of one brightness is flat in grey).
+GRAY_SHARE = 0.6
+
+
+def brightness_share(photo: Image.Image) -> float:
+    """The photo's spread in brightness over its spread in colour (0: one brightness)."""
+    np = _np()
+    rgb = np.asarray(photo.convert("RGB").resize((64, 64)), dtype=float)
+    gray = np.asarray(photo.convert("L").resize((64, 64)), dtype=float)
+    spread = np.sqrt(((rgb - rgb.mean(axis=(0, 1))) ** 2).sum(axis=2).mean() / 3)
+    return float(gray.std() / spread) if spread > 1.0 else 0.0
+
+
+class PhotoSearch:
     """Where the coin's photo is drawn (a thumbnail or a preview: filled into a square, or
     fitted whole), at any size from 40 px to half the window: searched at half size, then
-    refined; the place is kept when `photo_score` there reaches `threshold`."""
-    np = _np()
-    photo = photo.convert("RGB")
-    small = frame.convert("RGB").resize((frame.width // 2, frame.height // 2), Image.BILINEAR)
-    hay_small, hay = np.asarray(small), np.asarray(frame.convert("RGB"))
-    coarse = None
-    for size in range(20, min(small.width, small.height) // 2 + 1, 3):
-        for shape in ("fill", "fit"):
-            got = _best(hay_small, _needle(photo, size, shape))
-            if got and (coarse is None or got[0] > coarse[0]):
-                coarse = (*got, size, shape)
-    if coarse is None:
-        return None
-    _, cx, cy, size, shape = coarse
-    best = None
-    for full in range(2 * size - 5, 2 * size + 6):
-        needle = _needle(photo, full, shape)
-        area = (2 * cx - 8, 2 * cy - 8, 2 * cx + needle.width + 8, 2 * cy + needle.height + 8)
-        got = _best(hay, needle, area)
-        if got and (best is None or got[0] > best[0]):
-            best = (got[0], (got[1], got[2], got[1] + needle.width, got[2] + needle.height))
-    if best is None:
-        return None
-    box = best[1]
-    score = imagematch.photo_score(photo, frame.crop(box))
-    return (box, score) if score >= threshold else None
+    refined; the place is kept when `photo_score` there reaches `threshold`.
+
+    One search serves every frame of a recording: the photo at each size and shape (the
+    needles) is made once, not once per frame, and the coarse pass, which only picks a
+    size, a shape and a place for the refinement, compares brightness (`gray`), a third
+    of the work of comparing colours, for a photo whose brightness shows its detail
+    (GRAY_SHARE), and hands its best few places to the refinement in colour."""
+
+    def __init__(self, photo: Image.Image, threshold: float, *, gray: bool = True, keep=True):
+        self.photo = photo.convert("RGB")
+        self.threshold = threshold
+        self.gray = gray and brightness_share(self.photo) >= GRAY_SHARE
+        self._needles: dict[tuple[int, str, bool], Any] | None = {} if keep else None
+
+    def needle(self, size: int, shape: str, gray: bool = False):
+        key = (size, shape, gray)
+        if self._needles is not None and key in self._needles:
+            return self._needles[key]
+        img = _needle(self.photo, size, shape)
+        out = _np().asarray(img.convert("L") if gray else img)
+        if self._needles is not None:
+            self._needles[key] = out
+        return out
+
+    def _candidates(self, found: list) -> list:
+        """The coarse pass's best places to refine: in colour the best one; in brightness
+        the best few apart from each other (a gradient of hues is flat in brightness, and
+        its best place there can be another), which the refinement, in colour, decides."""
+        found = sorted(found, key=lambda f: -f[0])
+        if not self.gray:
+            return found[:1]
+        out: list = []
+        for f in found:
+            if all(abs(f[1] - o[1]) + abs(f[2] - o[2]) > 6 or f[4] != o[4] for o in out):
+                out.append(f)
+            if len(out) == CANDIDATES:
+                break
+        return out
+
+    def __call__(self, frame: Image.Image) -> tuple[tuple[int, int, int, int], float] | None:
+        np = _np()
+        rgb = frame.convert("RGB")
+        small = rgb.resize((frame.width // 2, frame.height // 2), Image.BILINEAR)
+        hay_small = np.asarray(small.convert("L") if self.gray else small)
+        hay = np.asarray(rgb)
+        found = []
+        for size in range(20, min(small.width, small.height) // 2 + 1, 3):
+            for shape in ("fill", "fit"):
+                got = _best(hay_small, self.needle(size, shape, self.gray))
+                if got:
+                    found.append((*got, size, shape))
+        best = None
+        for _, cx, cy, size, shape in self._candidates(found):
+            for full in range(2 * size - 5, 2 * size + 6):
+                needle = self.needle(full, shape)
+                h, w = needle.shape[:2]
+                area = (2 * cx - 8, 2 * cy - 8, 2 * cx + w + 8, 2 * cy + h + 8)
+                got = _best(hay, needle, area)
+                if got and (best is None or got[0] > best[0]):
+                    best = (got[0], (got[1], got[2], got[1] + w, got[2] + h))
+        if best is None:
+            return None
+        box = best[1]
+        score = imagematch.photo_score(self.photo, frame.crop(box))
+        return (box, score) if score >= self.threshold else None
 
 
 # -- choosing reference images -------------------------------------------------------------
@@ -645,8 +698,10 @@ class Proposer:
         min_confidence: float = 0.8,
         photo_confidence: float = 0.8,
         timeout: float = 10.0,
+        progress: Callable[[int, int], None] | None = None,
     ):
         self.s, self.coin, self.finder, self.reader = session, coin, finder, reader
+        self.progress = progress  # (screens read, of how many): the slow part, told
         self.min_confidence = min_confidence
         self.photo_confidence = photo_confidence
         self.timeout = timeout
@@ -655,6 +710,7 @@ class Proposer:
         self.notes: list[str] = []
         self._avoid: dict[int, list] = {}
         self._photos: dict[int, Any] = {}
+        self._photo_search = PhotoSearch(coin.photo, photo_confidence)
         self._screens: list[Image.Image] = []
         self._waits: list[Row] = []  # wait/verify rows so far: their images may be reused
         self._frames: list[Image.Image] = []  # every frame of the session, for avoid()
@@ -730,7 +786,7 @@ class Proposer:
         """Where the coin's photo shows on this screen (cached: the search is the slow part)."""
         key = id(img)
         if key not in self._photos:
-            self._photos[key] = find_photo(img, self.coin.photo, self.photo_confidence)
+            self._photos[key] = self._photo_search(img)
         return self._photos[key]
 
     def _crop_name(self, img: Image.Image, box, prefix: str, fallback: str) -> str:
@@ -952,6 +1008,11 @@ class Proposer:
         self._frames += [c.look for c in reset] + [c.after for c in reset[-1:] if c.after]
         for c in [*launch, *reset, *([mark] if mark is not None else [])]:
             self.note_rest(c)
+        frames = list({id(img): img for img in self._frames}.values())
+        for k, img in enumerate(frames, 1):
+            self.coin_boxes(img)  # OCR and the photo search, cached for what follows
+            if self.progress is not None:
+                self.progress(k, len(frames))
         for img in self._frames:
             self.screen_id(img)
         rows: list[Row] = [Row("step", {"name": self.names("front"), "action": "activate"})]

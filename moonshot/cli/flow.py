@@ -619,7 +619,17 @@ def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) 
             f" `moonshot flow record --session {path.parent} --irreversible-step N`"
         ) from None
     rec.stop()
+    click.echo(f"saving the recording ({len(rec.stream.settled)} screens) in {folder}")
     return rec.save(folder, {"irreversible": chosen}).parent
+
+
+def _progress(what: str):
+    """A line that counts up while a slow part runs (about a second per screen)."""
+
+    def tell(done: int, total: int) -> None:
+        click.echo(f"\r{what}: {done} of {total}", nl=done == total)
+
+    return tell
 
 
 def _driver_for(app: str):
@@ -723,8 +733,8 @@ def record(ctx, coin_id, name, ticker, photo, app_name, session_dir, irreversibl
         min_confidence=float(head.get("min_confidence", 0.8)),
         photo_confidence=float(head.get("photo_confidence", 0.8)),
         timeout=float(head.get("timeout", 10.0)),
+        progress=_progress("building the flow: reading the recorded screens"),
     )
-    click.echo("building the flow (reading the screens: a few seconds)")
     try:
         proposal = proposer.propose(int(chosen))
     except propose.ProposeError as exc:
