@@ -652,12 +652,21 @@ def _rebuild_unknown(
             detail={"file": name, "found_in": where, "ledger": launch or None},
             image_filename=name,
         )
-        reason = (
-            f"moonshot recover: rebuilt from {name} in {where}{said}; moonshot.db did not know it."
-            f" It may have been launched: check the app, then moonshot resolve {coin_id}"
-            " --launched, or --withdraw (a rebuilt coin is never launched again from here;"
-            " `moonshot add` it anew)"
-        )
+        if launch:
+            # The ledger proves the launch: adding it anew would launch it a second time
+            # (found from outside: the advice below was followed, and it was).
+            reason = (
+                f"moonshot recover: rebuilt from {name} in {where}{said}; moonshot.db did not"
+                f" know it. It was launched: moonshot resolve {coin_id} --launched (never"
+                " `moonshot add` it again: that launches it a second time)"
+            )
+        else:
+            reason = (
+                f"moonshot recover: rebuilt from {name} in {where}; moonshot.db did not know"
+                f" it. It may have been launched: check the app, then moonshot resolve"
+                f" {coin_id} --launched, or --withdraw (a rebuilt coin is never launched again"
+                " from here; once the app shows no such token, `moonshot add` it anew)"
+            )
         coin = store.get(coin_id)
         assert coin is not None
         store.fire(coin, "recover", detail={"reason": reason}, last_error=reason)

@@ -471,10 +471,21 @@ class Pipeline:
 
     def _newest_is_coin(self, coin: Coin) -> tuple[bool, str]:
         newest = self.ports.library.newest()
-        if newest is not None and newest.id == coin.photos_asset_id:
-            return True, ""
-        seen = f"{newest.original_filename} ({newest.id})" if newest else "nothing"
-        return False, f"the newest photo in the library is {seen}, not {coin.image_filename}"
+        if newest is None or newest.id != coin.photos_asset_id:
+            seen = f"{newest.original_filename} ({newest.id})" if newest else "nothing"
+            return False, f"the newest photo in the library is {seen}, not {coin.image_filename}"
+        # A library that keeps the file as imported (the folder library) can show what the
+        # picker would take: the asset's file, which must still be the coin's image (found
+        # from outside: an original overwritten with another picture, or deleted, while the
+        # coin waited for approval, was launched).
+        path_of = getattr(self.ports.library, "path_of", None)
+        path = path_of(newest.id) if path_of is not None else None
+        if path is not None and coin.image_sha256:
+            got = file_sha256(path)
+            if got != coin.image_sha256:
+                what = "is missing" if got is None else "is another picture than the coin's"
+                return False, f"the coin's photo in the library ({newest.id}) {what}"
+        return True, ""
 
     def _supersede(self, coin: Coin, why: str, now: float) -> None:
         if coin.supersede_count >= self.cfg.launch.superseded_max:
@@ -668,7 +679,19 @@ class Pipeline:
         ):
             # The coin's own file; a failed coin's, still here, is no new drop either.
             return self._own_file_changed(owner, path)
-        coin = owner or self._waiting_coin(parsed)
+        waiting = [] if owner else self._waiting_coins(parsed)
+        if len(waiting) > 1:
+            # Found from outside: it went to the oldest without a word, which launched it.
+            ids = ", ".join(str(c.id) for c in waiting)
+            why = (
+                f"matches {len(waiting)} waiting coins of {parsed.twitter_user}/{parsed.ticker}"
+                f" (coins {ids}): not taken for any; withdraw the ones it is not for"
+                " (`moonshot withdraw ID`), then drop the file again"
+            )
+            self.log.warning("spool/%s refused: %s", path.name, why)
+            self.store.refuse_drop(path.name, why)
+            return "refused"
+        coin = owner or (waiting[0] if waiting else None)
         try:
             jpeg = self._reencode(images.read_local(path, max_bytes=self.cfg.spool.max_bytes))
         except Rejected as exc:
@@ -710,13 +733,12 @@ class Pipeline:
             retire(self.cfg, previous, coin.id)  # one owner, one file (issue 15)
         return "created" if created else "dropped"
 
-    def _waiting_coin(self, parsed) -> Coin | None:
-        matches = [
+    def _waiting_coins(self, parsed) -> list[Coin]:
+        return [
             c
             for c in self.store.coins_in([m.FETCHED, m.FAILED], order="id")
             if c.twitter_user == parsed.twitter_user and c.ticker == parsed.ticker
         ]
-        return matches[0] if matches else None
 
     def _own_file_changed(self, owner: Coin, path: Path) -> str:
         """A coin's own file, seen again: say a word when it is not what the coin spooled

@@ -3,6 +3,7 @@ that does not need a crash (those are in test_crash.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -369,6 +370,40 @@ def test_drop_matching_a_failed_coin_moves_it_to_spooled(service_factory, tmp_pa
     with Image.open(svc.cfg.spool_dir / coin.image_filename) as im:
         assert im.format == "JPEG"  # re-encoded before import
     assert len(svc.store.coins_in(m.STATES)) == 1
+
+
+def test_a_drop_matching_two_waiting_coins_is_taken_for_neither(
+    service_factory, tmp_path, image_server
+):
+    """Found from outside: a drop matching two waiting coins of one user and ticker went
+    to the oldest without a word, and launched. It is refused, named in status, until a
+    person withdraws the coin it is not for."""
+    from moonshot.ops.status import collect
+
+    image_server.routes["/x.jpg"] = (500, {}, b"")
+    svc = service_factory({"MOONSHOT_SERVICE_RETRY_WINDOW": "0"})
+    svc.start(watch=True)
+    first = add(svc, "DUP", image_server.base + "/x.jpg", user="carol", name="first")
+    second = add(svc, "DUP", image_server.base + "/x.jpg", user="carol", name="second")
+    drain(svc)
+    assert {svc.store.get(i).state for i in (first, second)} == {m.FAILED}
+    drop = svc.cfg.spool_dir / "carol_DUP_1700000001.jpg"
+    make_image(drop, fmt="JPEG")
+    wait_for(lambda: svc.watcher.pending() > 0)
+    drain(svc)
+    assert {svc.store.get(i).state for i in (first, second)} == {m.FAILED}
+    assert ledger(svc) == []
+    why = collect(svc.cfg, svc.store)["refused_drops"][drop.name]
+    assert f"coins {first}, {second}" in why and "withdraw" in why
+    # The person withdraws the coin it is not for and drops the file again: it is taken.
+    from moonshot.pipeline import withdraw
+
+    assert withdraw(svc.cfg, svc.store, svc.store.get(first), "not this one") == m.REJECTED
+    make_image(drop, fmt="JPEG")
+    wait_for(lambda: svc.watcher.pending() > 0)
+    drain(svc)
+    assert svc.store.get(second).state == m.LAUNCHED
+    assert [e["coin_id"] for e in ledger(svc)] == [second]
 
 
 def test_file_still_being_copied_is_not_taken_half_written(service_factory, tmp_path):
@@ -854,3 +889,45 @@ def test_an_address_another_coin_holds_is_no_proof_of_this_launch(service_factor
     assert coin.state == m.NEEDS_REVIEW and coin.token_address is None
     assert f"which is coin {first}'s (ONE)" in coin.last_error
     assert launcher.launched == [first, second]
+
+
+class TamperingLibrary(FolderLibrary):
+    """After each of the first `times` confirms, the coin's original in the library is
+    overwritten with another picture (or deleted): the asset id stays the newest."""
+
+    def __init__(self, root, other: bytes | None, times):
+        super().__init__(root)
+        self.other, self.times = other, times
+
+    def confirm(self, asset_id, name, since):
+        result = super().confirm(asset_id, name, since)
+        if result.ready and self.times > 0:
+            self.times -= 1
+            path = self.path_of(result.asset.id)
+            if self.other is None:
+                path.unlink()
+            else:
+                path.write_bytes(self.other)
+        return result
+
+
+@pytest.mark.parametrize("how", ["overwritten", "deleted"])
+def test_a_library_photo_that_is_no_longer_the_coins_image_is_never_launched(
+    service_factory, cfg, tmp_path, how
+):
+    """Found from outside: the newest asset was still the coin's by id, but its file held
+    another picture (or none), and the coin launched with it."""
+    other = make_image(tmp_path / "other.jpg", fmt="JPEG", color=(250, 2, 2)).read_bytes()
+    lib = TamperingLibrary(cfg.library_path, other if how == "overwritten" else None, times=1)
+    svc = service_factory(library=lib, cfg=cfg)
+    coin_id = add(svc, "TAMPER", make_image(tmp_path / "a.png"))
+    drain(svc)
+    coin = svc.store.get(coin_id)
+    sup = [h for h in svc.store.history(coin_id) if h["trigger"] == "supersede"]
+    what = "is another picture" if how == "overwritten" else "is missing"
+    assert len(sup) == 1 and what in sup[0]["detail"]["why"], sup
+    # A fresh import of the spooled file: the launch takes a photo that is the coin's.
+    assert coin.state == m.LAUNCHED and coin.supersede_count == 1
+    (entry,) = ledger(svc)
+    launched = lib.path_of(entry["photos_asset_id"]).read_bytes()
+    assert hashlib.sha256(launched).hexdigest() == coin.image_sha256

@@ -56,6 +56,7 @@ def test_three_local_coins_reach_launched(home, tmp_path):
         (["--ticker", "../x", "--name", "x"], "invalid ticker"),
         (["--ticker", "OK", "--name", "x", "--twitter-user", "a/b"], "invalid twitter user"),
         (["--ticker", "OK", "--name", "line\nbreak"], "control character"),
+        (["--ticker", "OK", "--name", "ab\u202ecd"], "invisible character (U+202E)"),
         (["--ticker", "OK", "--name", "x", "--tweet-id", "12; rm"], "invalid tweet id"),
     ],
 )
@@ -65,6 +66,18 @@ def test_bad_add_exits_nonzero_and_queues_nothing(home, tmp_path, args, message)
     assert proc.returncode != 0
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (home / "moonshot.db").exists()  # nothing queued, no home started
+
+
+def test_an_emoji_sequence_name_is_queued(home, tmp_path):
+    """Found from outside: a family emoji (joined by U+200D) was refused as a control
+    character; it is an ordinary coin name, pasted into the app."""
+    img = make_image(tmp_path / "a.png")
+    name = "ab\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    proc = run_cli(home, "add", "--ticker", "FAM", "--name", name, "--image", str(img))
+    assert proc.returncode == 0, proc.stderr
+    conn = sqlite3.connect(home / "moonshot.db")
+    assert conn.execute("SELECT name FROM coins").fetchone()[0] == name
+    conn.close()
 
 
 def test_add_missing_image_and_bad_scheme(home):

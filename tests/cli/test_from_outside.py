@@ -125,6 +125,11 @@ def test_a_lost_database_is_never_started_afresh_over_the_homes_evidence(home, t
     for coin in report["attention"]:
         refused = run_cli(home, "resolve", str(coin["id"]), "--not-launched")
         assert "never launched again from here" in one_line_error(refused)
+        # Found from outside: the advice said "--withdraw ... `moonshot add` it anew" to a
+        # coin the ledger records, and adding it anew launched it a second time.
+        assert "anew" not in coin["reason"] and "was launched" in coin["reason"], coin
+        refused = run_cli(home, "resolve", str(coin["id"]), "--withdraw")
+        assert "would launch it a second time" in one_line_error(refused)
         run_cli(home, "resolve", str(coin["id"]), "--launched", check=True)
     follow_status(home, env=FAST)
     assert launch_counts(home) == {("bob", "DN"): 1, ("bob", "UP"): 1}
