@@ -580,15 +580,24 @@ def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) 
         )
         rec.phase("launch-end")
         clicks = [e for e in rec.events if e.kind == "click" and e.inside]
+        followed = _what_followed(rec.events, clicks)
         click.echo(f"   {len(clicks)} clicks in the app window:")
         for i, e in enumerate(clicks, 1):
-            click.echo(f"   {i:3}  at {e.x:g},{e.y:g}")
+            then = f"  then {', '.join(followed[i])}" if i in followed else ""
+            click.echo(f"   {i:3}  at {e.x:g},{e.y:g}{then}")
         answer = ""
-        while not (answer.isdigit() and 1 <= int(answer) <= len(clicks)) and answer != "p":
+        while True:
             answer = _ask(
                 "3. Which click spends money? Type its number, or p if you stopped before it"
                 " (then point at it)."
             ).lower()
+            if answer == "p":
+                break
+            if answer.isdigit() and 1 <= int(answer) <= len(clicks):
+                wrong = _not_the_spend(int(answer), followed)
+                if wrong is None:
+                    break
+                click.echo(f"   {wrong}")
         if answer == "p":
             _ask(
                 "   Point the mouse at the button that spends money (do NOT click it), then"
@@ -607,7 +616,8 @@ def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) 
         rec.phase("deep-end")
         _ask(
             "5. Now bring the app back to its start screen as you would after a failed"
-            " attempt: Cancel, Back, Close, and empty the fields. Every click you make now"
+            " attempt: Cancel, Back, Close, and empty the fields (click, select all, delete;"
+            " look that each is empty). Every click you make now"
             " is part of the way back. Then press Enter here."
         )
         rec.phase("reset-end")
@@ -621,6 +631,44 @@ def _record_session(cfg, fl_app: str, folder: Path, coin_text: tuple[str, str]) 
     rec.stop()
     click.echo(f"saving the recording ({len(rec.stream.settled)} screens) in {folder}")
     return rec.save(folder, {"irreversible": chosen}).parent
+
+
+def _what_followed(events, clicks) -> dict[int, list[str]]:
+    """For each listed click (1-based), what the person did after it, before the next
+    click: the text typed, an address copied. Shown with the list, so that the person
+    answers "which click spends?" from what each click did, not from positions alone."""
+    number = {id(c): i for i, c in enumerate(clicks, 1)}
+    out: dict[int, list[str]] = {}
+    current = None
+    for e in sorted(events, key=lambda e: e.t):
+        if e.kind == "click":
+            current = number.get(id(e))
+        elif current is not None and e.kind == "type" and e.text:
+            out.setdefault(current, []).append(f"typed {e.text!r}")
+        elif current is not None and e.kind == "clipboard" and flowmod.valid_address(e.text):
+            out.setdefault(current, []).append("an address was copied")
+    return out
+
+
+def _not_the_spend(n: int, followed: dict[int, list[str]]) -> str | None:
+    """Why click n cannot be the one that spends money (found from outside: a wrong
+    number was taken, and the flow would have spent on that step), or None."""
+    typed = [i for i, done in followed.items() if any(d.startswith("typed") for d in done)]
+    if n in typed:
+        return f"click {n} was followed by typing: it is a field, not the button that spends"
+    later = [i for i in typed if i > n]
+    if later:
+        return (
+            f"you still typed after click {later[0]}: the click that spends comes after all"
+            " the typing"
+        )
+    copied = [i for i, done in followed.items() if "an address was copied" in done and i < n]
+    if copied:
+        return (
+            f"an address was copied after click {copied[0]}: the launch had happened by then,"
+            f" so the click that spends is click {copied[0]} or one before it"
+        )
+    return None
 
 
 def _progress(what: str):

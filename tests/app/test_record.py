@@ -124,6 +124,9 @@ def test_recorded_flow_walks_and_launches_three_coins_on_a_moved_window(xserver,
         rec.answer()
         rec.wait_for("3. Which click spends money?")
         assert "7 clicks in the app window" in rec.output()
+        assert "then typed 'Test One'" in rec.output()  # what each click did, not only where
+        rec.answer("1")  # a wrong answer (the name field) is refused, and asked again
+        rec.wait_for("click 1 was followed by typing: it is a field")
         rec.answer("5")
         rec.wait_for("4. The way back")
         rec.answer()  # the way back starts where the app is: an empty form

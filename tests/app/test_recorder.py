@@ -319,3 +319,29 @@ def test_a_figure_that_changes_with_the_form_is_not_preferred_to_tell_its_screen
     assert not proposer.steady(line("0/32 · 0/10"))
     assert proposer.steady(line("New coin"))
     assert proposer.specific(line("Coin launched!")) and not proposer.specific(line("Coin"))
+
+
+def test_the_click_list_says_what_each_click_did_and_refuses_a_spend_that_cannot_be():
+    """Found from outside: "which click spends?" listed positions only, and a wrong number
+    was taken (the flow would have spent on that step)."""
+    from moonshot.cli.flow import _not_the_spend, _what_followed
+
+    address = "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
+    ev = recorder.Event
+    # 1 New token, 2 the name field, 3 the ticker field, 4 Mint, 5 Copy address, 6 Close
+    clicks = [ev("click", t, 10 * t, 20) for t in (1, 3, 5, 7, 9, 11)]
+    events = [
+        *clicks,
+        ev("type", 4, text="Test One"),
+        ev("type", 6, text="TEST1"),
+        ev("clipboard", 10, text=address),
+        ev("click", 10.5, 999, 999, inside=False),  # the terminal: not the app's
+        ev("type", 10.6, text="ignored"),
+    ]
+    followed = _what_followed(events, clicks)
+    assert followed == {2: ["typed 'Test One'"], 3: ["typed 'TEST1'"], 5: ["an address was copied"]}
+    assert "is a field" in _not_the_spend(2, followed)
+    assert "after all the typing" in _not_the_spend(1, followed)
+    assert "click 5 or one before it" in _not_the_spend(6, followed)
+    assert _not_the_spend(4, followed) is None  # Mint: after the typing, before the copy
+    assert _not_the_spend(5, followed) is None  # a Mint that copies the address itself
