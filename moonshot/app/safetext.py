@@ -7,7 +7,7 @@ from __future__ import annotations
 import unicodedata
 
 NON_ASCII_METHODS = ("paste", "refuse")
-_ZWJ = "\u200d"  # joins emoji sequences; harmless, unlike the other format codes
+ZWJ = "\u200d"  # joins emoji sequences; harmless, unlike the other format codes
 
 
 class UnsafeText(ValueError):
@@ -23,7 +23,7 @@ def printable(text: str) -> str:
         if ch.isspace() or cat in ("Zs", "Zl", "Zp"):
             if out and out[-1] != " ":
                 out.append(" ")
-        elif cat[0] != "C" or ch == _ZWJ:
+        elif cat[0] != "C" or ch == ZWJ:
             out.append(ch)
     return "".join(out).strip(" ")
 
@@ -42,7 +42,7 @@ def trim_utf8(text: str, max_bytes: int) -> str:
 def field(text: str, max_bytes: int, what: str) -> str:
     """The printable text trimmed to the limit, without a dangling joiner or space;
     UnsafeText when nothing printable is left."""
-    out = trim_utf8(printable(text), max_bytes).rstrip(" " + _ZWJ)
+    out = trim_utf8(printable(text), max_bytes).rstrip(" " + ZWJ)
     if not out:
         raise UnsafeText(f"{what} {text[:40]!r} has no printable character to enter")
     return out

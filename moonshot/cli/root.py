@@ -18,12 +18,11 @@ from cloup.constraints import If, IsSet, accept_none, require_one
 
 from moonshot import __version__, naming
 from moonshot import machine as m
+from moonshot.app.safetext import ZWJ
 from moonshot.cli.common import COIN_ID, coin_or_fail, load_config, open_store, output
 from moonshot.errors import MoonshotError, Rejected, StaleState
 from moonshot.ops import logs
 from moonshot.ports import IncomingCoin
-
-ZWJ = "\u200d"  # zero-width joiner, inside emoji sequences
 
 # Modules that add command groups; each defines `commands: list[click.Command]`.
 COMMAND_MODULES: tuple[str, ...] = (
